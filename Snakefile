@@ -1,0 +1,24 @@
+# Position Interpolation (Chen, Wong, Chen, Tian 2023), the whole paper as one DAG.
+#   snakemake --cores all                      the embedded default (config/config.yaml), laptop CPU
+#   snakemake --profile slurm all              on a SLURM cluster (profiles/slurm)
+#   snakemake --configfile config/paper.yaml   the paper-scale configuration
+#   snakemake table3                           one table, touching only its upstream
+from pathlib import Path
+
+# A --configfile replaces the default config rather than being merged into it (a merge would leave keys of
+# the default, e.g. a dataset path, inside the paper configuration).
+if not workflow.overwrite_configfiles:
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/perplexity.smk"
+include: "workflow/rules/tables.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

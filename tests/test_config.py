@@ -1,0 +1,98 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pi_repro import config as C
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(name):
+    return yaml.safe_load((ROOT / "config" / name).read_text())
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml"])
+def test_shipped_configs_are_valid(name):
+    C.validate(load(name))
+
+
+def broken(mutate):
+    cfg = load("config.yaml")
+    mutate(cfg)
+    with pytest.raises(C.ConfigError) as e:
+        C.validate(cfg)
+    return str(e.value)
+
+
+def test_unknown_key_is_named():
+    msg = broken(lambda c: c["train"].update(learning_rate=1))
+    assert "train" in msg and "learning_rate" in msg
+
+
+def test_wrong_type_is_named():
+    assert "base_window" in broken(lambda c: c.update(base_window="128"))
+
+
+def test_unknown_method_is_named():
+    msg = broken(lambda c: c["extensions"][1].update(method="NTK"))
+    assert "extensions[1].method" in msg and "NTK" in msg
+
+
+def test_scale_below_one_is_refused():
+    msg = broken(lambda c: c["extensions"][0].update(ctx=64))
+    assert "extensions[0].ctx" in msg and "scale" in msg
+
+
+def test_stride_not_below_window_is_refused():
+    msg = broken(lambda c: c["perplexity"].update(stride=64))
+    assert "perplexity.stride" in msg
+
+
+def test_eval_window_beyond_every_model_is_refused():
+    msg = broken(lambda c: c["perplexity"].update(windows=c["perplexity"]["windows"] + [4096]))
+    assert "perplexity.windows" in msg and "4096" in msg
+
+
+def test_extrapolation_window_must_be_an_eval_window():
+    assert "extrapolate_to" in broken(lambda c: c["perplexity"]["extrapolate_to"].update(mini=300))
+
+
+def test_checkpoint_beyond_training_is_refused():
+    assert "extensions[1].checkpoints" in broken(lambda c: c["extensions"][1]["checkpoints"].append(10**6))
+
+
+def test_unknown_size_and_dataset_are_named():
+    assert "extensions[0].size" in broken(lambda c: c["extensions"][0].update(size="70B"))
+    assert "finetune_data[0]" in broken(lambda c: c.update(finetune_data=["pile"]))
+
+
+def test_proofpile_documents_must_cover_the_largest_window():
+    assert "doc_tokens" in broken(lambda c: c["datasets"]["proofpile"]["eval"].update(doc_tokens=256))
+
+
+def test_bad_sha256_format_is_named():
+    assert "datasets.pg19.sha256" in broken(lambda c: c["datasets"]["pg19"].update(sha256="abc"))
+
+
+def test_table_cells_follow_the_config():
+    cfg = load("config.yaml")
+    L = cfg["base_window"]
+    cells = C.ppl_table_cells(cfg, "pg19")
+    base = [w for s, m, w in cells if m == "base"]
+    assert base == [w for w in sorted(cfg["perplexity"]["windows"]) if w <= cfg["perplexity"]["extrapolate_to"]["mini"]]
+    for ext in cfg["extensions"]:
+        got = sorted(w for s, m, w in cells if m == C.final_model(ext))
+        assert got == [w for w in sorted(cfg["perplexity"]["windows"]) if w <= ext["ctx"]]
+    t3 = C.table3_cells(cfg)
+    assert ("mini", f"PI-{2 * L}/step0", 2 * L) in t3
+    assert C.ppl_windows(cfg, "pg19", "mini", f"PI-{2 * L}/step25") == [2 * L]
+
+
+def test_hyperparameters_merge_train_size_extension():
+    cfg = load("config.yaml")
+    ext = copy.deepcopy(cfg["extensions"][0])
+    ext["global_batch"] = 16
+    hp = C.train_hparams(cfg, ext)
+    assert hp["global_batch"] == 16 and hp["lr"] == cfg["sizes"]["mini"]["lr"] and hp["steps"] == ext["steps"]

@@ -1,0 +1,69 @@
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from pi_repro import data, fetch, passkey
+
+
+def test_proofpile_style_draws_long_documents_and_truncates():
+    ids = [f"d{i}" for i in range(20)]
+    arrays = [np.arange(10 * i) for i in range(20)]
+    a = data.select_eval_docs(ids, arrays, "proofpile", seed=3, num_docs=5, doc_tokens=100)
+    b = data.select_eval_docs(ids, arrays, "proofpile", seed=3, num_docs=5, doc_tokens=100)
+    assert a[0] == b[0] and len(a[0]) == 5
+    assert all(len(x) == 100 for x in a[1])
+    assert all(int(i[1:]) >= 10 for i in a[0])
+    with pytest.raises(ValueError, match="only 10 test documents"):
+        data.select_eval_docs(ids, arrays, "proofpile", seed=3, num_docs=11, doc_tokens=100)
+
+
+def test_pg19_style_keeps_whole_documents():
+    ids = ["b", "a", "c"]
+    arrays = [np.arange(5), np.arange(7), np.arange(3)]
+    got_ids, got = data.select_eval_docs(ids, arrays, "pg19", seed=0)
+    assert got_ids == ["a", "b", "c"] and [len(x) for x in got] == [7, 5, 3]
+
+
+def test_docs_round_trip(tmp_path):
+    ids, arrays = ["x", "y"], [np.array([1, 2, 3]), np.array([4, 5])]
+    data.save_docs(tmp_path / "d.npz", ids, arrays, 100)
+    got_ids, got = data.load_docs(tmp_path / "d.npz")
+    assert got_ids == ids and [list(a) for a in got] == [[1, 2, 3], [4, 5]]
+
+
+def test_corpus_errors_name_the_line(tmp_path):
+    p = tmp_path / "c.jsonl.gz"
+    with gzip.open(p, "wt") as f:
+        f.write(json.dumps({"id": "a", "split": "train", "text": "x"}) + "\n" + '{"id": "b"}\n')
+    with pytest.raises(ValueError, match=r"c.jsonl.gz:2"):
+        data.read_corpus(p)
+
+
+def test_checksum_mismatch_fails_loudly(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"id": "a", "split": "train", "text": "x"}\n')
+    spec = {"source": "local", "path": str(p), "sha256": "0" * 64}
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        fetch.fetch(spec, tmp_path / "out.jsonl.gz")
+    assert not (tmp_path / "out.jsonl.gz").exists()
+
+
+def test_tokenizer_splits_digits_and_round_trips(tmp_path):
+    texts = ["The pass key is 12345. Remember it."] * 50 + ["Lemma foo : forall n, n + 0 = n."] * 50
+    data.train_tokenizer(texts, 300, tmp_path)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    pieces = tok.tokenize("key 98765")
+    digits = [p.strip("Ġ") for p in pieces if p.strip("Ġ").isdigit()]
+    assert digits == ["9", "8", "7", "6", "5"]  # one token per digit, as LLaMA's tokenizer does
+    assert tok.decode(tok("key 98765", add_special_tokens=False)["input_ids"]) == "key 98765"
+
+
+def test_passkey_prompt_is_the_papers():
+    p = passkey.prompt("12345", 2, 1)
+    assert p.startswith(passkey.INTRO) and p.endswith("What is the pass key? The pass key is")
+    assert p.count(passkey.FILLER) == 3
+    assert "The pass key is 12345. Remember it. 12345 is the pass key." in p

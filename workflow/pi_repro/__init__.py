@@ -1,0 +1,6 @@
+"""Position Interpolation reproduction: the protocols of Chen et al. (2023) as importable, tested functions.
+
+The Snakemake rules (``workflow/rules``) only do path arithmetic; the scripts (``workflow/scripts``) parse
+arguments and call this package.
+"""
+__version__ = "0.1.0"

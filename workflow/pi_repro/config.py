@@ -1,0 +1,210 @@
+"""Configuration: validation (schema + semantics, before any job runs) and the expansion into targets.
+
+The DAG's shape comes from the config alone; these functions are what ``workflow/rules/common.smk`` calls.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending key."""
+
+
+def _where(path) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def validate(cfg: dict) -> dict:
+    """Raise :class:`ConfigError` naming the key of the first problem found; return ``cfg`` otherwise."""
+    import jsonschema
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        msg = e.message
+        if e.validator == "additionalProperties":
+            msg = f"unknown key ({msg})"
+        if e.validator == "oneOf" and isinstance(e.instance, dict):
+            msg = f"does not match any allowed form for source {e.instance.get('source')!r}: {e.instance}"
+        raise ConfigError(f"config error at {_where(e.absolute_path)}: {msg}")
+    _semantic_checks(cfg)
+    return cfg
+
+
+def _fail(key: str, msg: str):
+    raise ConfigError(f"config error at {key}: {msg}")
+
+
+def _semantic_checks(cfg: dict) -> None:
+    L = cfg["base_window"]
+    datasets, sizes = cfg["datasets"], cfg["sizes"]
+    for name, d in datasets.items():
+        if d["source"] == "local" and not ("path" in d and "sha256" in d):
+            _fail(f"datasets.{name}", "a local dataset needs path and sha256")
+        if d["source"] == "hub" and "hub" not in d:
+            _fail(f"datasets.{name}", "a hub dataset needs a hub block")
+        ev = d["eval"]
+        if ev["style"] == "proofpile" and not ("num_docs" in ev and "doc_tokens" in ev):
+            _fail(f"datasets.{name}.eval", "proofpile style needs num_docs and doc_tokens")
+    for i, name in enumerate(cfg["finetune_data"]):
+        if name not in datasets:
+            _fail(f"finetune_data[{i}]", f"unknown dataset {name!r}")
+    seen = set()
+    for i, ext in enumerate(cfg["extensions"]):
+        key = f"extensions[{i}]"
+        if ext["size"] not in sizes:
+            _fail(f"{key}.size", f"unknown size {ext['size']!r}; sizes are {sorted(sizes)}")
+        if ext["ctx"] < L:
+            _fail(f"{key}.ctx", f"scale {ext['ctx']}/{L} < 1: an extension cannot shrink the window")
+        if ext["method"] == "CT" and ext["ctx"] % L:
+            _fail(f"{key}.ctx", f"CT trains at L={L} on the ctx-long sequences, so ctx must be a multiple of L")
+        if ext["method"] != "CT" and ext["ctx"] == L:
+            _fail(f"{key}.ctx", f"{ext['method']} at ctx = L = {L} is not an extension (scale 1)")
+        for j, c in enumerate(ext["checkpoints"]):
+            if c > ext["steps"]:
+                _fail(f"{key}.checkpoints[{j}]", f"checkpoint step {c} is beyond the {ext['steps']} training steps")
+        if ext["steps"] not in ext["checkpoints"]:
+            _fail(f"{key}.checkpoints", f"must include the final step {ext['steps']}")
+        for j, name in enumerate(ext.get("data", [])):
+            if name not in datasets:
+                _fail(f"{key}.data[{j}]", f"unknown dataset {name!r}")
+        ident = (ext["size"], ext["method"], ext["ctx"])
+        if ident in seen:
+            _fail(key, f"duplicate extension {ident}")
+        seen.add(ident)
+        hp = train_hparams(cfg, ext)
+        if hp["global_batch"] % hp["micro_batch"]:
+            _fail(f"{key}", f"global batch {hp['global_batch']} is not a multiple of micro batch {hp['micro_batch']}")
+    ppl = cfg["perplexity"]
+    windows = ppl["windows"]
+    if ppl["stride"] >= min(windows):
+        _fail("perplexity.stride", f"stride {ppl['stride']} must be smaller than the smallest evaluation window "
+              f"{min(windows)} (windows must overlap for every token to have context)")
+    if L not in windows:
+        _fail("perplexity.windows", f"must include the base window L = {L}")
+    for size, w in ppl.get("extrapolate_to", {}).items():
+        if size not in sizes:
+            _fail(f"perplexity.extrapolate_to.{size}", "unknown size")
+        if w not in windows:
+            _fail(f"perplexity.extrapolate_to.{size}", f"{w} is not one of perplexity.windows {windows}")
+    for i, ext in enumerate(cfg["extensions"]):
+        if ext["ctx"] not in windows:
+            _fail(f"extensions[{i}].ctx", f"{ext['ctx']} is not one of perplexity.windows {windows}")
+    for w in windows:
+        if not any(w <= m for m in model_windows(cfg)):
+            _fail("perplexity.windows", f"evaluation window {w} exceeds every model's window ({max(model_windows(cfg))})")
+    for name, d in datasets.items():
+        ev = d["eval"]
+        if ev["style"] == "proofpile":
+            used = max(model_windows(cfg))
+            if ev["doc_tokens"] < used:
+                _fail(f"datasets.{name}.eval.doc_tokens", f"{ev['doc_tokens']} is shorter than the largest evaluation window {used}")
+    for t in ("table1", "table2", "table3"):
+        spec = cfg["tables"].get(t)
+        if spec and spec["dataset"] not in datasets:
+            _fail(f"tables.{t}.dataset", f"unknown dataset {spec['dataset']!r}")
+    for i, row in enumerate(cfg["tables"].get("table3", {}).get("rows", [])):
+        ext = find_extension(cfg, row["size"], row["method"], row["ctx"])
+        if ext is None:
+            _fail(f"tables.table3.rows[{i}]", f"no extension {row} in extensions")
+
+
+def load(path: str | Path) -> dict:
+    return validate(yaml.safe_load(Path(path).read_text()))
+
+
+# ---------------------------------------------------------------------------------------------- expansion
+def find_extension(cfg: dict, size: str, method: str, ctx: int) -> dict | None:
+    for ext in cfg["extensions"]:
+        if (ext["size"], ext["method"], int(ext["ctx"])) == (size, method, int(ctx)):
+            return ext
+    return None
+
+
+def extension_name(ext: dict) -> str:
+    return f"{ext['method']}-{ext['ctx']}"
+
+
+def model_windows(cfg: dict) -> list[int]:
+    """Largest evaluation window of each model: its ctx, or extrapolate_to for base models."""
+    L = cfg["base_window"]
+    out = [ext["ctx"] for ext in cfg["extensions"]]
+    out += [cfg["perplexity"].get("extrapolate_to", {}).get(s, L) for s in cfg["sizes"]]
+    return out
+
+
+def train_hparams(cfg: dict, ext: dict) -> dict:
+    """Fine-tuning hyperparameters of one extension: train defaults, then the size's, then the extension's."""
+    size = cfg["sizes"][ext["size"]]
+    hp = dict(cfg["train"])
+    for src in (size, ext):
+        for k in ("global_batch", "micro_batch"):
+            if k in src:
+                hp[k] = src[k]
+    hp.update(lr=size["lr"], steps=ext["steps"], seed=cfg["seed"])
+    return hp
+
+
+def eval_windows(cfg: dict, size: str, model: str) -> list[int]:
+    """Windows a model is evaluated at in Tables 1-2: up to its own window (base: up to extrapolate_to)."""
+    if model == "base":
+        top = cfg["perplexity"].get("extrapolate_to", {}).get(size, cfg["base_window"])
+    else:
+        top = int(model.split("/")[0].split("-")[1])
+    return [w for w in sorted(cfg["perplexity"]["windows"]) if w <= top]
+
+
+def final_model(ext: dict) -> str:
+    return f"{extension_name(ext)}/step{ext['steps']}"
+
+
+def ppl_table_cells(cfg: dict, dataset: str) -> list[tuple[str, str, int]]:
+    """(size, model, window) of every cell of Table 1/2 on ``dataset``."""
+    cells = []
+    for size in cfg["sizes"]:
+        cells += [(size, "base", w) for w in eval_windows(cfg, size, "base")]
+        for ext in cfg["extensions"]:
+            if ext["size"] == size:
+                m = final_model(ext)
+                cells += [(size, m, w) for w in eval_windows(cfg, size, m)]
+    return cells
+
+
+def table3_cells(cfg: dict) -> list[tuple[str, str, int]]:
+    cells = []
+    for row in cfg["tables"]["table3"]["rows"]:
+        ext = find_extension(cfg, row["size"], row["method"], row["ctx"])
+        cells += [(row["size"], f"{extension_name(ext)}/step{n}", ext["ctx"]) for n in sorted(ext["checkpoints"])]
+    return cells
+
+
+def table_cells(cfg: dict, table: str) -> tuple[str, list[tuple[str, str, int]]]:
+    """The dataset of a perplexity table and its cells (size, model, window)."""
+    spec = cfg["tables"][table]
+    cells = table3_cells(cfg) if table == "table3" else ppl_table_cells(cfg, spec["dataset"])
+    return spec["dataset"], cells
+
+
+def ppl_windows(cfg: dict, dataset: str, size: str, model: str) -> list[int]:
+    """Every window at which the tables need ``model`` evaluated on ``dataset`` (one job evaluates them all:
+    loading a model once per window would cost more than the evaluation itself on small models)."""
+    need = set()
+    for table in ("table1", "table2", "table3"):
+        if table in cfg["tables"]:
+            ds, cells = table_cells(cfg, table)
+            if ds == dataset:
+                need |= {w for s, m, w in cells if (s, m) == (size, model)}
+    return sorted(need)
+
+
+def ppl_path(run: str, dataset: str, size: str, model: str) -> str:
+    return f"results/{run}/eval/ppl/{dataset}/{size}/{model}/ppl.json"

@@ -1,0 +1,108 @@
+"""Corpora, tokenizer, packed token arrays and the choice of evaluation documents."""
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+
+from . import passkey
+
+BOS, EOS = "<s>", "</s>"
+
+
+def read_corpus(path: str | Path) -> list[dict]:
+    """Documents ``{"id", "split", "text"}`` of a JSON-lines corpus (optionally gzip-compressed)."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    docs = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e})") from None
+            missing = {"id", "split", "text"} - set(d)
+            if missing or d["split"] not in ("train", "test"):
+                raise ValueError(f"{path}:{n}: a document needs id, text and split train|test; got keys {sorted(d)}")
+            docs.append(d)
+    if not docs:
+        raise ValueError(f"{path}: no documents")
+    return docs
+
+
+def train_tokenizer(texts, vocab_size: int, out_dir: str | Path) -> None:
+    """Byte-level BPE with digits split one by one (as LLaMA's tokenizer does), saved for AutoTokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BOS, EOS],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=EOS)
+    fast.save_pretrained(str(out_dir))
+
+
+def encode_docs(tokenizer, texts: list[str], add_bos: bool = True) -> list[np.ndarray]:
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
+    return [np.asarray(bos + x, dtype=np.int64) for x in ids]
+
+
+def pack(arrays: list[np.ndarray], vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate documents; return (tokens, offsets) with offsets[i]:offsets[i+1] the i-th document."""
+    dtype = np.uint16 if vocab_size <= 65535 else np.uint32
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(a) for a in arrays])
+    tokens = np.concatenate(arrays).astype(dtype) if arrays else np.zeros(0, dtype=dtype)
+    return tokens, offsets
+
+
+def select_eval_docs(ids: list[str], arrays: list[np.ndarray], style: str, seed: int, num_docs: int | None = None,
+                     doc_tokens: int | None = None) -> tuple[list[str], list[np.ndarray]]:
+    """Evaluation documents chosen as the paper does.
+
+    ``proofpile``: ``num_docs`` documents drawn with ``seed`` among those with at least ``doc_tokens`` tokens,
+    each truncated to its first ``doc_tokens`` tokens. ``pg19``: whole documents (all of them, or ``num_docs``
+    drawn with ``seed`` when a budget is set).
+    """
+    order = sorted(range(len(ids)), key=lambda i: ids[i])
+    rng = random.Random(seed)
+    if style == "proofpile":
+        eligible = [i for i in order if len(arrays[i]) >= doc_tokens]
+        if len(eligible) < num_docs:
+            raise ValueError(f"only {len(eligible)} test documents have >= {doc_tokens} tokens, {num_docs} requested")
+        chosen = sorted(rng.sample(eligible, num_docs), key=lambda i: ids[i])
+        return [ids[i] for i in chosen], [arrays[i][:doc_tokens] for i in chosen]
+    if style == "pg19":
+        chosen = order if num_docs is None else sorted(rng.sample(order, min(num_docs, len(order))),
+                                                        key=lambda i: ids[i])
+        return [ids[i] for i in chosen], [arrays[i] for i in chosen]
+    raise ValueError(f"unknown evaluation style {style!r}")
+
+
+def save_docs(path: str | Path, ids: list[str], arrays: list[np.ndarray], vocab_size: int) -> None:
+    tokens, offsets = pack(arrays, vocab_size)
+    with open(path, "wb") as f:
+        np.savez(f, tokens=tokens, offsets=offsets, ids=np.asarray(ids, dtype=str))
+
+
+def load_docs(path: str | Path) -> tuple[list[str], list[np.ndarray]]:
+    with np.load(path, allow_pickle=False) as z:
+        tokens, offsets, ids = z["tokens"], z["offsets"], z["ids"]
+    return [str(i) for i in ids], [tokens[offsets[k]:offsets[k + 1]].astype(np.int64) for k in range(len(ids))]
+
+
+def passkey_docs(n: int, max_fillers: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [passkey.training_text(rng, max_fillers) for _ in range(n)]

@@ -1,0 +1,104 @@
+"""Tables 1-3 in the paper's layout, from the per-cell perplexity records."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .io import read_json
+
+METHOD_ORDER = {"None": 0, "FT": 1, "PI": 2, "CT": 3}
+METHOD_LABEL = {"None": "None", "FT": "FT", "PI": "PI", "CT": "CT (control)"}
+
+
+def parse_model_path(path: str | Path) -> dict:
+    """``.../eval/ppl/{dataset}/{size}/{base | METHOD-CTX/stepN}/ppl.json`` -> its coordinates."""
+    parts = Path(path).parts
+    i = parts.index("ppl")
+    dataset, size = parts[i + 1], parts[i + 2]
+    if parts[i + 3] == "base":
+        return dict(dataset=dataset, size=size, method="None", ctx=None, step=0)
+    method, ctx = parts[i + 3].split("-")
+    return dict(dataset=dataset, size=size, method=method, ctx=int(ctx), step=int(parts[i + 4][4:]))
+
+
+def load_cells(paths: list[str], only_model_window: bool = False) -> pd.DataFrame:
+    """One row per (model, window) of the perplexity records; ``only_model_window``: just each model's own
+    window (Table 3)."""
+    rows = []
+    for p in paths:
+        rec = read_json(p)
+        model = parse_model_path(p)
+        if model["ctx"] is None:
+            model["ctx"] = rec["model_window"]
+        for w, r in rec["windows"].items():
+            if only_model_window and int(w) != model["ctx"]:
+                continue
+            rows.append(dict(model, window=int(w), perplexity=r["perplexity"], ci_low=r["ci95"][0],
+                             ci_high=r["ci95"][1], n_tokens=r["n_scored_tokens"], n_docs=r["n_docs"]))
+    if not rows:
+        raise ValueError("no perplexity records given")
+    return pd.DataFrame(rows)
+
+
+def _row_order(df: pd.DataFrame) -> pd.DataFrame:
+    sizes = list(dict.fromkeys(df["size"]))
+    key = df["size"].map(sizes.index) * 10**9 + df["ctx"] * 10 + df["method"].map(METHOD_ORDER)
+    return df.assign(_k=key).sort_values("_k").drop(columns="_k")
+
+
+def windows_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """Tables 1-2: one row per (size, model window, method), one column per evaluation window."""
+    wide = cells.pivot_table(index=["size", "ctx", "method"], columns="window", values="perplexity", sort=False)
+    wide = _row_order(wide.reset_index())
+    wide.columns = [str(c) for c in wide.columns]
+    return wide.rename(columns={"ctx": "model_ctx"})
+
+
+def steps_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """Table 3: one row per (size, model window), one column per fine-tuning step, at the model's window."""
+    wide = cells.pivot_table(index=["size", "ctx", "method"], columns="step", values="perplexity", sort=False)
+    wide = _row_order(wide.reset_index())
+    wide.columns = [str(c) for c in wide.columns]
+    return wide.rename(columns={"ctx": "model_ctx"})
+
+
+def _display(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    out["method"] = out["method"].map(METHOD_LABEL)
+    out = out.rename(columns={"size": "Size", "model_ctx": "Model ctx", "method": "Method"})
+    for c in out.columns[3:]:
+        out[c] = out[c].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}")
+    return out
+
+
+def write_table(df: pd.DataFrame, prefix: str | Path, title: str, note: str = "") -> None:
+    """``prefix``.csv (full precision), .md and .tex (two decimals, '-' where the paper has no cell)."""
+    from .io import atomic_path
+
+    prefix = Path(prefix)
+    disp = _display(df)
+    with atomic_path(prefix.with_suffix(".csv")) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+    md = f"# {title}\n\n" + (note + "\n\n" if note else "") + disp.to_markdown(index=False) + "\n"
+    with atomic_path(prefix.with_suffix(".md")) as tmp:
+        tmp.write_text(md)
+    tex = disp.to_latex(index=False, caption=title, escape=True)
+    with atomic_path(prefix.with_suffix(".tex")) as tmp:
+        tmp.write_text(tex)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    # the method "None" (no fine-tuning) must stay a string, not become a missing value
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def value(table: pd.DataFrame, size: str, method: str, column: int | str, ctx: int | None = None) -> float | None:
+    """One cell of a table (None if absent): the row of (size, method[, ctx]), the column ``column``."""
+    rows = table[(table["size"].astype(str) == str(size)) & (table["method"] == method)]
+    if ctx is not None:
+        rows = rows[rows["model_ctx"] == ctx]
+    col = str(column)
+    if rows.empty or col not in rows.columns or pd.isna(rows.iloc[0][col]):
+        return None
+    return float(rows.iloc[0][col])

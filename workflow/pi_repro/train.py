@@ -1,0 +1,178 @@
+"""Training: pretraining of the small base model and the PI / FT / CT fine-tunes, through transformers' Trainer.
+
+The optimizer is the paper's: AdamW with β = (0.9, 0.95), weight decay 0, linear warm-up over ``warmup_steps``
+from ``warmup_start`` × max lr, then constant (``schedule: constant``) or cosine decay to ``min_lr_ratio`` × max
+lr (``schedule: cosine``, used for pretraining only). The same code runs on one CPU, on one GPU, and under
+torchrun / deepspeed with ZeRO-3 (``deepspeed: <config.json>``).
+
+Checkpoints: the Trainer's own (model + optimizer + RNG state, for resuming) go to ``work_dir``; at every step
+listed in ``export_steps`` the weights are also written, atomically, as a Hugging Face checkpoint
+``<export_dir>/step{N}`` with the extended config (``rope_parameters``) and the tokenizer.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+
+class Chunks(Dataset):
+    """Non-overlapping chunks of ``seq_len`` tokens of a packed token array (documents separated by BOS)."""
+
+    def __init__(self, tokens: np.ndarray, seq_len: int):
+        n = len(tokens) // seq_len
+        if n == 0:
+            raise ValueError(f"the training data has {len(tokens)} tokens, fewer than one sequence of {seq_len}")
+        self.tokens, self.seq_len, self.n = tokens, seq_len, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        x = torch.from_numpy(self.tokens[i * self.seq_len:(i + 1) * self.seq_len].astype(np.int64))
+        return {"input_ids": x}
+
+
+class SplitCollator:
+    """Stack sequences; split each into pieces of ``piece`` tokens (CT: the same tokens, trained at window L)."""
+
+    def __init__(self, piece: int | None = None):
+        self.piece = piece
+
+    def __call__(self, features):
+        ids = torch.stack([f["input_ids"] for f in features])
+        if self.piece and self.piece < ids.shape[1]:
+            if ids.shape[1] % self.piece:
+                raise ValueError(f"sequence length {ids.shape[1]} is not a multiple of the training window {self.piece}")
+            ids = ids.reshape(-1, self.piece)
+        return {"input_ids": ids, "labels": ids.clone()}
+
+
+def lr_lambda(step: int, warmup_steps: int, warmup_start: float, schedule: str = "constant", total_steps: int = 1,
+              min_lr_ratio: float = 0.1) -> float:
+    """Multiplier of the max learning rate at optimizer step ``step`` (0-based)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return warmup_start + (1.0 - warmup_start) * step / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+def build_trainer(model, dataset, hp: dict, work_dir: str | Path, export_dir: str | Path | None,
+                  export_steps: list[int], tokenizer_dir: str | Path | None, train_window: int | None = None,
+                  log_path: str | Path | None = None):
+    """A Trainer for ``hp`` (see ``config/*.yaml``, key ``train``) that exports checkpoints at ``export_steps``."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    class ExportAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step in export_steps:
+                control.should_save = True
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if log_path and state.is_world_process_zero and logs:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+    class PITrainer(Trainer):
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            if self.lr_scheduler is None:
+                self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                    optimizer or self.optimizer,
+                    lambda s: lr_lambda(s, hp["warmup_steps"], hp["warmup_start"], hp.get("schedule", "constant"),
+                                        num_training_steps, hp.get("min_lr_ratio", 0.1)))
+            return self.lr_scheduler
+
+        def _save_checkpoint(self, model, trial):
+            super()._save_checkpoint(model, trial)
+            step = self.state.global_step
+            if export_dir is not None and step in export_steps:
+                self.export(Path(export_dir) / f"step{step}")
+
+        def export(self, out: Path):
+            # save_model is collective under ZeRO-3 (weights are gathered) and writes on the main process only
+            staging = out.parent / f".{out.name}.staging"
+            if self.args.should_save and staging.exists():
+                shutil.rmtree(staging)
+            self.save_model(str(staging))
+            if self.args.should_save:
+                _copy_tokenizer(tokenizer_dir, staging)
+                if out.exists():
+                    shutil.rmtree(out)
+                os.replace(staging, out)
+
+    accel = torch.cuda.is_available()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    micro = hp["micro_batch"]
+    seqs_per_step = hp["global_batch"]
+    if seqs_per_step % (micro * world):
+        raise ValueError(f"global batch {seqs_per_step} is not a multiple of micro batch {micro} × world size {world}")
+    args = TrainingArguments(
+        output_dir=str(work_dir),
+        max_steps=hp["steps"],
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=seqs_per_step // (micro * world),
+        learning_rate=float(hp["lr"]),
+        adam_beta1=hp["betas"][0],
+        adam_beta2=hp["betas"][1],
+        weight_decay=hp["weight_decay"],
+        max_grad_norm=hp.get("max_grad_norm", 1.0),
+        optim="adamw_torch",
+        logging_steps=hp.get("log_every", 10),
+        save_strategy="steps",
+        save_steps=hp.get("resume_every", 50),
+        save_total_limit=1,
+        save_only_model=False,
+        report_to=[],
+        seed=hp["seed"],
+        data_seed=hp["seed"],
+        dataloader_drop_last=True,
+        dataloader_num_workers=0,
+        bf16=bool(hp.get("bf16", False)) and accel,
+        gradient_checkpointing=bool(hp.get("gradient_checkpointing", False)),
+        deepspeed=hp.get("deepspeed"),
+        use_cpu=not accel,
+        disable_tqdm=False,
+        remove_unused_columns=False,
+    )
+    trainer = PITrainer(model=model, args=args, train_dataset=dataset, data_collator=SplitCollator(train_window),
+                        callbacks=[ExportAt()])
+    return trainer
+
+
+def _copy_tokenizer(src, dst: Path):
+    if src is None:
+        return
+    for f in Path(src).iterdir():
+        if f.name.startswith("tokenizer") or f.name == "special_tokens_map.json":
+            shutil.copy2(f, dst / f.name)
+
+
+def last_checkpoint(work_dir: str | Path) -> str | None:
+    ckpts = sorted(Path(work_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    complete = [c for c in ckpts if (c / "trainer_state.json").is_file()]
+    return str(complete[-1]) if complete else None
+
+
+def prepare_work_dir(work_dir: str | Path, params: dict) -> str | None:
+    """Make ``work_dir`` hold the resume state of *this* run: reuse it if its recorded parameters match,
+    otherwise start afresh. Return the checkpoint to resume from, if any."""
+    work_dir = Path(work_dir)
+    stamp = work_dir / "run-params.json"
+    text = json.dumps(params, sort_keys=True, indent=1)
+    if work_dir.exists() and (not stamp.is_file() or stamp.read_text() != text):
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(text)
+    return last_checkpoint(work_dir)

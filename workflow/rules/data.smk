@@ -1,0 +1,41 @@
+# Data: fetch (verify checksums) -> tokenize with the model's tokenizer -> packed training tokens + eval documents.
+
+
+rule fetch_dataset:
+    """A corpus as JSON lines {id, split, text}: a shipped file whose sha256 is checked, or a pinned hub dataset."""
+    output:
+        f"{R}/data/{{dataset}}/corpus.jsonl.gz",
+    params:
+        spec=lambda w: as_json(config["datasets"][w.dataset]),
+    log:
+        f"{R}/logs/fetch_dataset/{{dataset}}.log",
+    benchmark:
+        f"{R}/benchmarks/fetch_dataset/{{dataset}}.tsv"
+    resources:
+        runtime=240,
+    shell:
+        "{PY}/fetch_dataset.py --spec {params.spec} --out {output} > {log} 2>&1"
+
+
+rule tokenize:
+    """Packed training tokens (documents joined, each opening with BOS) and the chosen evaluation documents."""
+    input:
+        corpus=f"{R}/data/{{dataset}}/corpus.jsonl.gz",
+        tokenizer=tokenizer_dir,
+    output:
+        train=f"{R}/data/{{dataset}}/{{size}}/train.npz",
+        eval=f"{R}/data/{{dataset}}/{{size}}/eval.npz",
+        stats=f"{R}/data/{{dataset}}/{{size}}/stats.json",
+    params:
+        eval=lambda w: as_json(config["datasets"][w.dataset]["eval"]),
+        seed=config["seed"],
+    log:
+        f"{R}/logs/tokenize/{{dataset}}/{{size}}.log",
+    benchmark:
+        f"{R}/benchmarks/tokenize/{{dataset}}/{{size}}.tsv"
+    threads: 2
+    resources:
+        runtime=240,
+    shell:
+        "{PY}/tokenize_corpus.py --corpus {input.corpus} --tokenizer {input.tokenizer} --eval {params.eval}"
+        " --seed {params.seed} --train {output.train} --eval-out {output.eval} --stats {output.stats} > {log} 2>&1"

@@ -1,0 +1,91 @@
+# Models: the base model per size, then PI / FT / CT extensions (step 0 = base weights under the extended
+# config, no training; later steps from one fine-tuning run per extension).
+
+
+rule train_tokenizer:
+    """Byte-level BPE (digits split) on the training splits, for a base model pretrained here."""
+    input:
+        expand(f"{R}/data/{{dataset}}/corpus.jsonl.gz", dataset=config["finetune_data"]),
+    output:
+        directory(f"{R}/models/{{size}}/tokenizer"),
+    params:
+        vocab=lambda w: size_cfg(w)["base"]["vocab_size"],
+    log:
+        f"{R}/logs/train_tokenizer/{{size}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_tokenizer/{{size}}.tsv"
+    shell:
+        "{PY}/train_tokenizer.py --vocab-size {params.vocab} --out {output} {input} > {log} 2>&1"
+
+
+def base_model_inputs(w):
+    base = size_cfg(w)["base"]
+    if base["source"] == "pretrain":
+        return {"tokenizer": tokenizer_dir(w), "data": pretrain_data(w)}
+    return {}
+
+
+rule base_model:
+    """The base model of a size: shipped weights (checksums verified), hub weights (pinned revision), or
+    pretrained here at the base window L."""
+    input:
+        unpack(base_model_inputs),
+    output:
+        directory(f"{R}/models/{{size}}/base"),
+    params:
+        spec=lambda w: as_json(size_cfg(w)["base"]),
+        window=L,
+        seed=config["seed"],
+    log:
+        f"{R}/logs/base_model/{{size}}.log",
+    benchmark:
+        f"{R}/benchmarks/base_model/{{size}}.tsv"
+    threads: 2
+    resources:
+        runtime=lambda w: size_resources(w, "train_runtime", 60),
+    shell:
+        "{PY}/base_model.py --spec {params.spec} --window {params.window} --seed {params.seed} --out {output}"
+        " {input} > {log} 2>&1"
+
+
+rule init_extension:
+    """Step 0 of an extension: the base weights under the extended config (PI: rope_parameters linear, factor s)."""
+    input:
+        base=lambda w: base_dir(w.size),
+    output:
+        directory(f"{R}/models/{{size}}/{{method}}-{{ctx}}/step0"),
+    params:
+        L=L,
+    log:
+        f"{R}/logs/init_extension/{{size}}/{{method}}-{{ctx}}.log",
+    benchmark:
+        f"{R}/benchmarks/init_extension/{{size}}/{{method}}-{{ctx}}.tsv"
+    shell:
+        "{PY}/init_extension.py --base {input.base} --method {wildcards.method} --ctx {wildcards.ctx}"
+        " --base-window {params.L} --out {output} > {log} 2>&1"
+
+
+rule finetune:
+    """One fine-tuning run: exports step{N} checkpoints beside finetune.json (written last, with checksums).
+    Resumes from the Trainer state in _trainer/ when rerun after an interruption."""
+    input:
+        init=f"{R}/models/{{size}}/{{method}}-{{ctx}}/step0",
+        data=finetune_data,
+    output:
+        f"{R}/models/{{size}}/{{method}}-{{ctx}}/finetune.json",
+    params:
+        hp=lambda w: as_json(pcfg.train_hparams(config, ext_cfg(w))),
+        checkpoints=lambda w: ",".join(str(c) for c in ext_cfg(w)["checkpoints"]),
+        L=L,
+        outdir=lambda w: f"{R}/models/{w.size}/{w.method}-{w.ctx}",
+    log:
+        f"{R}/logs/finetune/{{size}}/{{method}}-{{ctx}}.log",
+    benchmark:
+        f"{R}/benchmarks/finetune/{{size}}/{{method}}-{{ctx}}.tsv"
+    threads: 2
+    resources:
+        runtime=lambda w: size_resources(w, "train_runtime", 60),
+    shell:
+        "{PY}/finetune.py --init {input.init} --method {wildcards.method} --ctx {wildcards.ctx}"
+        " --base-window {params.L} --hp {params.hp} --checkpoints {params.checkpoints}"
+        " --outdir {params.outdir} --manifest {output} {input.data} > {log} 2>&1"

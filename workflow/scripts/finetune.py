@@ -1,0 +1,30 @@
+#!/usr/bin/env python3
+"""One fine-tuning run of an extension (rule finetune); also a torchrun / deepspeed entry point.
+
+    torchrun --nproc-per-node 8 workflow/scripts/finetune.py --init ... (same arguments)
+"""
+import argparse
+import json
+
+import _common  # noqa: F401
+from pi_repro.finetune import finetune
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--init", required=True, help="the step0 checkpoint (extended config, base weights)")
+    ap.add_argument("--method", required=True, choices=["PI", "FT", "CT"])
+    ap.add_argument("--ctx", type=int, required=True)
+    ap.add_argument("--base-window", type=int, required=True)
+    ap.add_argument("--hp", type=json.loads, required=True)
+    ap.add_argument("--checkpoints", required=True, help="comma-separated steps to export")
+    ap.add_argument("--outdir", required=True)
+    ap.add_argument("--manifest", required=True)
+    ap.add_argument("data", nargs="+", help="tokenized training data (train.npz)")
+    a = ap.parse_args()
+    steps = [int(s) for s in a.checkpoints.split(",")]
+    finetune(a.init, a.method, a.ctx, a.base_window, a.hp, steps, a.outdir, a.manifest, a.data)
+
+
+if __name__ == "__main__":
+    main()
