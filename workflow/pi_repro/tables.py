@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import read_json
+from .io import atomic_path, read_json
 
 METHOD_ORDER = {"None": 0, "FT": 1, "PI": 2, "CT": 3}
 METHOD_LABEL = {"None": "None", "FT": "FT", "PI": "PI", "CT": "CT (control)"}
@@ -72,19 +72,16 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_table(df: pd.DataFrame, prefix: str | Path, title: str, note: str = "") -> None:
-    """``prefix``.csv (full precision), .md and .tex (two decimals, '-' where the paper has no cell)."""
-    from .io import atomic_path
-
-    prefix = Path(prefix)
+def write_table(df: pd.DataFrame, title: str, note: str, md: str | Path, csv: str | Path, tex: str | Path) -> None:
+    """CSV (full precision), Markdown and LaTeX (two decimals, '-' where the paper has no cell)."""
     disp = _display(df)
-    with atomic_path(prefix.with_suffix(".csv")) as tmp:
+    with atomic_path(csv) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6g")
-    md = f"# {title}\n\n" + (note + "\n\n" if note else "") + disp.to_markdown(index=False) + "\n"
-    with atomic_path(prefix.with_suffix(".md")) as tmp:
-        tmp.write_text(md)
+    text = f"# {title}\n\n" + (note + "\n\n" if note else "") + disp.to_markdown(index=False) + "\n"
+    with atomic_path(md) as tmp:
+        tmp.write_text(text)
     tex = disp.to_latex(index=False, caption=title, escape=True)
-    with atomic_path(prefix.with_suffix(".tex")) as tmp:
+    with atomic_path(tex) as tmp:
         tmp.write_text(tex)
 
 

@@ -1,5 +1,6 @@
 # Config validation and input functions: every path of the DAG is computed here, from the config alone.
 import json
+import shlex
 import sys
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
@@ -12,7 +13,6 @@ R = f"results/{RUN}"
 L = config["base_window"]
 SIZES = list(config["sizes"])
 DATASETS = list(config["datasets"])
-PY = "python -u workflow/scripts"
 
 
 wildcard_constraints:
@@ -38,7 +38,8 @@ def ext_cfg(w):
 
 
 def as_json(obj):
-    return "'" + json.dumps(obj, sort_keys=True).replace("'", "'\"'\"'") + "'"
+    """A config value as one shell word (scripts read it with json.loads)."""
+    return shlex.quote(json.dumps(obj, sort_keys=True))
 
 
 # ------------------------------------------------------------------------------------------------- models
@@ -72,6 +73,13 @@ def pretrain_data(w):
     return expand(f"{R}/data/{{dataset}}/{w.size}/train.npz", dataset=config["finetune_data"])
 
 
+def base_model_inputs(w):
+    """Only a base model pretrained here has inputs: its tokenizer and the tokenized training corpora."""
+    if size_cfg(w)["base"]["source"] == "pretrain":
+        return {"tokenizer": tokenizer_dir(w), "data": pretrain_data(w)}
+    return {}
+
+
 def size_resources(w, key, default):
     return config["sizes"][w.size].get("resources", {}).get(key, default)
 
@@ -87,13 +95,13 @@ def table_inputs(table):
 
 
 def table_outputs(table):
-    return multiext(f"{R}/tables/{table}", ".md", ".csv", ".tex")
+    return {ext: f"{R}/tables/{table}.{ext}" for ext in ("md", "csv", "tex")}
 
 
 def all_targets():
     out = []
     for t in ("table1", "table2", "table3"):
         if t in config["tables"]:
-            out += table_outputs(t)
+            out += list(table_outputs(t).values())
     out += [f"{R}/figures/ppl_vs_window.png", f"{R}/findings.md"]
     return out

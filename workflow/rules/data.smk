@@ -13,8 +13,10 @@ rule fetch_dataset:
         f"{R}/benchmarks/fetch_dataset/{{dataset}}.tsv"
     resources:
         runtime=240,
+    conda:
+        "../envs/pi.yaml"
     shell:
-        "{PY}/fetch_dataset.py --spec {params.spec} --out {output} > {log} 2>&1"
+        "python -u workflow/scripts/fetch_dataset.py --spec {params.spec} --out {output} > {log} 2>&1"
 
 
 rule tokenize:
@@ -36,6 +38,8 @@ rule tokenize:
     threads: 2
     resources:
         runtime=240,
+    conda:
+        "../envs/pi.yaml"
     shell:
-        "{PY}/tokenize_corpus.py --corpus {input.corpus} --tokenizer {input.tokenizer} --eval {params.eval}"
+        "python -u workflow/scripts/tokenize_corpus.py --corpus {input.corpus} --tokenizer {input.tokenizer} --eval {params.eval}"
         " --seed {params.seed} --train {output.train} --eval-out {output.eval} --stats {output.stats} > {log} 2>&1"

@@ -14,15 +14,10 @@ rule train_tokenizer:
         f"{R}/logs/train_tokenizer/{{size}}.log",
     benchmark:
         f"{R}/benchmarks/train_tokenizer/{{size}}.tsv"
+    conda:
+        "../envs/pi.yaml"
     shell:
-        "{PY}/train_tokenizer.py --vocab-size {params.vocab} --out {output} {input} > {log} 2>&1"
-
-
-def base_model_inputs(w):
-    base = size_cfg(w)["base"]
-    if base["source"] == "pretrain":
-        return {"tokenizer": tokenizer_dir(w), "data": pretrain_data(w)}
-    return {}
+        "python -u workflow/scripts/train_tokenizer.py --vocab-size {params.vocab} --out {output} {input} > {log} 2>&1"
 
 
 rule base_model:
@@ -43,8 +38,10 @@ rule base_model:
     threads: 2
     resources:
         runtime=lambda w: size_resources(w, "train_runtime", 60),
+    conda:
+        "../envs/pi.yaml"
     shell:
-        "{PY}/base_model.py --spec {params.spec} --window {params.window} --seed {params.seed} --out {output}"
+        "python -u workflow/scripts/base_model.py --spec {params.spec} --window {params.window} --seed {params.seed} --out {output}"
         " {input} > {log} 2>&1"
 
 
@@ -60,8 +57,10 @@ rule init_extension:
         f"{R}/logs/init_extension/{{size}}/{{method}}-{{ctx}}.log",
     benchmark:
         f"{R}/benchmarks/init_extension/{{size}}/{{method}}-{{ctx}}.tsv"
+    conda:
+        "../envs/pi.yaml"
     shell:
-        "{PY}/init_extension.py --base {input.base} --method {wildcards.method} --ctx {wildcards.ctx}"
+        "python -u workflow/scripts/init_extension.py --base {input.base} --method {wildcards.method} --ctx {wildcards.ctx}"
         " --base-window {params.L} --out {output} > {log} 2>&1"
 
 
@@ -85,7 +84,15 @@ rule finetune:
     threads: 2
     resources:
         runtime=lambda w: size_resources(w, "train_runtime", 60),
+    conda:
+        "../envs/pi.yaml"
     shell:
-        "{PY}/finetune.py --init {input.init} --method {wildcards.method} --ctx {wildcards.ctx}"
+        "python -u workflow/scripts/finetune.py --init {input.init} --method {wildcards.method} --ctx {wildcards.ctx}"
         " --base-window {params.L} --hp {params.hp} --checkpoints {params.checkpoints}"
         " --outdir {params.outdir} --manifest {output} {input.data} > {log} 2>&1"
+
+
+rule base_models:
+    """Target: the base model of every size (e.g. to regenerate the shipped one with config/pretrain.yaml)."""
+    input:
+        [base_dir(size) for size in SIZES],

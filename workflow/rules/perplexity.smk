@@ -22,7 +22,9 @@ rule perplexity:
         f"{R}/benchmarks/perplexity/{{dataset}}/{{size}}/{{model}}.tsv"
     resources:
         runtime=lambda w: size_resources(w, "eval_runtime", 30),
+    conda:
+        "../envs/pi.yaml"
     shell:
-        "{PY}/perplexity.py --model {params.ckpt} --docs {input.docs} --windows {params.windows}"
+        "python -u workflow/scripts/perplexity.py --model {params.ckpt} --docs {input.docs} --windows {params.windows}"
         " --stride {params.stride} --batch-size {params.batch} --bootstrap {params.boot} --seed {params.seed}"
         " --out {output} > {log} 2>&1"

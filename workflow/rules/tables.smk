@@ -7,16 +7,17 @@ rule table1:
     input:
         table_inputs("table1"),
     output:
-        table_outputs("table1"),
+        **table_outputs("table1"),
     params:
-        prefix=f"{R}/tables/table1",
         title="Table 1",
     log:
         f"{R}/logs/tables/table1.log",
     benchmark:
         f"{R}/benchmarks/tables/table1.tsv"
+    conda:
+        "../envs/pi.yaml"
     shell:
-        "{PY}/make_table.py --kind windows --title '{params.title}' --out-prefix {params.prefix} {input} > {log} 2>&1"
+        "python -u workflow/scripts/make_table.py --kind windows --title '{params.title}' --md {output.md} --csv {output.csv} --tex {output.tex} {input} > {log} 2>&1"
 
 
 rule table2:
@@ -24,16 +25,17 @@ rule table2:
     input:
         table_inputs("table2"),
     output:
-        table_outputs("table2"),
+        **table_outputs("table2"),
     params:
-        prefix=f"{R}/tables/table2",
         title="Table 2",
     log:
         f"{R}/logs/tables/table2.log",
     benchmark:
         f"{R}/benchmarks/tables/table2.tsv"
+    conda:
+        "../envs/pi.yaml"
     shell:
-        "{PY}/make_table.py --kind windows --title '{params.title}' --out-prefix {params.prefix} {input} > {log} 2>&1"
+        "python -u workflow/scripts/make_table.py --kind windows --title '{params.title}' --md {output.md} --csv {output.csv} --tex {output.tex} {input} > {log} 2>&1"
 
 
 rule table3:
@@ -41,16 +43,17 @@ rule table3:
     input:
         table_inputs("table3"),
     output:
-        table_outputs("table3"),
+        **table_outputs("table3"),
     params:
-        prefix=f"{R}/tables/table3",
         title="Table 3",
     log:
         f"{R}/logs/tables/table3.log",
     benchmark:
         f"{R}/benchmarks/tables/table3.tsv"
+    conda:
+        "../envs/pi.yaml"
     shell:
-        "{PY}/make_table.py --kind steps --title '{params.title}' --out-prefix {params.prefix} {input} > {log} 2>&1"
+        "python -u workflow/scripts/make_table.py --kind steps --title '{params.title}' --md {output.md} --csv {output.csv} --tex {output.tex} {input} > {log} 2>&1"
 
 
 rule figure_ppl_vs_window:
@@ -64,8 +67,10 @@ rule figure_ppl_vs_window:
         f"{R}/logs/figures/ppl_vs_window.log",
     benchmark:
         f"{R}/benchmarks/figures/ppl_vs_window.tsv"
+    conda:
+        "../envs/pi.yaml"
     shell:
-        "{PY}/plot_ppl.py --out {output} {input} > {log} 2>&1"
+        "python -u workflow/scripts/plot_ppl.py --out {output} {input} > {log} 2>&1"
 
 
 rule findings:
@@ -83,6 +88,8 @@ rule findings:
         f"{R}/logs/findings.log",
     benchmark:
         f"{R}/benchmarks/findings.tsv"
+    conda:
+        "../envs/pi.yaml"
     shell:
-        "{PY}/findings.py --base-window {params.L} --table1 {input.t1} --table2 {input.t2} --table3 {input.t3}"
+        "python -u workflow/scripts/findings.py --base-window {params.L} --table1 {input.t1} --table2 {input.t2} --table3 {input.t3}"
         " --out-md {output.md} --out-json {output.json} > {log} 2>&1; cat {output.md}"

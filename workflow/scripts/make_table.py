@@ -10,7 +10,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--kind", choices=["windows", "steps"], required=True)
     ap.add_argument("--title", required=True)
-    ap.add_argument("--out-prefix", required=True)
+    ap.add_argument("--md", required=True)
+    ap.add_argument("--csv", required=True)
+    ap.add_argument("--tex", required=True)
     ap.add_argument("records", nargs="+")
     a = ap.parse_args()
     cells = tables.load_cells(a.records, only_model_window=a.kind == "steps")
@@ -23,8 +25,8 @@ def main():
     else:
         df = tables.steps_table(cells)
         note = f"Perplexity on {ds} (stride {stride}) at each model's extended window; columns: fine-tuning steps."
-    tables.write_table(df, a.out_prefix, a.title, note)
-    print(open(a.out_prefix + ".md").read())
+    tables.write_table(df, a.title, note, md=a.md, csv=a.csv, tex=a.tex)
+    print(open(a.md).read())
 
 
 if __name__ == "__main__":
