@@ -34,6 +34,12 @@ def check_checkpoint(path: str | Path, method: str, ctx: int, base_window: int) 
     return rope
 
 
+def run_params(hp: dict, method: str, ctx: int, init: str, data_files: list[str]) -> dict:
+    """What identifies a fine-tuning run: resume state is reused only if all of it is unchanged."""
+    return {"hp": hp, "method": method, "ctx": ctx, "init": sha256_file(Path(init) / "model.safetensors"),
+            "data": [sha256_file(f) for f in data_files]}
+
+
 def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps: list[int], outdir: str,
              manifest: str, data_files: list[str]) -> dict:
     outdir = Path(outdir)
@@ -43,10 +49,8 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
     if method != "CT" and model.config.max_position_embeddings != ctx:
         raise RuntimeError(f"{init}: window {model.config.max_position_embeddings} does not match ctx {ctx}")
     exports = sorted(s for s in steps if s > 0)
-    params = {"hp": hp, "method": method, "ctx": ctx, "init": sha256_file(Path(init) / "model.safetensors"),
-              "data": [sha256_file(f) for f in data_files]}
     work = outdir / "_trainer"
-    resume = train.prepare_work_dir(work, params)
+    resume = train.prepare_work_dir(work, run_params(hp, method, ctx, init, data_files))
     if resume:
         print(f"resuming from {resume}")
     trainer = train.build_trainer(model, train.Chunks(tokens, ctx), hp, work, outdir, exports, init,

@@ -140,7 +140,7 @@ def build_trainer(model, dataset, hp: dict, work_dir: str | Path, export_dir: st
         dataloader_drop_last=True,
         dataloader_num_workers=0,
         bf16=bool(hp.get("bf16", False)) and accel,
-        gradient_checkpointing=bool(hp.get("gradient_checkpointing", False)),
+        activation_checkpointing=bool(hp.get("gradient_checkpointing", False)),
         deepspeed=hp.get("deepspeed"),
         use_cpu=not accel,
         disable_tqdm=False,

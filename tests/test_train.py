@@ -1,0 +1,77 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pi_repro import finetune, modeling, train
+
+
+def test_warmup_from_ten_percent_then_constant():
+    lr = [train.lr_lambda(s, 20, 0.1) for s in range(30)]
+    assert lr[0] == pytest.approx(0.1) and lr[10] == pytest.approx(0.55) and lr[20:] == [1.0] * 10
+    assert all(b > a for a, b in zip(lr[:20], lr[1:21]))
+
+
+def test_cosine_schedule_ends_at_min_ratio():
+    assert train.lr_lambda(100, 10, 0.1, "cosine", 100, 0.1) == pytest.approx(0.1)
+    assert train.lr_lambda(10, 10, 0.1, "cosine", 100, 0.1) == pytest.approx(1.0)
+
+
+def test_ct_collator_trains_the_same_tokens_at_window_l():
+    feats = [{"input_ids": torch.arange(8) + 10 * i} for i in range(2)]
+    batch = train.SplitCollator(4)(feats)
+    assert batch["input_ids"].shape == (4, 4)
+    assert torch.equal(batch["input_ids"].flatten(), torch.cat([f["input_ids"] for f in feats]))
+    assert train.SplitCollator(None)(feats)["input_ids"].shape == (2, 8)
+
+
+HP = dict(global_batch=4, micro_batch=2, warmup_steps=2, warmup_start=0.1, schedule="constant", betas=[0.9, 0.95],
+          weight_decay=0.0, lr=1e-3, seed=3, resume_every=2, log_every=1)
+
+
+def _setup(tmp_path, tiny_llama, method="PI"):
+    tiny_llama.save_pretrained(tmp_path / "base")
+    modeling.init_extension(tmp_path / "base", method, 32, 16, tmp_path / "step0")
+    rng = np.random.default_rng(0)
+    offsets = np.array([0, 300, 700])
+    with open(tmp_path / "train.npz", "wb") as f:
+        np.savez(f, tokens=rng.integers(0, 97, 700).astype(np.uint16), offsets=offsets, ids=np.array(["a", "b"]))
+    return [str(tmp_path / "train.npz")]
+
+
+@pytest.mark.parametrize("method", ["PI", "CT"])
+def test_finetune_exports_checkpoints_with_manifest(tmp_path, tiny_llama, method):
+    data = _setup(tmp_path, tiny_llama, method)
+    rec = finetune.finetune(str(tmp_path / "step0"), method, 32, 16, dict(HP, steps=4), [0, 2, 4],
+                            str(tmp_path / "run"), str(tmp_path / "run/finetune.json"), data)
+    assert set(rec["checkpoints"]) == {"step0", "step2", "step4"}
+    man = json.loads((tmp_path / "run/finetune.json").read_text())
+    assert man["checkpoints"]["step4"]["sha256"] == rec["checkpoints"]["step4"]["sha256"]
+    m = modeling.load_model(tmp_path / "run/step4")
+    assert modeling.scale_factor(m.config) == (2.0 if method == "PI" else 1.0)
+    w2, w4 = load_file(tmp_path / "run/step2/model.safetensors"), load_file(tmp_path / "run/step4/model.safetensors")
+    assert any(not torch.equal(w2[k], w4[k]) for k in w2)  # training really changed the weights
+
+
+def test_resumed_run_is_bitwise_equal_to_uninterrupted(tmp_path, tiny_llama):
+    data = _setup(tmp_path, tiny_llama)
+    args = (str(tmp_path / "step0"), "PI", 32, 16)
+    finetune.finetune(*args, dict(HP, steps=6), [6], str(tmp_path / "full"), str(tmp_path / "full/f.json"), data)
+    # an interrupted run: stopped after 4 steps (Trainer state saved at step 4), then rerun to the end
+    part = tmp_path / "part"
+    trainer_hp = dict(HP, steps=6)
+    model = modeling.load_model(tmp_path / "step0")
+    model.train()
+    tokens = finetune.training_tokens(data, HP["seed"])
+    train.prepare_work_dir(part / "_trainer", finetune.run_params(trainer_hp, "PI", 32, str(tmp_path / "step0"), data))
+    tr = train.build_trainer(model, train.Chunks(tokens, 32), dict(trainer_hp, steps=4), part / "_trainer", part, [],
+                             None)
+    tr.args.max_steps = 4
+    tr.train()
+    rec = finetune.finetune(*args, trainer_hp, [6], str(part), str(part / "f.json"), data)
+    assert rec["resumed_from"] and rec["resumed_from"].endswith("checkpoint-4")
+    a = load_file(tmp_path / "full/step6/model.safetensors")
+    b = load_file(part / "step6/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
