@@ -1,5 +1,7 @@
 """The paper's perplexity findings, checked on a run's Tables 1-3 with the numbers printed (pass or fail).
 
+(0) The base model is close to converged at L: the control CT (trained further at L for the fine-tuning budget)
+    changes its perplexity at L by at most a few percent (5%), so fine-tuning measures extension, not training.
 (1) Without fine-tuning, perplexity rises past L, and much faster than inside L (extrapolation fails):
     None at 2L is more than 10x None at L, rises with every window past L, and the step L/2 -> L changes less.
 (2) PI without fine-tuning at 2L is better than extrapolation at 2L (and within a few times of None at L).
@@ -15,6 +17,7 @@ from .tables import value
 
 FEW_TIMES = 3.0
 BLOW_UP = 10.0
+CONVERGED = 0.05
 
 
 def _fmt(x):
@@ -44,6 +47,12 @@ def check(t1: pd.DataFrame, t2: pd.DataFrame, t3: pd.DataFrame, L: int, names=("
                 "window, faster than inside L", ok,
                 {f"None@{w}": none[w] for w in win} | {"ratio 2L/L": (at_2l / at_l) if at_l and at_2l else None,
                                                       "ratio L/(L/2)": (at_l / half) if half and at_l else None})
+            for ct_ctx in sorted({int(c) for c in t[t["method"] == "CT"]["model_ctx"].astype(int)}):
+                ct_l = value(t, size, "CT", L, ct_ctx)
+                change = None if ct_l is None or at_l is None else ct_l / at_l - 1
+                add("0", f"{name} {size} CT-{ct_ctx}", f"base model converged: more training at L changes "
+                    f"perplexity at L by at most {CONVERGED:.0%}", None if change is None else abs(change) <= CONVERGED,
+                    {f"None@{L}": at_l, f"CT-{ct_ctx}@{L}": ct_l, "relative change": change})
             for ext_ctx in sorted({int(c) for c in t[t["method"] == "PI"]["model_ctx"].astype(int)}):
                 pi_lp, pi_l = value(t, size, "PI", ext_ctx, ext_ctx), value(t, size, "PI", L, ext_ctx)
                 ft_lp = value(t, size, "FT", ext_ctx, ext_ctx)

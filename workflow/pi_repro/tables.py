@@ -80,9 +80,9 @@ def write_table(df: pd.DataFrame, title: str, note: str, md: str | Path, csv: st
     text = f"# {title}\n\n" + (note + "\n\n" if note else "") + disp.to_markdown(index=False) + "\n"
     with atomic_path(md) as tmp:
         tmp.write_text(text)
-    tex = disp.to_latex(index=False, caption=title, escape=True)
+    latex = disp.to_latex(index=False, caption=title, escape=True)
     with atomic_path(tex) as tmp:
-        tmp.write_text(tex)
+        tmp.write_text(latex)
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
