@@ -17,7 +17,7 @@ def write_record(root, dataset, size, model, window_ppl, model_window):
 def make_tables(tmp_path, pi_lp=4.0, ft_lp=5.0, none_2l=80.0):
     L = 32
     recs = [
-        write_record(tmp_path, "pg19", "s", "base", {16: 6.0, 32: 5.0, 64: none_2l}, L),
+        write_record(tmp_path, "pg19", "s", "base", {32: 5.0, 64: none_2l, 16: 6.0}, L),  # columns sort numerically
         write_record(tmp_path, "pg19", "s", "PI-64/step10", {16: 6.0, 32: 4.5, 64: pi_lp}, 64),
         write_record(tmp_path, "pg19", "s", "FT-64/step10", {16: 6.0, 32: 4.8, 64: ft_lp}, 64),
         write_record(tmp_path, "pg19", "s", "CT-64/step10", {16: 6.0, 32: 4.9, 64: 50.0}, L),

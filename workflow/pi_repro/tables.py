@@ -50,7 +50,7 @@ def _row_order(df: pd.DataFrame) -> pd.DataFrame:
 def windows_table(cells: pd.DataFrame) -> pd.DataFrame:
     """Tables 1-2: one row per (size, model window, method), one column per evaluation window."""
     wide = cells.pivot_table(index=["size", "ctx", "method"], columns="window", values="perplexity", sort=False)
-    wide = _row_order(wide.reset_index())
+    wide = _row_order(wide[sorted(wide.columns)].reset_index())
     wide.columns = [str(c) for c in wide.columns]
     return wide.rename(columns={"ctx": "model_ctx"})
 
@@ -58,7 +58,7 @@ def windows_table(cells: pd.DataFrame) -> pd.DataFrame:
 def steps_table(cells: pd.DataFrame) -> pd.DataFrame:
     """Table 3: one row per (size, model window), one column per fine-tuning step, at the model's window."""
     wide = cells.pivot_table(index=["size", "ctx", "method"], columns="step", values="perplexity", sort=False)
-    wide = _row_order(wide.reset_index())
+    wide = _row_order(wide[sorted(wide.columns)].reset_index())
     wide.columns = [str(c) for c in wide.columns]
     return wide.rename(columns={"ctx": "model_ctx"})
 

@@ -85,9 +85,9 @@ rule findings:
     params:
         L=L,
     log:
-        f"{R}/logs/findings.log",
+        f"{R}/logs/findings/findings.log",
     benchmark:
-        f"{R}/benchmarks/findings.tsv"
+        f"{R}/benchmarks/findings/findings.tsv"
     conda:
         "../envs/pi.yaml"
     shell:
