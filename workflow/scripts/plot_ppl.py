@@ -31,7 +31,7 @@ def main():
             alpha = 0.5 + 0.5 * (ctx / sub["ctx"].max())
             label = f"{size} {tables.METHOD_LABEL[method]}" + ("" if method == "None" else f" L'={ctx}")
             ax.plot(g["window"], g["perplexity"], marker=marker, color=color, alpha=alpha, label=label)
-            ax.fill_between(g["window"], g["ci_low"], g["ci_high"], color=color, alpha=0.1)
+            ax.fill_between(g["window"], g["ci_low"], g["ci_high"], color=color, alpha=0.05)
         if base_window:
             ax.axvline(base_window, ls="--", color="k", lw=0.8)
         ax.set_xscale("log", base=2)
