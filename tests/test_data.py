@@ -67,3 +67,27 @@ def test_passkey_prompt_is_the_papers():
     assert p.startswith(passkey.INTRO) and p.endswith("What is the pass key? The pass key is")
     assert p.count(passkey.FILLER) == 3
     assert "The pass key is 12345. Remember it. 12345 is the pass key." in p
+
+
+def test_shipped_model_is_verified_before_use(tmp_path):
+    import shutil
+
+    from pi_repro.io import sha256_file
+
+    src = tmp_path / "model"
+    src.mkdir()
+    (src / "config.json").write_text("{}")
+    (src / "SHA256SUMS").write_text(f"{sha256_file(src / 'config.json')}  config.json\n")
+    fetch.fetch_model({"source": "local", "path": str(src)}, tmp_path / "ok")
+    assert (tmp_path / "ok/config.json").is_file()
+    (src / "config.json").write_text('{"tampered": 1}')
+    with pytest.raises(ValueError, match="checksum mismatch for .*config.json"):
+        fetch.fetch_model({"source": "local", "path": str(src)}, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+    shutil.rmtree(src)
+
+
+def test_shipped_base_model_matches_its_checksums():
+    from pathlib import Path
+
+    fetch.verify_model_dir(Path(__file__).resolve().parents[1] / "resources/models/mini")

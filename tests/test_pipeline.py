@@ -59,6 +59,12 @@ def test_table3_builds_only_its_upstream(tmp_path):
     assert "FT-" not in out and "CT-" not in out and "eval/ppl/proofpile" not in out
 
 
+def test_users_slurm_command_finds_the_profile():
+    p = snakemake("--profile", "slurm", "all", "-n", "--config", "run=profile-check")
+    assert "Using profile slurm" in p.stdout + p.stderr
+    assert (ROOT / "slurm").resolve() == (ROOT / "profiles/slurm").resolve()
+
+
 @pytest.mark.parametrize("key,value,named", [
     ("perplexity", {"stride": 10**4}, "perplexity.stride"),
     ("base_window", "big", "base_window"),

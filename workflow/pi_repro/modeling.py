@@ -84,16 +84,20 @@ def load_tokenizer(path: str | Path):
     return AutoTokenizer.from_pretrained(str(path))
 
 
-def save_checkpoint(model, tokenizer_dir: str | Path | None, out: str | Path, extra_files: dict | None = None) -> None:
+def copy_tokenizer(src: str | Path | None, dst: str | Path) -> None:
+    """Copy the tokenizer files of a model directory (the tokenizer travels with every checkpoint)."""
+    if src is None:
+        return
+    for f in Path(src).iterdir():
+        if f.name.startswith("tokenizer") or f.name == "special_tokens_map.json":
+            shutil.copy2(f, Path(dst) / f.name)
+
+
+def save_checkpoint(model, tokenizer_dir: str | Path | None, out: str | Path) -> None:
     """Write model (safetensors + config) and tokenizer into ``out`` atomically."""
     with atomic_path(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        if tokenizer_dir is not None:
-            for f in Path(tokenizer_dir).iterdir():
-                if f.name.startswith("tokenizer") or f.name == "special_tokens_map.json":
-                    shutil.copy2(f, tmp / f.name)
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
+        copy_tokenizer(tokenizer_dir, tmp)
 
 
 def init_extension(base_dir: str | Path, method: str, ctx: int, base_window: int, out: str | Path) -> LlamaForCausalLM:

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .modeling import copy_tokenizer
+
 
 
 class Chunks(Dataset):
@@ -107,7 +109,7 @@ def build_trainer(model, dataset, hp: dict, work_dir: str | Path, export_dir: st
                 shutil.rmtree(staging)
             self.save_model(str(staging))
             if self.args.should_save:
-                _copy_tokenizer(tokenizer_dir, staging)
+                copy_tokenizer(tokenizer_dir, staging)
                 if out.exists():
                     shutil.rmtree(out)
                 os.replace(staging, out)
@@ -149,14 +151,6 @@ def build_trainer(model, dataset, hp: dict, work_dir: str | Path, export_dir: st
     trainer = PITrainer(model=model, args=args, train_dataset=dataset, data_collator=SplitCollator(train_window),
                         callbacks=[ExportAt()])
     return trainer
-
-
-def _copy_tokenizer(src, dst: Path):
-    if src is None:
-        return
-    for f in Path(src).iterdir():
-        if f.name.startswith("tokenizer") or f.name == "special_tokens_map.json":
-            shutil.copy2(f, dst / f.name)
 
 
 def last_checkpoint(work_dir: str | Path) -> str | None:
