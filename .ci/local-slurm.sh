@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# A one-node SLURM cluster on localhost, with accounting (slurmdbd + MariaDB), for the integration tests and
+# for trying the SLURM profile on one machine. Idempotent; run as root.
+#   .ci/local-slurm.sh start     install (Debian packages) if needed, configure, start, create the account
+#   .ci/local-slurm.sh stop      stop every daemon it started
+#   .ci/local-slurm.sh status    show the node and the account
+# Cluster "local", partition "debug", account "pi-repro" (the profile overrides for it: see tests/test_slurm.py).
+set -euo pipefail
+ACCOUNT=${SLURM_TEST_ACCOUNT:-pi-repro}
+PARTITION=${SLURM_TEST_PARTITION:-debug}
+HOST=$(hostname -s)
+CPUS=$(nproc)
+MEM_MB=$(( $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) - 2048 ))
+DBPASS=pi-repro-local
+LOG=/var/log/local-slurm
+mkdir -p "$LOG"
+
+install() {
+  if ! command -v slurmctld >/dev/null || ! command -v slurmdbd >/dev/null || ! command -v mariadbd >/dev/null \
+     || ! command -v munged >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm slurmdbd mariadb-server munge >"$LOG/apt.log" 2>&1
+  fi
+}
+
+wait_for() {  # wait_for SECONDS CMD...
+  local n=$1; shift
+  for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 1; done
+  echo "timed out waiting for: $*" >&2; return 1
+}
+
+configure() {
+  mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /run/munge /run/mysqld
+  chown munge:munge /run/munge; chown mysql:mysql /run/mysqld
+  [ -s /etc/munge/munge.key ] || { dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null; }
+  chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key
+  cat >/etc/slurm/slurm.conf <<CONF
+ClusterName=local
+SlurmctldHost=$HOST
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+StateSaveLocation=/var/spool/slurmctld
+SlurmdSpoolDir=/var/spool/slurmd
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd.pid
+SlurmctldLogFile=$LOG/slurmctld.log
+SlurmdLogFile=$LOG/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=5
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStorageEnforce=associations,limits
+JobCompType=jobcomp/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU_Memory
+ReturnToService=2
+MpiDefault=none
+SlurmctldTimeout=30
+SlurmdTimeout=30
+InactiveLimit=0
+MinJobAge=300
+KillWait=10
+NodeName=$HOST CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
+PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+CONF
+  cat >/etc/slurm/slurmdbd.conf <<CONF
+AuthType=auth/munge
+DbdHost=localhost
+SlurmUser=root
+LogFile=$LOG/slurmdbd.log
+PidFile=/run/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StorageUser=slurm
+StoragePass=$DBPASS
+StorageLoc=slurm_acct_db
+CONF
+  chmod 600 /etc/slurm/slurmdbd.conf
+}
+
+start() {
+  install
+  configure
+  pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged
+  if ! pgrep -x mariadbd >/dev/null; then
+    [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql >"$LOG/mariadb-install.log" 2>&1
+    (mariadbd --user=mysql >"$LOG/mariadb.log" 2>&1 &)
+    wait_for 60 mariadb -e "select 1"
+  fi
+  mariadb -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db; CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DBPASS'; GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
+  pgrep -x slurmdbd >/dev/null || slurmdbd
+  wait_for 60 sacctmgr -n show cluster
+  sacctmgr -i -Q add cluster local >/dev/null 2>&1 || true
+  sacctmgr -i -Q add account "$ACCOUNT" Cluster=local Description=pi-repro Organization=pi-repro >/dev/null 2>&1 || true
+  sacctmgr -i -Q add user root Account="$ACCOUNT" Cluster=local >/dev/null 2>&1 || true
+  pgrep -x slurmctld >/dev/null || slurmctld
+  wait_for 60 scontrol ping
+  pgrep -x slurmd >/dev/null || slurmd
+  wait_for 60 bash -c "sinfo -h -N -o %T | grep -qvE 'down|unk'"
+  scontrol update NodeName="$HOST" State=RESUME >/dev/null 2>&1 || true
+  status
+}
+
+stop() {
+  for d in slurmd slurmctld slurmdbd; do pkill -x "$d" 2>/dev/null || true; done
+  sleep 1
+  mariadb-admin shutdown 2>/dev/null || pkill -x mariadbd 2>/dev/null || true
+  pkill -x munged 2>/dev/null || true
+}
+
+status() {
+  sinfo -N -o "%N %P %T %c %m"
+  sacctmgr -n -P show assoc format=cluster,account,user
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

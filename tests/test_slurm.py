@@ -1,0 +1,57 @@
+"""The user's SLURM command on a real (local, one-node) SLURM cluster: every job through sbatch, tables equal to
+a local run's. Needs the cluster of .ci/local-slurm.sh (CI starts it); skipped without one unless
+PI_REPRO_REQUIRE_SLURM=1, which turns the skip into a failure."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ACCOUNT = os.environ.get("SLURM_TEST_ACCOUNT", "pi-repro")
+PARTITION = os.environ.get("SLURM_TEST_PARTITION", "debug")
+
+
+def cluster_up() -> bool:
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    not cluster_up() and os.environ.get("PI_REPRO_REQUIRE_SLURM") != "1",
+    reason="no SLURM cluster (start one with .ci/local-slurm.sh start)")]
+
+
+def run(*args, **kw):
+    p = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=ROOT, capture_output=True, text=True, **kw)
+    assert p.returncode == 0, f"snakemake {' '.join(args)} failed:\n{p.stdout[-5000:]}\n{p.stderr[-5000:]}"
+    return p.stdout + p.stderr
+
+
+def test_smoke_run_through_sbatch_equals_local_run():
+    assert cluster_up(), "SLURM is required here but sinfo fails"
+    local, slurm = "slurm-ref-local", "slurm-ref-sbatch"
+    for r in (local, slurm):
+        shutil.rmtree(ROOT / "results" / r, ignore_errors=True)
+    run("--configfile", "config/smoke.yaml", "--config", f"run={local}", "--cores", "2")
+    # the user's command, with only the account and partition set for the local cluster
+    out = run("--profile", "slurm", "--configfile", "config/smoke.yaml", "--config", f"run={slurm}",
+              "--default-resources", f"slurm_account={ACCOUNT}", f"slurm_partition={PARTITION}",
+              "--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "2")
+    job_ids = sorted(set(re.findall(r"SLURM jobid (\d+)", out)), key=int)
+    dry = run("--configfile", "config/smoke.yaml", "--config", f"run={slurm}-count", "-n", "--quiet", "rules")
+    total = int(re.search(r"^total\s+(\d+)", dry, re.M).group(1))
+    assert len(job_ids) == total - 1  # every job but the local target rule `all` went through sbatch
+    acct = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(job_ids)],
+                          capture_output=True, text=True, check=True).stdout.split()
+    states = dict(line.split("|") for line in acct)
+    assert set(states) == set(job_ids) and set(states.values()) == {"COMPLETED"}, states
+    for t in ("table1", "table2", "table3"):
+        a = (ROOT / "results" / local / "tables" / f"{t}.csv").read_bytes()
+        b = (ROOT / "results" / slurm / "tables" / f"{t}.csv").read_bytes()
+        assert a == b, f"{t} differs between the local and the SLURM run"
