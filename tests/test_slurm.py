@@ -55,3 +55,41 @@ def test_smoke_run_through_sbatch_equals_local_run():
         a = (ROOT / "results" / local / "tables" / f"{t}.csv").read_bytes()
         b = (ROOT / "results" / slurm / "tables" / f"{t}.csv").read_bytes()
         assert a == b, f"{t} differs between the local and the SLURM run"
+
+
+def test_requeued_finetune_resumes_to_identical_weights(tmp_path):
+    """A fine-tune job requeued by SLURM (as on preemption) resumes from its last checkpoint; its final weights are
+    bitwise equal to an uninterrupted run's."""
+    import json
+
+
+    import torch
+
+    from interrupt import final_weights, long_finetune_config, snakemake_cmd, wait_for_checkpoint
+
+    ref_cfg, ref_target = long_finetune_config(tmp_path, "requeue-ref")
+    cfg, target = long_finetune_config(tmp_path, "requeue-test")
+    for r in ("requeue-ref", "requeue-test"):
+        shutil.rmtree(ROOT / "results" / r, ignore_errors=True)
+    subprocess.run(snakemake_cmd("--configfile", str(ref_cfg), "--cores", "2", ref_target), cwd=ROOT, check=True,
+                   capture_output=True)
+    proc = subprocess.Popen(snakemake_cmd(
+        target, "--profile", "slurm", "--configfile", str(cfg),
+        "--default-resources", f"slurm_account={ACCOUNT}", f"slurm_partition={PARTITION}",
+        "--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "2"),
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ckpt = wait_for_checkpoint("requeue-test", proc)
+    running = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert len(running) == 1, running  # only the fine-tune is running now
+    subprocess.run(["scontrol", "requeue", running[0]], check=True)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-5000:]
+    restarts = subprocess.run(["sacct", "-n", "-P", "-D", "-X", "-o", "JobID,State", "-j", running[0]],
+                              capture_output=True, text=True, check=True).stdout.split()
+    assert any("REQUEUED" in r for r in restarts) and restarts[-1].endswith("COMPLETED"), restarts
+    manifest = json.loads((ROOT / target).read_text())
+    assert manifest["resumed_from"] and int(manifest["resumed_from"].rsplit("-", 1)[1]) >= int(ckpt.name.split("-")[1])
+    a, b = final_weights("requeue-ref"), final_weights("requeue-test")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+

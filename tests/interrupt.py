@@ -1,0 +1,53 @@
+"""Helpers for the interruption tests: a smoke configuration with a longer fine-tune, and its final weights."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def long_finetune_config(tmp_path: Path, run: str, steps: int = 40) -> tuple[Path, str]:
+    """smoke.yaml with one PI fine-tune of ``steps`` steps (resume state every 5); returns (config, target)."""
+    cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    cfg["run"] = run
+    cfg["train"]["resume_every"] = 5
+    cfg["extensions"] = [{"size": "tiny", "method": "PI", "ctx": 64, "steps": steps, "checkpoints": [0, steps]}]
+    cfg["tables"]["table3"]["rows"] = [{"size": "tiny", "method": "PI", "ctx": 64}]
+    path = tmp_path / f"{run}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, f"results/{run}/models/tiny/PI-64/finetune.json"
+
+
+def snakemake_cmd(*args) -> list[str]:
+    return [sys.executable, "-m", "snakemake", *args]
+
+
+def wait_for_checkpoint(run: str, proc: subprocess.Popen, timeout: float = 600, minimum: int = 10) -> Path:
+    """Wait until the fine-tune has saved resume state at step >= ``minimum``; return that checkpoint. Fails
+    at once if ``proc`` (the Snakemake run) ends first."""
+    work = ROOT / "results" / run / "models/tiny/PI-64/_trainer"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        done = [c for c in work.glob("checkpoint-*") if (c / "trainer_state.json").is_file()
+                and int(c.name.split("-")[1]) >= minimum]
+        if done:
+            return done[0]
+        if proc.poll() is not None:
+            raise RuntimeError(f"snakemake ended (exit {proc.returncode}) before a resume checkpoint was written")
+        time.sleep(0.5)
+    raise TimeoutError(f"no resume checkpoint under {work} after {timeout} s")
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def final_weights(run: str, steps: int = 40) -> dict:
+    return load_file(ROOT / "results" / run / f"models/tiny/PI-64/step{steps}/model.safetensors")
