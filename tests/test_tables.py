@@ -1,6 +1,5 @@
 import json
 
-import pandas as pd
 
 from pi_repro import findings, tables
 

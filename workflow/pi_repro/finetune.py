@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, modeling, train
+from . import modeling, train
 from .io import read_json, sha256_file, write_json
 
 
