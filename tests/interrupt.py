@@ -1,5 +1,6 @@
 """Helpers for the interruption tests: a smoke configuration with a longer fine-tune, and its final weights."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,18 @@ def long_finetune_config(tmp_path: Path, run: str, steps: int = 40) -> tuple[Pat
     path = tmp_path / f"{run}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path, f"results/{run}/models/tiny/PI-64/finetune.json"
+
+
+def reference_and_fresh_run(tmp_path: Path, name: str) -> tuple[Path, str]:
+    """Run ``{name}-ref`` (the long fine-tune, uninterrupted) to the end; return config and target of a fresh
+    ``{name}-test`` run, which the caller interrupts."""
+    ref_cfg, ref_target = long_finetune_config(tmp_path, f"{name}-ref")
+    cfg, target = long_finetune_config(tmp_path, f"{name}-test")
+    for run in (f"{name}-ref", f"{name}-test"):
+        shutil.rmtree(ROOT / "results" / run, ignore_errors=True)
+    subprocess.run(snakemake_cmd("--configfile", str(ref_cfg), "--cores", "2", ref_target), cwd=ROOT, check=True,
+                   capture_output=True)
+    return cfg, target
 
 
 def snakemake_cmd(*args) -> list[str]:

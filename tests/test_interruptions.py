@@ -7,18 +7,13 @@ import subprocess
 import pytest
 import torch
 
-from interrupt import ROOT, final_weights, kill_group, long_finetune_config, snakemake_cmd, wait_for_checkpoint
+from interrupt import ROOT, final_weights, kill_group, reference_and_fresh_run, snakemake_cmd, wait_for_checkpoint
 
 pytestmark = pytest.mark.slow
 
 
 def test_sigkill_mid_finetune_resumes_to_identical_weights(tmp_path):
-    ref_cfg, ref_target = long_finetune_config(tmp_path, "kill-ref")
-    cfg, target = long_finetune_config(tmp_path, "kill-test")
-    for run in ("kill-ref", "kill-test"):
-        shutil.rmtree(ROOT / "results" / run, ignore_errors=True)
-    subprocess.run(snakemake_cmd("--configfile", str(ref_cfg), "--cores", "2", ref_target), cwd=ROOT, check=True,
-                   capture_output=True)
+    cfg, target = reference_and_fresh_run(tmp_path, "kill")
     proc = subprocess.Popen(snakemake_cmd("--configfile", str(cfg), "--cores", "2", target), cwd=ROOT,
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = wait_for_checkpoint("kill-test", proc)

@@ -62,17 +62,11 @@ def test_requeued_finetune_resumes_to_identical_weights(tmp_path):
     bitwise equal to an uninterrupted run's."""
     import json
 
-
     import torch
 
-    from interrupt import final_weights, long_finetune_config, snakemake_cmd, wait_for_checkpoint
+    from interrupt import final_weights, reference_and_fresh_run, snakemake_cmd, wait_for_checkpoint
 
-    ref_cfg, ref_target = long_finetune_config(tmp_path, "requeue-ref")
-    cfg, target = long_finetune_config(tmp_path, "requeue-test")
-    for r in ("requeue-ref", "requeue-test"):
-        shutil.rmtree(ROOT / "results" / r, ignore_errors=True)
-    subprocess.run(snakemake_cmd("--configfile", str(ref_cfg), "--cores", "2", ref_target), cwd=ROOT, check=True,
-                   capture_output=True)
+    cfg, target = reference_and_fresh_run(tmp_path, "requeue")
     proc = subprocess.Popen(snakemake_cmd(
         target, "--profile", "slurm", "--configfile", str(cfg),
         "--default-resources", f"slurm_account={ACCOUNT}", f"slurm_partition={PARTITION}",

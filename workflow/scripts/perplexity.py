@@ -25,8 +25,9 @@ def main():
     model_dir = Path(a.model)
     digest = sha256_file(model_dir / "model.safetensors") if (model_dir / "model.safetensors").is_file() else None
     manifest = model_dir.parent / "finetune.json"
-    if manifest.is_file() and model_dir.name in read_json(manifest)["checkpoints"]:
-        want = read_json(manifest)["checkpoints"][model_dir.name]["sha256"]
+    recorded = read_json(manifest)["checkpoints"] if manifest.is_file() else {}
+    if model_dir.name in recorded:
+        want = recorded[model_dir.name]["sha256"]
         if digest != want:
             raise SystemExit(f"{model_dir}: weights differ from those recorded in {manifest} (sha256 {digest} != {want})")
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
