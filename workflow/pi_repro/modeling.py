@@ -69,13 +69,13 @@ def scale_factor(config: LlamaConfig) -> float:
     return float(params.get("factor", 1.0)) if params.get("rope_type") == "linear" else 1.0
 
 
-def load_model(path: str | Path, dtype=torch.float32, config: LlamaConfig | None = None) -> LlamaForCausalLM:
+def load_model(path: str | Path, dtype=torch.float32) -> LlamaForCausalLM:
     """Load a checkpoint directory; fail with a message naming it if it is not a complete checkpoint."""
     path = Path(path)
     for name in ("config.json", "model.safetensors"):
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path} is not a complete checkpoint: {name} is missing")
-    model = LlamaForCausalLM.from_pretrained(path, config=config, dtype=dtype, attn_implementation="sdpa")
+    model = LlamaForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
     model.eval()
     return model
 

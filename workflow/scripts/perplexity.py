@@ -36,7 +36,6 @@ def main():
         model.cuda()
     ids, arrays = data.load_docs(a.docs)
     docs = [torch.from_numpy(x) for x in arrays]
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     meta = dict(model=str(model_dir), model_sha256=digest, docs_file=a.docs, docs_sha256=sha256_file(a.docs),
                 rope_parameters=model.config.rope_parameters, model_window=model.config.max_position_embeddings,
                 stride=a.stride, windows={})
