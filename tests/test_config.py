@@ -13,7 +13,7 @@ def load(name):
     return yaml.safe_load((ROOT / "config" / name).read_text())
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "pretrain.yaml", "paper.yaml"])
 def test_shipped_configs_are_valid(name):
     C.validate(load(name))
 
@@ -96,3 +96,37 @@ def test_hyperparameters_merge_train_size_extension():
     ext["global_batch"] = 16
     hp = C.train_hparams(cfg, ext)
     assert hp["global_batch"] == 16 and hp["lr"] == cfg["sizes"]["mini"]["lr"] and hp["steps"] == ext["steps"]
+
+
+def test_a_variant_needs_its_own_tag():
+    dup = lambda c: c["extensions"].append(dict(c["extensions"][1]))  # noqa: E731
+    assert "duplicate extension" in broken(dup) and "tag" in broken(dup)
+    cfg = load("config.yaml")
+    cfg["extensions"].append(dict(cfg["extensions"][1], tag="austen", data=["pg19"]))
+    C.validate(cfg)
+    assert C.extension_name(cfg["extensions"][-1]) == "PI-256-austen"
+    assert C.extension_by_name(cfg, "mini", "PI-256-austen") is cfg["extensions"][-1]
+    _, cells = C.table_cells(cfg, "table1")
+    assert not any("austen" in m for _, m, _ in cells)  # variants are not rows of Tables 1-3
+
+
+def test_global_batch_must_split_over_the_ranks():
+    def four_gpus(c):
+        c["sizes"]["mini"]["resources"] = {"train_nodes": 2, "train_gpus_per_node": 3}
+    msg = broken(four_gpus)
+    assert "global batch 8" in msg and "6 ranks" in msg
+
+
+def test_missing_deepspeed_config_and_eval_block_are_named():
+    assert "train.deepspeed" in broken(lambda c: c["train"].update(deepspeed="config/deepspeed/nope.json"))
+    assert "needs an eval block" in broken(lambda c: c["datasets"]["pg19"].pop("eval"))
+
+
+def test_hub_revisions_must_be_full_commits():
+    def short(c):
+        c["sizes"]["mini"]["base"] = {"source": "hub", "id": "huggyllama/llama-7b", "revision": "main"}
+    assert "sizes.mini.base" in broken(short)
+    paper = load("paper.yaml")
+    paper["datasets"]["pg19"]["hub"]["revision"] = "main"
+    with pytest.raises(C.ConfigError, match="datasets.pg19.hub.revision"):
+        C.validate(paper)

@@ -91,3 +91,32 @@ def test_shipped_base_model_matches_its_checksums():
     from pathlib import Path
 
     fetch.verify_model_dir(Path(__file__).resolve().parents[1] / "resources/models/mini")
+
+
+def test_hub_paths_are_pinned_to_the_revision():
+    hub = {"id": "hoskinson-center/proof-pile", "revision": "490b980249446f2f3bd2df3a8cf085d0f2de240a",
+           "data_files": {"test": "test/proofpile_test.jsonl.gz"}, "splits": {"test": "test"}, "text_field": "text"}
+    assert fetch.hub_files(hub, "test") == [
+        "hf://datasets/hoskinson-center/proof-pile@490b980249446f2f3bd2df3a8cf085d0f2de240a/test/proofpile_test.jsonl.gz"]
+    assert fetch.hub_files(hub, "train") is None
+    assert fetch.char_budget(hub, "train", 1000) == 4501 and fetch.char_budget(hub, "test", 1000) is None
+    assert fetch.char_budget(dict(hub, subset="all"), "train", 1000) is None
+
+
+def test_hub_streaming_cuts_the_training_subset_at_the_budget(tmp_path, monkeypatch):
+    """The real `datasets` streaming path (json builder), on local files instead of hf:// ones."""
+    for split, n in (("train", 50), ("test", 3)):
+        with gzip.open(tmp_path / f"{split}.jsonl.gz", "wt") as f:
+            for i in range(n):
+                f.write(json.dumps({"body": f"{split} document {i} " + "x" * 90, "abstract": f"s{i}", "name": f"{split}{i}"}) + "\n")
+    monkeypatch.setattr(fetch, "hub_files", lambda hub, split: [str(tmp_path / f"{split}.jsonl.gz")])
+    hub = {"id": "local/test", "revision": "0" * 40, "builder": "json", "splits": {"train": "train", "test": "test"},
+           "data_files": {"train": "x", "test": "y"}, "text_field": "body", "id_field": "name", "summary_field": "abstract",
+           "chars_per_token": 4.0}
+    info = fetch.fetch_hub(hub, tmp_path / "out.jsonl.gz", train_tokens=250)  # 1000 characters: 10 documents
+    docs = data.read_corpus(tmp_path / "out.jsonl.gz")
+    assert info["splits"] == {"train": {"documents": 10, "characters": 1070}, "test": {"documents": 3, "characters": 318}}
+    assert [d["id"] for d in docs if d["split"] == "test"] == ["test0", "test1", "test2"]
+    assert docs[0]["summary"] == "s0" and len(info["sha256"]) == 64
+    info = fetch.fetch_hub(hub, tmp_path / "eval-only.jsonl.gz", train_tokens=0)  # no fine-tune reads train
+    assert set(info["splits"]) == {"test"}

@@ -52,3 +52,33 @@ def test_incomplete_checkpoint_is_named(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="model.safetensors is missing"):
         modeling.load_model(tmp_path)
+
+
+def test_init_extension_copies_sharded_weights_without_loading(tiny_llama, tmp_path):
+    """Paper-size base models come in shards; step 0 copies them under the new config (no load, no memory)."""
+    from pi_repro.io import sha256_weights, weight_files
+
+    tiny_llama.save_pretrained(tmp_path / "base", max_shard_size="20KB")
+    shards = weight_files(tmp_path / "base")
+    assert len(shards) > 1 and shards[0].name.startswith("model-0000")
+    modeling.init_extension(tmp_path / "base", "PI", 32, 16, tmp_path / "pi")
+    assert sha256_weights(tmp_path / "pi") == sha256_weights(tmp_path / "base")
+    assert modeling.scale_factor(modeling.load_model(tmp_path / "pi").config) == 2.0
+
+
+def test_probe_catches_a_dropped_scaling_factor(tiny_llama, tmp_path):
+    modeling.init_extension(_saved(tiny_llama, tmp_path), "PI", 64, 16, tmp_path / "pi")
+    pi = modeling.load_model(tmp_path / "pi")
+    modeling.record_probe(pi, tmp_path / "pi", ctx=64)
+    assert modeling.verify_probe(modeling.load_model(tmp_path / "pi"), tmp_path / "pi") < 1e-5
+    # the failure known in the field: a checkpoint whose config lost rope_parameters' factor
+    cfg = (tmp_path / "pi/config.json").read_text().replace('"rope_type": "linear"', '"rope_type": "default"')
+    (tmp_path / "pi/config.json").write_text(cfg)
+    with pytest.raises(RuntimeError, match="does not reproduce the logits"):
+        modeling.verify_probe(modeling.load_model(tmp_path / "pi"), tmp_path / "pi")
+    assert modeling.verify_probe(tiny_llama, tmp_path) is None  # no probe: nothing to compare
+
+
+def _saved(model, tmp_path):
+    model.save_pretrained(tmp_path / "base")
+    return tmp_path / "base"

@@ -87,3 +87,41 @@ def test_requeued_finetune_resumes_to_identical_weights(tmp_path):
     a, b = final_weights("requeue-ref"), final_weights("requeue-test")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
+
+
+def test_multi_node_launch_path_runs_zero3_inside_an_allocation(tmp_path):
+    """The launcher of the 128-GPU runs, inside a real SLURM allocation: srun starts one torchrun per node
+    (here the cluster's one node), which rendezvous (c10d) and run the smoke fine-tune on two ranks under
+    DeepSpeed ZeRO-3 (gloo); the export is consolidated and verified against the training-time logits."""
+    import json
+
+    import yaml
+
+    name = "srun-launch"
+    shutil.rmtree(ROOT / "results" / name, ignore_errors=True)
+    run_dir = ROOT / "results" / name
+    step0, data = run_dir / "models/tiny/PI-64/step0", [run_dir / f"data/{d}/tiny/train.npz" for d in ("pg19", "proofpile")]
+    run(str(step0.relative_to(ROOT)), *[str(d.relative_to(ROOT)) for d in data],
+        "--configfile", "config/smoke.yaml", "--config", f"run={name}", "--cores", "2")
+    smoke = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    hp = dict(smoke["train"], lr=smoke["sizes"]["tiny"]["lr"], steps=6, seed=smoke["seed"],
+              deepspeed="config/deepspeed/zero3-cpu.json")
+    out = run_dir / "models/tiny/PI-64"
+    cmd = [sys.executable, "-u", "workflow/scripts/launch.py", "--mode", "srun", "--nodes", "1", "--procs-per-node", "2",
+           "--cpus-per-node", "2", "--", "workflow/scripts/finetune.py", "--init", str(step0), "--method", "PI",
+           "--ctx", "64", "--base-window", "32", "--hp", json.dumps(hp), "--checkpoints", "0,3,6",
+           "--outdir", str(out), "--manifest", str(out / "finetune.json"), *map(str, data)]
+    log = tmp_path / "job.log"
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/bash\nset -e\ncd " + str(ROOT) + "\nexport PATH=" + os.environ["PATH"] + "\n"
+                      + " ".join(__import__("shlex").quote(c) for c in cmd) + "\n")
+    p = subprocess.run(["sbatch", "--wait", "-A", ACCOUNT, "-p", PARTITION, "--nodes=1", "--ntasks=1",
+                        "--cpus-per-task=2", "-o", str(log), str(script)], capture_output=True, text=True, timeout=900)
+    text = log.read_text() if log.is_file() else ""
+    assert p.returncode == 0, p.stderr + text[-5000:]
+    launch = next(line for line in text.splitlines() if line.startswith("launch:"))
+    assert launch.startswith("launch: srun --nodes=1 --ntasks=1 --ntasks-per-node=1 --kill-on-bad-exit=1")
+    assert "--rdzv-backend=c10d" in launch and "--nnodes=1" in launch and "--nproc-per-node=2" in launch
+    man = json.loads((out / "finetune.json").read_text())
+    assert man["world_size"] == 2 and man["deepspeed_zero_stage"] == 3
+    assert all(man["checkpoints"][s]["probe_error"] < 1e-4 for s in ("step3", "step6"))

@@ -35,9 +35,9 @@ def _setup(tmp_path, tiny_llama, method="PI"):
     tiny_llama.save_pretrained(tmp_path / "base")
     modeling.init_extension(tmp_path / "base", method, 32, 16, tmp_path / "step0")
     rng = np.random.default_rng(0)
-    offsets = np.array([0, 300, 700])
+    offsets = np.array([0, 300, 1000])
     with open(tmp_path / "train.npz", "wb") as f:
-        np.savez(f, tokens=rng.integers(0, 97, 700).astype(np.uint16), offsets=offsets, ids=np.array(["a", "b"]))
+        np.savez(f, tokens=rng.integers(0, 97, 1000).astype(np.uint16), offsets=offsets, ids=np.array(["a", "b"]))
     return [str(tmp_path / "train.npz")]
 
 
@@ -49,6 +49,8 @@ def test_finetune_exports_checkpoints_with_manifest(tmp_path, tiny_llama, method
     assert set(rec["checkpoints"]) == {"step0", "step2", "step4"}
     man = json.loads((tmp_path / "run/finetune.json").read_text())
     assert man["checkpoints"]["step4"]["sha256"] == rec["checkpoints"]["step4"]["sha256"]
+    assert man["checkpoints"]["step4"]["probe_error"] < 1e-4  # the reloaded export reproduces training-time logits
+    assert man["checkpoints"]["step0"]["probe_error"] is None and (tmp_path / "run/step4/probe.safetensors").is_file()
     m = modeling.load_model(tmp_path / "run/step4")
     assert modeling.scale_factor(m.config) == (2.0 if method == "PI" else 1.0)
     w2, w4 = load_file(tmp_path / "run/step2/model.safetensors"), load_file(tmp_path / "run/step4/model.safetensors")

@@ -52,8 +52,10 @@ def _semantic_checks(cfg: dict) -> None:
             _fail(f"datasets.{name}", "a local dataset needs path and sha256")
         if d["source"] == "hub" and "hub" not in d:
             _fail(f"datasets.{name}", "a hub dataset needs a hub block")
-        ev = d["eval"]
-        if ev["style"] == "proofpile" and not ("num_docs" in ev and "doc_tokens" in ev):
+        if d["source"] == "hub" and set(d["hub"].get("data_files", {})) - set(d["hub"]["splits"]):
+            _fail(f"datasets.{name}.hub.data_files", "names a split that is not in hub.splits")
+        ev = d.get("eval")
+        if ev and ev["style"] == "proofpile" and not ("num_docs" in ev and "doc_tokens" in ev):
             _fail(f"datasets.{name}.eval", "proofpile style needs num_docs and doc_tokens")
     for i, name in enumerate(cfg["finetune_data"]):
         if name not in datasets:
@@ -77,13 +79,20 @@ def _semantic_checks(cfg: dict) -> None:
         for j, name in enumerate(ext.get("data", [])):
             if name not in datasets:
                 _fail(f"{key}.data[{j}]", f"unknown dataset {name!r}")
-        ident = (ext["size"], ext["method"], ext["ctx"])
+        ident = (ext["size"], extension_name(ext))
         if ident in seen:
-            _fail(key, f"duplicate extension {ident}")
+            _fail(key, f"duplicate extension {ident} (give a variant its own tag)")
         seen.add(ident)
         hp = train_hparams(cfg, ext)
-        if hp["global_batch"] % hp["micro_batch"]:
-            _fail(f"{key}", f"global batch {hp['global_batch']} is not a multiple of micro batch {hp['micro_batch']}")
+        res = resources(cfg, ext["size"], ext)
+        ranks = res.get("train_nodes", 1) * (res.get("train_gpus_per_node") or res.get("train_procs_per_node", 1))
+        if hp["global_batch"] % (hp["micro_batch"] * ranks):
+            _fail(f"{key}", f"global batch {hp['global_batch']} is not a multiple of micro batch {hp['micro_batch']}"
+                  f" x {ranks} ranks (train_nodes x GPUs or processes per node)")
+        for j, name in enumerate(ext.get("data", cfg["finetune_data"])):
+            split = datasets[name].get("hub", {}).get("splits", {"train": None})
+            if "train" not in split:
+                _fail(f"{key}.data", f"dataset {name!r} has no train split to fine-tune on")
     ppl = cfg["perplexity"]
     windows = ppl["windows"]
     if ppl["stride"] >= min(windows):
@@ -103,8 +112,8 @@ def _semantic_checks(cfg: dict) -> None:
         if not any(w <= m for m in model_windows(cfg)):
             _fail("perplexity.windows", f"evaluation window {w} exceeds every model's window ({max(model_windows(cfg))})")
     for name, d in datasets.items():
-        ev = d["eval"]
-        if ev["style"] == "proofpile":
+        ev = d.get("eval") or {}
+        if ev.get("style") == "proofpile":
             used = max(model_windows(cfg))
             if ev["doc_tokens"] < used:
                 _fail(f"datasets.{name}.eval.doc_tokens", f"{ev['doc_tokens']} is shorter than the largest evaluation window {used}")
@@ -112,10 +121,15 @@ def _semantic_checks(cfg: dict) -> None:
         spec = cfg["tables"].get(t)
         if spec and spec["dataset"] not in datasets:
             _fail(f"tables.{t}.dataset", f"unknown dataset {spec['dataset']!r}")
+        if spec and "eval" not in datasets[spec["dataset"]]:
+            _fail(f"datasets.{spec['dataset']}", f"{t} evaluates on it, so it needs an eval block")
     for i, row in enumerate(cfg["tables"].get("table3", {}).get("rows", [])):
         ext = find_extension(cfg, row["size"], row["method"], row["ctx"])
         if ext is None:
             _fail(f"tables.table3.rows[{i}]", f"no extension {row} in extensions")
+    ds_cfg = cfg["train"].get("deepspeed")
+    if ds_cfg and not Path(ds_cfg).is_file():
+        _fail("train.deepspeed", f"DeepSpeed config {ds_cfg} does not exist (paths are relative to the repository root)")
 
 
 def load(path: str | Path) -> dict:
@@ -123,15 +137,39 @@ def load(path: str | Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- expansion
-def find_extension(cfg: dict, size: str, method: str, ctx: int) -> dict | None:
+def find_extension(cfg: dict, size: str, method: str, ctx: int, tag: str | None = None) -> dict | None:
     for ext in cfg["extensions"]:
-        if (ext["size"], ext["method"], int(ext["ctx"])) == (size, method, int(ctx)):
+        if (ext["size"], ext["method"], int(ext["ctx"]), ext.get("tag")) == (size, method, int(ctx), tag):
+            return ext
+    return None
+
+
+def extension_by_name(cfg: dict, size: str, name: str) -> dict | None:
+    """The extension ``{method}-{ctx}[-{tag}]`` of ``size`` (the ``ext`` wildcard of the rules)."""
+    for ext in cfg["extensions"]:
+        if ext["size"] == size and extension_name(ext) == name:
             return ext
     return None
 
 
 def extension_name(ext: dict) -> str:
-    return f"{ext['method']}-{ext['ctx']}"
+    return f"{ext['method']}-{ext['ctx']}" + (f"-{ext['tag']}" if ext.get("tag") else "")
+
+
+def resources(cfg: dict, size: str, ext: dict | None = None) -> dict:
+    """Cluster resources: the size's, overridden by the extension's (e.g. 128 GPUs for the longer windows)."""
+    return {**cfg["sizes"][size].get("resources", {}), **((ext or {}).get("resources", {}))}
+
+
+def train_tokens_needed(cfg: dict, dataset: str) -> int:
+    """Tokens of ``dataset``'s training split that the largest fine-tune on it consumes (steps x batch x ctx);
+    0 if no fine-tune uses it. A hub training subset is fetched to this size, not the whole dataset."""
+    need = 0
+    for ext in cfg["extensions"]:
+        if dataset in ext.get("data", cfg["finetune_data"]):
+            hp = train_hparams(cfg, ext)
+            need = max(need, hp["steps"] * hp["global_batch"] * ext["ctx"])
+    return need
 
 
 def model_windows(cfg: dict) -> list[int]:
@@ -173,7 +211,7 @@ def ppl_table_cells(cfg: dict, dataset: str) -> list[tuple[str, str, int]]:
     for size in cfg["sizes"]:
         cells += [(size, "base", w) for w in eval_windows(cfg, size, "base")]
         for ext in cfg["extensions"]:
-            if ext["size"] == size:
+            if ext["size"] == size and not ext.get("tag"):
                 m = final_model(ext)
                 cells += [(size, m, w) for w in eval_windows(cfg, size, m)]
     return cells

@@ -54,6 +54,8 @@ def train_tokenizer(texts, vocab_size: int, out_dir: str | Path) -> None:
 
 
 def encode_docs(tokenizer, texts: list[str], add_bos: bool = True) -> list[np.ndarray]:
+    if not texts:
+        return []
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
     return [np.asarray(bos + x, dtype=np.int64) for x in ids]

@@ -11,13 +11,16 @@ import os
 import shutil
 from pathlib import Path
 
-from .io import atomic_path, sha256_file, verify_sha256
+from tqdm import tqdm
+
+from .io import atomic_path, sha256_file, verify_sha256, weight_files
 
 MODEL_FILES = ["*.json", "*.safetensors", "tokenizer.model"]
 
 
-def fetch(spec: dict, out: str | Path) -> dict:
-    """Write the corpus described by ``spec`` (a ``datasets`` config entry) to ``out`` (JSON lines, gzip)."""
+def fetch(spec: dict, out: str | Path, train_tokens: int = 0) -> dict:
+    """Write the corpus described by ``spec`` (a ``datasets`` config entry) to ``out`` (JSON lines, gzip).
+    ``train_tokens``: how many tokens of the training split the fine-tunes consume (sizes a hub subset)."""
     if spec["source"] == "local":
         src = Path(spec["path"])
         if not src.is_file():
@@ -27,29 +30,62 @@ def fetch(spec: dict, out: str | Path) -> dict:
             shutil.copyfile(src, tmp)
         return {"source": str(src), "sha256": spec["sha256"]}
     if spec["source"] == "hub":
-        return fetch_hub(spec["hub"], out)
+        return fetch_hub(spec["hub"], out, train_tokens)
     raise ValueError(f"unknown dataset source {spec['source']!r}")
 
 
-def fetch_hub(hub: dict, out: str | Path) -> dict:
-    """A pinned hub dataset as documents. ``hub``: ``{id, revision, splits: {train: <split>, test: <split>},
-    text_field, id_field, max_docs: {train: N}}``; documents past ``max_docs`` are not downloaded (streaming)."""
+def hub_files(hub: dict, split: str) -> list[str] | None:
+    """``hf://`` paths of a split's files at the pinned revision (None: load the repository's own splits)."""
+    files = hub.get("data_files", {}).get(split)
+    if files is None:
+        return None
+    files = [files] if isinstance(files, str) else files
+    return [f"hf://datasets/{hub['id']}@{hub['revision']}/{f}" for f in files]
+
+
+def char_budget(hub: dict, split: str, train_tokens: int) -> int | None:
+    """Characters to stream from a split: the training split is cut at the tokens the fine-tunes need (with
+    an upper estimate of characters per token, so the subset is not short); other splits are read whole."""
+    if split != "train" or hub.get("subset", "budget") == "all":
+        return None
+    return int(train_tokens * hub.get("chars_per_token", 4.5)) + 1
+
+
+def fetch_hub(hub: dict, out: str | Path, train_tokens: int = 0) -> dict:
+    """A pinned hub dataset as documents, streamed: nothing past what is needed is downloaded.
+
+    ``hub`` (schema ``hub_dataset``): ``{id, revision, splits: {train|test: <hub split>}, text_field,
+    [config, builder, data_files, id_field, summary_field, max_docs, subset, chars_per_token]}``."""
     import datasets
 
     token = os.environ.get("HF_TOKEN") or None
-    n = 0
+    counts = {}
     with atomic_path(out) as tmp, gzip.open(tmp, "wt", encoding="utf-8") as f:
         for split, hub_split in hub["splits"].items():
-            ds = datasets.load_dataset(hub["id"], hub.get("config"), split=hub_split, revision=hub["revision"],
-                                       streaming=True, token=token)
-            limit = hub.get("max_docs", {}).get(split)
-            for i, row in enumerate(ds):
-                if limit is not None and i >= limit:
+            if split == "train" and not train_tokens and hub.get("subset", "budget") == "budget":
+                continue  # no fine-tune reads this dataset's training split
+            files = hub_files(hub, split)
+            if files is not None:
+                ds = datasets.load_dataset(hub.get("builder", "json"), data_files={hub_split: files}, split=hub_split,
+                                           streaming=True, token=token)
+            else:
+                ds = datasets.load_dataset(hub["id"], hub.get("config"), split=hub_split, revision=hub["revision"],
+                                           streaming=True, token=token)
+            limit, budget, chars, n = hub.get("max_docs", {}).get(split), char_budget(hub, split, train_tokens), 0, 0
+            for i, row in tqdm(enumerate(ds), desc=f"{hub['id']} {split}", unit=" docs", mininterval=10):
+                if (limit is not None and n >= limit) or (budget is not None and chars >= budget):
                     break
-                doc_id = str(row.get(hub.get("id_field", ""), f"{hub_split}-{i}"))
-                f.write(json.dumps({"id": doc_id, "split": split, "text": row[hub["text_field"]]}) + "\n")
-                n += 1
-    return {"source": f"hub:{hub['id']}@{hub['revision']}", "documents": n, "sha256": sha256_file(out)}
+                text = row[hub["text_field"]]
+                doc = {"id": str(row.get(hub.get("id_field", ""), f"{hub_split}-{i}")), "split": split, "text": text}
+                if hub.get("summary_field"):
+                    doc["summary"] = row[hub["summary_field"]]
+                f.write(json.dumps(doc) + "\n")
+                n, chars = n + 1, chars + len(text)
+            if budget is not None and chars < budget:
+                print(f"warning: {hub['id']} {split} has only {chars} characters, fewer than the {budget} wanted")
+            counts[split] = {"documents": n, "characters": chars}
+    return {"source": f"hub:{hub['id']}@{hub['revision']}", "splits": counts, "train_tokens_needed": train_tokens,
+            "sha256": sha256_file(out)}
 
 
 def verify_model_dir(path: str | Path) -> None:
@@ -80,5 +116,8 @@ def fetch_model(spec: dict, out: str | Path) -> dict:
         with atomic_path(out) as tmp:
             snapshot_download(repo_id=spec["id"], revision=spec["revision"], local_dir=tmp, token=token,
                               allow_patterns=MODEL_FILES)
+            if not weight_files(tmp):
+                raise FileNotFoundError(f"hub:{spec['id']}@{spec['revision']} has no safetensors weights "
+                                        "(model.safetensors or an index with shards); convert them and use source: local")
         return {"source": f"hub:{spec['id']}@{spec['revision']}"}
     raise ValueError(f"fetch_model cannot handle source {spec['source']!r}")

@@ -1,13 +1,14 @@
 """One extension's fine-tuning run: PI / FT at the extended window L', or the CT control at L on the same tokens."""
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
 import numpy as np
 
 from . import modeling, train
-from .io import read_json, sha256_file, write_json
+from .io import read_json, sha256_file, sha256_weights, write_json
 
 
 def training_tokens(files: list[str], seed: int) -> np.ndarray:
@@ -36,34 +37,105 @@ def check_checkpoint(path: str | Path, method: str, ctx: int, base_window: int) 
 
 def run_params(hp: dict, method: str, ctx: int, init: str, data_files: list[str]) -> dict:
     """What identifies a fine-tuning run: resume state is reused only if all of it is unchanged."""
-    return {"hp": hp, "method": method, "ctx": ctx, "init": sha256_file(Path(init) / "model.safetensors"),
+    return {"hp": hp, "method": method, "ctx": ctx, "init": sha256_weights(init),
             "data": [sha256_file(f) for f in data_files]}
 
 
+def _distributed(use_deepspeed: bool) -> tuple[int, int]:
+    """(rank, world size); under torchrun / srun the process group is set up before anything touches files
+    (through DeepSpeed when it is used, so that ZeRO-3's partitioned loading sees the world size)."""
+    import torch
+    import torch.distributed as dist
+
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if use_deepspeed:
+            import deepspeed
+
+            deepspeed.init_distributed(dist_backend=backend)
+        else:
+            dist.init_process_group(backend=backend)
+    return rank, world
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def verify_export(path: str | Path, method: str, ctx: int, base_window: int) -> dict:
+    """Reload an exported checkpoint as evaluation will: its config must carry the extension and its logits must
+    match those of the training-time model (the probe)."""
+    import torch
+
+    rope = check_checkpoint(path, method, ctx, base_window)
+    probe = Path(path) / modeling.PROBE_FILE
+    if not probe.is_file():
+        return {"rope_parameters": rope, "probe_error": None}
+    cuda = torch.cuda.is_available()
+    dtype = torch.bfloat16 if cuda else torch.float32
+    model = modeling.load_model(path, dtype=dtype, device_map="auto" if cuda else None)
+    err = modeling.verify_probe(model, path)
+    del model
+    return {"rope_parameters": rope, "probe_error": err}
+
+
 def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps: list[int], outdir: str,
-             manifest: str, data_files: list[str]) -> dict:
+             manifest: str, data_files: list[str]) -> dict | None:
+    """Run one extension's fine-tuning (one process, or one of ``WORLD_SIZE`` ranks under torchrun); rank 0
+    verifies every export and writes ``manifest`` last. Returns the manifest record (None on other ranks)."""
+    import gc
+
+    import torch
+
+    rank, world = _distributed(bool(hp.get("deepspeed")))
     outdir = Path(outdir)
     tokens = training_tokens(data_files, hp["seed"])
-    model = modeling.load_model(init)
-    model.train()
+    needed = hp["steps"] * hp["global_batch"] * ctx
+    if len(tokens) < needed:
+        raise ValueError(f"{method}-{ctx}: the training data {data_files} has {len(tokens)} tokens; {hp['steps']} steps"
+                         f" x {hp['global_batch']} sequences x {ctx} tokens need {needed} (fetch a larger subset)")
+    work = outdir / "_trainer"
+    if rank == 0:
+        resume = train.prepare_work_dir(work, run_params(hp, method, ctx, init, data_files))
+    _barrier(world)
+    if rank != 0:
+        resume = train.last_checkpoint(work)
+    if resume and rank == 0:
+        print(f"resuming from {resume}")
+    args = train.training_args(hp, work)  # before loading: under ZeRO-3 the model is then loaded partitioned
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
+    model = modeling.load_model(init, dtype=dtype)
     if method != "CT" and model.config.max_position_embeddings != ctx:
         raise RuntimeError(f"{init}: window {model.config.max_position_embeddings} does not match ctx {ctx}")
+    model.train()
     exports = sorted(s for s in steps if s > 0)
-    work = outdir / "_trainer"
-    resume = train.prepare_work_dir(work, run_params(hp, method, ctx, init, data_files))
-    if resume:
-        print(f"resuming from {resume}")
     trainer = train.build_trainer(model, train.Chunks(tokens, ctx), hp, work, outdir, exports, init,
                                   train_window=base_window if method == "CT" else None,
-                                  log_path=str(outdir / "train-log.jsonl"))
+                                  log_path=str(outdir / "train-log.jsonl"), args=args, probe_len=ctx)
     result = trainer.train(resume_from_checkpoint=resume)
+    plugin = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
+    zero_stage = plugin.zero_stage if plugin is not None else None
+    _barrier(world)
+    if rank != 0:
+        return None
+    del trainer, model
+    gc.collect()
+    if hp.get("deepspeed"):  # reload as evaluation will: whole, not ZeRO-3-partitioned
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
     entries = {}
     for s in sorted(steps):
         path = Path(init) if s == 0 else outdir / f"step{s}"
-        check_checkpoint(path, method, ctx, base_window)
-        entries[f"step{s}"] = {"path": str(path), "sha256": sha256_file(path / "model.safetensors")}
+        check = verify_export(path, method, ctx, base_window)
+        entries[f"step{s}"] = {"path": str(path), "sha256": sha256_weights(path), **check}
+        print(f"step{s}: verified (probe error {check['probe_error']})")
     record = {"method": method, "ctx": ctx, "base_window": base_window, "hp": hp, "data": data_files,
-              "tokens_per_step": hp["global_batch"] * ctx, "train_tokens_available": int(len(tokens)),
+              "world_size": world, "deepspeed_zero_stage": zero_stage, "tokens_per_step": hp["global_batch"] * ctx, "train_tokens_available": int(len(tokens)),
               "final_train_loss": result.training_loss, "checkpoints": entries, "resumed_from": resume}
     write_json(manifest, record)
     return record

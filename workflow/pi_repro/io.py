@@ -18,6 +18,27 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def weight_files(model_dir: str | Path) -> list[Path]:
+    """The safetensors files of a checkpoint: ``model.safetensors`` or the shards named by its index."""
+    d = Path(model_dir)
+    if (d / "model.safetensors").is_file():
+        return [d / "model.safetensors"]
+    index = d / "model.safetensors.index.json"
+    if index.is_file():
+        return [d / f for f in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    return []
+
+
+def sha256_weights(model_dir: str | Path) -> str | None:
+    """One digest of a checkpoint's weights (the file itself, or the shards' digests hashed in order)."""
+    files = weight_files(model_dir)
+    if len(files) == 1:
+        return sha256_file(files[0])
+    if not files:
+        return None
+    return hashlib.sha256("".join(f"{sha256_file(f)}  {f.name}\n" for f in files).encode()).hexdigest()
+
+
 def verify_sha256(path: str | Path, expected: str | None) -> str:
     """Return the file's sha256; raise ``ValueError`` naming the file when it differs from ``expected``."""
     actual = sha256_file(path)

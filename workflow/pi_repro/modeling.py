@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from .io import atomic_path
+from .io import atomic_path, weight_files
 
 METHODS = ("PI", "FT", "CT")
 
@@ -69,15 +69,83 @@ def scale_factor(config: LlamaConfig) -> float:
     return float(params.get("factor", 1.0)) if params.get("rope_type") == "linear" else 1.0
 
 
-def load_model(path: str | Path, dtype=torch.float32) -> LlamaForCausalLM:
-    """Load a checkpoint directory; fail with a message naming it if it is not a complete checkpoint."""
+def load_model(path: str | Path, dtype=torch.float32, device_map=None) -> LlamaForCausalLM:
+    """Load a checkpoint directory; fail with a message naming it if it is not a complete checkpoint.
+    ``device_map="auto"`` spreads a large model over the visible GPUs (evaluation of the paper's 33B/65B)."""
     path = Path(path)
-    for name in ("config.json", "model.safetensors"):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"{path} is not a complete checkpoint: {name} is missing")
-    model = LlamaForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} is not a complete checkpoint: config.json is missing")
+    if not weight_files(path):
+        raise FileNotFoundError(f"{path} is not a complete checkpoint: model.safetensors is missing "
+                                "(nor model.safetensors.index.json with its shards)")
+    model = LlamaForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa", device_map=device_map)
     model.eval()
     return model
+
+
+# ------------------------------------------------------------------------------------------ export probe
+# A fixed input and the logits the training-time model gave for it, stored beside every exported checkpoint.
+# Reloading the checkpoint must reproduce them: a silently dropped scaling factor, a wrong dtype or a bad
+# ZeRO-3 consolidation changes them (checked after fine-tuning and again before every evaluation).
+PROBE_FILE = "probe.safetensors"
+PROBE_TOLERANCE = {"float32": 1e-3, "bfloat16": 5e-2, "float16": 2e-2}
+
+
+def probe_batch(vocab_size: int, length: int, n_keep: int = 16, seed: int = 0):
+    """Token ids ``(1, length)`` and the positions whose logits are kept (spread over the window, last included)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(vocab_size, (1, length), generator=g)
+    keep = torch.linspace(0, length - 1, steps=min(n_keep, length)).round().long().unique()
+    return ids, keep
+
+
+@torch.no_grad()
+def probe_logits(model, ids: torch.Tensor, keep: torch.Tensor, device=None) -> torch.Tensor:
+    """Logits at positions ``keep`` (works on a plain model and on a ZeRO-3-partitioned one: call on all ranks)."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = model(input_ids=ids.to(device), logits_to_keep=keep.to(device), use_cache=False)
+    model.train(was_training)
+    return out.logits.float().cpu()
+
+
+def write_probe(out_dir: str | Path, ids, keep, logits, dtype: torch.dtype) -> None:
+    from safetensors.torch import save_file
+
+    save_file({"input_ids": ids.contiguous(), "keep": keep.contiguous(), "logits": logits.contiguous()},
+              str(Path(out_dir) / PROBE_FILE), metadata={"dtype": str(dtype).removeprefix("torch.")})
+
+
+def record_probe(model, out_dir: str | Path, ctx: int, device=None, max_len: int = 1024, write: bool = True) -> None:
+    """Run the probe through ``model`` (on every rank under ZeRO-3) and, where ``write``, store it in ``out_dir``."""
+    ids, keep = probe_batch(model.config.vocab_size, min(ctx, max_len))
+    logits = probe_logits(model, ids, keep, device)
+    if write:
+        write_probe(out_dir, ids, keep, logits, next(model.parameters()).dtype)
+
+
+def verify_probe(model, ckpt_dir: str | Path) -> float | None:
+    """Compare ``model`` (loaded from ``ckpt_dir``) with the logits recorded at export time.
+
+    Returns the error max|Δ| / std(recorded), or None when the checkpoint has no probe (a base model).
+    Raises naming the checkpoint when the error exceeds the tolerance of the coarser of the two dtypes."""
+    from safetensors import safe_open
+
+    path = Path(ckpt_dir) / PROBE_FILE
+    if not path.is_file():
+        return None
+    with safe_open(str(path), "pt") as f:
+        recorded_dtype = f.metadata().get("dtype", "float32")
+        ids, keep, want = f.get_tensor("input_ids"), f.get_tensor("keep"), f.get_tensor("logits")
+    got = probe_logits(model, ids, keep)
+    err = float((got - want).abs().max() / want.std().clamp_min(1e-6))
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    tol = max(PROBE_TOLERANCE.get(dtype, 5e-2), PROBE_TOLERANCE.get(recorded_dtype, 5e-2))
+    if not err <= tol:
+        raise RuntimeError(f"{ckpt_dir}: reloaded model does not reproduce the logits recorded at export "
+                           f"(error {err:.3g} > {tol:g}); rope_parameters={model.config.rope_parameters}")
+    return err
 
 
 def load_tokenizer(path: str | Path):
@@ -100,15 +168,19 @@ def save_checkpoint(model, tokenizer_dir: str | Path | None, out: str | Path) ->
         copy_tokenizer(tokenizer_dir, tmp)
 
 
-def init_extension(base_dir: str | Path, method: str, ctx: int, base_window: int, out: str | Path) -> LlamaForCausalLM:
-    """Step 0 of an extension: the base weights under the extended config (for PI: scaling without training)."""
-    base = load_model(base_dir)
-    cfg = extended_config(base.config, method, ctx, base_window)
-    model = LlamaForCausalLM(cfg)
-    missing = model.load_state_dict(base.state_dict(), strict=False)
-    unexpected = [k for k in missing.unexpected_keys if "rotary_emb" not in k]
-    absent = [k for k in missing.missing_keys if "rotary_emb" not in k]
-    if unexpected or absent:
-        raise RuntimeError(f"weights of {base_dir} do not fit the extended model: missing {absent}, unexpected {unexpected}")
-    save_checkpoint(model, base_dir, out)
-    return model
+def init_extension(base_dir: str | Path, method: str, ctx: int, base_window: int, out: str | Path) -> LlamaConfig:
+    """Step 0 of an extension: the base weights, unchanged, under the extended config (for PI: scaling without
+    training). The weight files are copied, not loaded, so this costs no memory even for 65B."""
+    base_dir = Path(base_dir)
+    files = weight_files(base_dir)
+    if not (base_dir / "config.json").is_file() or not files:
+        raise FileNotFoundError(f"{base_dir} is not a complete checkpoint (config.json and safetensors weights)")
+    cfg = extended_config(LlamaConfig.from_pretrained(base_dir), method, ctx, base_window)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        cfg.save_pretrained(tmp)
+        for f in files + [base_dir / "model.safetensors.index.json", base_dir / "generation_config.json"]:
+            if f.is_file():
+                shutil.copy2(f, tmp / f.name)
+        copy_tokenizer(base_dir, tmp)
+    return cfg

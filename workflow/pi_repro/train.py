@@ -7,7 +7,13 @@ torchrun / deepspeed with ZeRO-3 (``deepspeed: <config.json>``).
 
 Checkpoints: the Trainer's own (model + optimizer + RNG state, for resuming) go to ``work_dir``; at every step
 listed in ``export_steps`` the weights are also written, atomically, as a Hugging Face checkpoint
-``<export_dir>/step{N}`` with the extended config (``rope_parameters``) and the tokenizer.
+``<export_dir>/step{N}`` with the extended config (``rope_parameters``), the tokenizer and a logit probe
+(``modeling.PROBE_FILE``). Under ZeRO-3 the export gathers the partitioned weights
+(``stage3_gather_16bit_weights_on_model_save``) into safetensors, and the probe is computed by all ranks on the
+partitioned training-time model, so reloading the export can be checked against it.
+
+Under ZeRO-3 the ``TrainingArguments`` must exist before the model is loaded (``from_pretrained`` then loads it
+partitioned): call ``training_args`` first, load, then ``build_trainer``.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .modeling import copy_tokenizer
+from .modeling import copy_tokenizer, record_probe
 
 
 
@@ -70,11 +76,51 @@ def lr_lambda(step: int, warmup_steps: int, warmup_start: float, schedule: str =
     raise ValueError(f"unknown schedule {schedule!r}")
 
 
+def training_args(hp: dict, work_dir: str | Path):
+    """``TrainingArguments`` for ``hp``: global batch = micro batch × gradient accumulation × world size."""
+    from transformers import TrainingArguments
+
+    accel = torch.cuda.is_available()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    micro = hp["micro_batch"]
+    seqs_per_step = hp["global_batch"]
+    if seqs_per_step % (micro * world):
+        raise ValueError(f"global batch {seqs_per_step} is not a multiple of micro batch {micro} × world size {world}")
+    return TrainingArguments(
+        output_dir=str(work_dir),
+        max_steps=hp["steps"],
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=seqs_per_step // (micro * world),
+        learning_rate=float(hp["lr"]),
+        adam_beta1=hp["betas"][0],
+        adam_beta2=hp["betas"][1],
+        weight_decay=hp["weight_decay"],
+        max_grad_norm=hp.get("max_grad_norm", 1.0),
+        optim="adamw_torch",
+        logging_steps=hp.get("log_every", 10),
+        save_strategy="steps",
+        save_steps=hp.get("resume_every", 50),
+        save_total_limit=1,
+        save_only_model=False,
+        report_to=[],
+        seed=hp["seed"],
+        data_seed=hp["seed"],
+        dataloader_drop_last=True,
+        dataloader_num_workers=0,
+        bf16=bool(hp.get("bf16", False)) and accel,
+        activation_checkpointing=bool(hp.get("gradient_checkpointing", False)),
+        deepspeed=hp.get("deepspeed"),
+        use_cpu=not accel,
+        disable_tqdm=False,
+        remove_unused_columns=False,
+    )
+
+
 def build_trainer(model, dataset, hp: dict, work_dir: str | Path, export_dir: str | Path | None,
                   export_steps: list[int], tokenizer_dir: str | Path | None, train_window: int | None = None,
-                  log_path: str | Path | None = None):
+                  log_path: str | Path | None = None, args=None, probe_len: int | None = None):
     """A Trainer for ``hp`` (see ``config/*.yaml``, key ``train``) that exports checkpoints at ``export_steps``."""
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import Trainer, TrainerCallback
 
     class ExportAt(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
@@ -108,46 +154,15 @@ def build_trainer(model, dataset, hp: dict, work_dir: str | Path, export_dir: st
             if self.args.should_save and staging.exists():
                 shutil.rmtree(staging)
             self.save_model(str(staging))
+            if probe_len:  # collective under ZeRO-3: every rank runs the forward pass
+                record_probe(self.model, staging, probe_len, device=self.args.device, write=self.args.should_save)
             if self.args.should_save:
                 copy_tokenizer(tokenizer_dir, staging)
                 if out.exists():
                     shutil.rmtree(out)
                 os.replace(staging, out)
 
-    accel = torch.cuda.is_available()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    micro = hp["micro_batch"]
-    seqs_per_step = hp["global_batch"]
-    if seqs_per_step % (micro * world):
-        raise ValueError(f"global batch {seqs_per_step} is not a multiple of micro batch {micro} × world size {world}")
-    args = TrainingArguments(
-        output_dir=str(work_dir),
-        max_steps=hp["steps"],
-        per_device_train_batch_size=micro,
-        gradient_accumulation_steps=seqs_per_step // (micro * world),
-        learning_rate=float(hp["lr"]),
-        adam_beta1=hp["betas"][0],
-        adam_beta2=hp["betas"][1],
-        weight_decay=hp["weight_decay"],
-        max_grad_norm=hp.get("max_grad_norm", 1.0),
-        optim="adamw_torch",
-        logging_steps=hp.get("log_every", 10),
-        save_strategy="steps",
-        save_steps=hp.get("resume_every", 50),
-        save_total_limit=1,
-        save_only_model=False,
-        report_to=[],
-        seed=hp["seed"],
-        data_seed=hp["seed"],
-        dataloader_drop_last=True,
-        dataloader_num_workers=0,
-        bf16=bool(hp.get("bf16", False)) and accel,
-        activation_checkpointing=bool(hp.get("gradient_checkpointing", False)),
-        deepspeed=hp.get("deepspeed"),
-        use_cpu=not accel,
-        disable_tqdm=False,
-        remove_unused_columns=False,
-    )
+    args = args or training_args(hp, work_dir)
     trainer = PITrainer(model=model, args=args, train_dataset=dataset, data_collator=SplitCollator(train_window),
                         callbacks=[ExportAt()])
     return trainer

@@ -19,11 +19,10 @@ wildcard_constraints:
     run=RUN,
     size="|".join(SIZES),
     dataset="|".join(DATASETS),
-    method="PI|FT|CT",
-    ctx=r"\d+",
+    ext=r"(PI|FT|CT)-\d+(-[a-z0-9]+)?",
     step=r"\d+",
     window=r"\d+",
-    model=r"base|(PI|FT|CT)-\d+/step\d+",
+    model=r"base|(PI|FT|CT)-\d+(-[a-z0-9]+)?/step\d+",
 
 
 def size_cfg(w):
@@ -31,10 +30,35 @@ def size_cfg(w):
 
 
 def ext_cfg(w):
-    ext = pcfg.find_extension(config, w.size, w.method, int(w.ctx))
+    ext = pcfg.extension_by_name(config, w.size, w.ext)
     if ext is None:
-        raise ValueError(f"no extension {w.size} {w.method}-{w.ctx} in the config")
+        raise ValueError(f"no extension {w.size} {w.ext} in the config")
     return ext
+
+
+# ---------------------------------------------------------------------------------------------- resources
+# Per size (and per extension) from the config's `resources` blocks; profiles/slurm supplies account,
+# partition and defaults. Multi-node training is an "mpi"-style job: the rule runs once on the first node and
+# srun starts one torchrun launcher per node (workflow/scripts/launch.py).
+def res(w, key, default):
+    ext = ext_cfg(w) if hasattr(w, "ext") else None
+    return pcfg.resources(config, w.size, ext).get(key, default)
+
+
+def train_nodes(w):
+    return res(w, "train_nodes", 1)
+
+
+def train_gpus(w):
+    return res(w, "train_gpus_per_node", 0)
+
+
+def train_procs(w):
+    return train_gpus(w) or res(w, "train_procs_per_node", 1)
+
+
+def multi_node(w):
+    return train_nodes(w) > 1
 
 
 def as_json(obj):
@@ -81,7 +105,7 @@ def base_model_inputs(w):
 
 
 def size_resources(w, key, default):
-    return config["sizes"][w.size].get("resources", {}).get(key, default)
+    return pcfg.resources(config, w.size).get(key, default)
 
 
 # ------------------------------------------------------------------------------------------------ targets
@@ -104,4 +128,8 @@ def all_targets():
         if t in config["tables"]:
             out += list(table_outputs(t).values())
     out += [f"{R}/figures/ppl_vs_window.png", f"{R}/findings.md"]
+    # every fine-tune the config lists (including variants no table of this issue reads yet, e.g. Table 5's
+    # RedPajama model) and every dataset it names
+    out += [f"{R}/models/{e['size']}/{pcfg.extension_name(e)}/finetune.json" for e in config["extensions"]]
+    out += [f"{R}/data/{d}/corpus.jsonl.gz" for d in DATASETS]
     return out

@@ -2,11 +2,15 @@
 
 
 rule fetch_dataset:
-    """A corpus as JSON lines {id, split, text}: a shipped file whose sha256 is checked, or a pinned hub dataset."""
+    """A corpus as JSON lines {id, split, text}: a shipped file whose sha256 is checked, or a pinned hub dataset
+    streamed up to what the config needs (a training split: the tokens of its largest fine-tune). fetch.json
+    records the source, revision, document counts and the sha256 of what was written."""
     output:
-        f"{R}/data/{{dataset}}/corpus.jsonl.gz",
+        corpus=f"{R}/data/{{dataset}}/corpus.jsonl.gz",
+        provenance=f"{R}/data/{{dataset}}/fetch.json",
     params:
         spec=lambda w: as_json(config["datasets"][w.dataset]),
+        train_tokens=lambda w: pcfg.train_tokens_needed(config, w.dataset),
     log:
         f"{R}/logs/fetch_dataset/{{dataset}}.log",
     benchmark:
@@ -16,7 +20,8 @@ rule fetch_dataset:
     conda:
         "../envs/pi.yaml"
     shell:
-        "python -u workflow/scripts/fetch_dataset.py --spec {params.spec} --out {output} > {log} 2>&1"
+        "python -u workflow/scripts/fetch_dataset.py --spec {params.spec} --train-tokens {params.train_tokens}"
+        " --out {output.corpus} --provenance {output.provenance} > {log} 2>&1"
 
 
 rule tokenize:
@@ -29,7 +34,7 @@ rule tokenize:
         eval=f"{R}/data/{{dataset}}/{{size}}/eval.npz",
         stats=f"{R}/data/{{dataset}}/{{size}}/stats.json",
     params:
-        eval=lambda w: as_json(config["datasets"][w.dataset]["eval"]),
+        eval=lambda w: as_json(config["datasets"][w.dataset].get("eval")),
         seed=config["seed"],
     log:
         f"{R}/logs/tokenize/{{dataset}}/{{size}}.log",

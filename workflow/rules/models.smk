@@ -50,46 +50,61 @@ rule init_extension:
     input:
         base=lambda w: base_dir(w.size),
     output:
-        directory(f"{R}/models/{{size}}/{{method}}-{{ctx}}/step0"),
+        directory(f"{R}/models/{{size}}/{{ext}}/step0"),
     params:
         L=L,
+        method=lambda w: ext_cfg(w)["method"],
+        ctx=lambda w: ext_cfg(w)["ctx"],
     log:
-        f"{R}/logs/init_extension/{{size}}/{{method}}-{{ctx}}.log",
+        f"{R}/logs/init_extension/{{size}}/{{ext}}.log",
     benchmark:
-        f"{R}/benchmarks/init_extension/{{size}}/{{method}}-{{ctx}}.tsv"
+        f"{R}/benchmarks/init_extension/{{size}}/{{ext}}.tsv"
     conda:
         "../envs/pi.yaml"
     shell:
-        "python -u workflow/scripts/init_extension.py --base {input.base} --method {wildcards.method} --ctx {wildcards.ctx}"
+        "python -u workflow/scripts/init_extension.py --base {input.base} --method {params.method} --ctx {params.ctx}"
         " --base-window {params.L} --out {output} > {log} 2>&1"
 
 
 rule finetune:
-    """One fine-tuning run: exports step{N} checkpoints beside finetune.json (written last, with checksums).
-    Resumes from the Trainer state in _trainer/ when rerun after an interruption."""
+    """One fine-tuning run: exports step{N} checkpoints beside finetune.json (written last, with checksums and
+    the logit-probe check of every export). Resumes from the Trainer state in _trainer/ when rerun after an
+    interruption. Ranks: train_nodes x train_gpus_per_node (torchrun; srun + torchrun across nodes), DeepSpeed
+    ZeRO-3 when train.deepspeed names a config."""
     input:
-        init=f"{R}/models/{{size}}/{{method}}-{{ctx}}/step0",
+        init=f"{R}/models/{{size}}/{{ext}}/step0",
         data=finetune_data,
     output:
-        f"{R}/models/{{size}}/{{method}}-{{ctx}}/finetune.json",
+        f"{R}/models/{{size}}/{{ext}}/finetune.json",
     params:
         hp=lambda w: as_json(pcfg.train_hparams(config, ext_cfg(w))),
+        method=lambda w: ext_cfg(w)["method"],
+        ctx=lambda w: ext_cfg(w)["ctx"],
         checkpoints=lambda w: ",".join(str(c) for c in ext_cfg(w)["checkpoints"]),
         L=L,
-        outdir=lambda w: f"{R}/models/{w.size}/{w.method}-{w.ctx}",
+        outdir=lambda w: f"{R}/models/{w.size}/{w.ext}",
+        launch=lambda w: f"--nodes {train_nodes(w)} --gpus-per-node {train_gpus(w)} --procs-per-node {train_procs(w)}"
+        + (f" --cpus-per-node {res(w, 'train_cpus_per_node', 0)}" if res(w, "train_cpus_per_node", 0) else ""),
     log:
-        f"{R}/logs/finetune/{{size}}/{{method}}-{{ctx}}.log",
+        f"{R}/logs/finetune/{{size}}/{{ext}}.log",
     benchmark:
-        f"{R}/benchmarks/finetune/{{size}}/{{method}}-{{ctx}}.tsv"
+        f"{R}/benchmarks/finetune/{{size}}/{{ext}}.tsv"
     threads: 2
     resources:
-        runtime=lambda w: size_resources(w, "train_runtime", 60),
+        runtime=lambda w: res(w, "train_runtime", 60),
+        nodes=train_nodes,
+        cpus_per_task=lambda w: res(w, "train_cpus_per_node", None),
+        mem_mb=lambda w: res(w, "train_mem_mb", 16000),
+        gpu=lambda w: None if multi_node(w) else (train_gpus(w) or None),
+        mpi=lambda w: "srun" if multi_node(w) else None,
+        tasks=lambda w: train_nodes(w) if multi_node(w) else None,
+        slurm_extra=lambda w: f"--gpus-per-node={train_gpus(w)}" if multi_node(w) and train_gpus(w) else None,
     conda:
         "../envs/pi.yaml"
     shell:
-        "python -u workflow/scripts/finetune.py --init {input.init} --method {wildcards.method} --ctx {wildcards.ctx}"
-        " --base-window {params.L} --hp {params.hp} --checkpoints {params.checkpoints}"
-        " --outdir {params.outdir} --manifest {output} {input.data} > {log} 2>&1"
+        "python -u workflow/scripts/launch.py {params.launch} -- workflow/scripts/finetune.py --init {input.init}"
+        " --method {params.method} --ctx {params.ctx} --base-window {params.L} --hp {params.hp}"
+        " --checkpoints {params.checkpoints} --outdir {params.outdir} --manifest {output} {input.data} > {log} 2>&1"
 
 
 rule base_models:

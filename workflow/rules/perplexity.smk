@@ -22,6 +22,9 @@ rule perplexity:
         f"{R}/benchmarks/perplexity/{{dataset}}/{{size}}/{{model}}.tsv"
     resources:
         runtime=lambda w: size_resources(w, "eval_runtime", 30),
+        gpu=lambda w: size_resources(w, "eval_gpus", 0) or None,
+        cpus_per_task=lambda w: size_resources(w, "eval_cpus", None),
+        mem_mb=lambda w: size_resources(w, "eval_mem_mb", 16000),
     conda:
         "../envs/pi.yaml"
     shell:

@@ -5,14 +5,19 @@ import json
 
 import _common  # noqa: F401
 from pi_repro import fetch
+from pi_repro.io import sha256_file, write_json
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--spec", type=json.loads, required=True, help="the dataset's config entry, as JSON")
+    ap.add_argument("--train-tokens", type=int, default=0, help="tokens of the training split the fine-tunes need")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--provenance", required=True, help="JSON record of what was fetched (source, revision, sha256)")
     a = ap.parse_args()
-    info = fetch.fetch(a.spec, a.out)
+    info = fetch.fetch(a.spec, a.out, a.train_tokens)
+    info["sha256_written"] = sha256_file(a.out)
+    write_json(a.provenance, info)
     print(json.dumps(info, indent=1))
 
 

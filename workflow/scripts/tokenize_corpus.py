@@ -26,16 +26,16 @@ def main():
     stats = {}
     for split, out in (("train", a.train), ("test", a.eval_out)):
         sel = [d for d in docs if d["split"] == split]
-        if not sel:
-            raise SystemExit(f"{a.corpus}: no {split} documents")
+        if not sel:  # e.g. a training-only corpus (the Pile) or an evaluation-only one (PG19 test)
+            print(f"{a.corpus}: no {split} documents")
         arrays = data.encode_docs(tok, [d["text"] for d in sel])
         ids = [d["id"] for d in sel]
-        if split == "test":
+        if split == "test" and a.eval and sel:
             ev = a.eval
             ids, arrays = data.select_eval_docs(ids, arrays, ev["style"], a.seed, ev.get("num_docs"), ev.get("doc_tokens"))
         with atomic_path(out) as tmp:
             data.save_docs(tmp, ids, arrays, len(tok))
-        lens = np.array([len(x) for x in arrays])
+        lens = np.array([len(x) for x in arrays] or [0])
         stats[split] = {"documents": len(ids), "tokens": int(lens.sum()), "min_doc_tokens": int(lens.min()),
                         "max_doc_tokens": int(lens.max())}
         print(split, stats[split])

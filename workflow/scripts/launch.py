@@ -1,0 +1,37 @@
+#!/usr/bin/env python3
+"""Start a training program on the ranks a job was given (rule finetune):
+
+    launch.py --nodes 4 --gpus-per-node 8 -- workflow/scripts/finetune.py --init ...
+
+one process (CPU), torchrun on one node, or srun + torchrun on every node of the SLURM allocation.
+"""
+import argparse
+import os
+import shlex
+import sys
+
+import _common  # noqa: F401
+from pi_repro.launch import MODES, launch_command
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nodes", type=int, default=1)
+    ap.add_argument("--gpus-per-node", type=int, default=0)
+    ap.add_argument("--procs-per-node", type=int, default=0, help="ranks per node (default: one per GPU, else 1)")
+    ap.add_argument("--cpus-per-node", type=int, default=None)
+    ap.add_argument("--mode", choices=MODES, default="auto")
+    ap.add_argument("program", nargs=argparse.REMAINDER, help="-- script.py [arguments]")
+    a = ap.parse_args()
+    program = a.program[1:] if a.program[:1] == ["--"] else a.program
+    if not program:
+        ap.error("no program to launch (give it after --)")
+    procs = a.procs_per_node or max(1, a.gpus_per_node)
+    cmd = launch_command(program, a.nodes, procs, a.gpus_per_node, a.cpus_per_node, a.mode)
+    print("launch:", shlex.join(cmd), flush=True)
+    sys.stdout.flush()
+    os.execvp(cmd[0], cmd)
+
+
+if __name__ == "__main__":
+    main()
