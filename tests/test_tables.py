@@ -45,7 +45,7 @@ def status(results, fid):
 def test_findings_pass_when_the_paper_holds(tmp_path):
     t1, t3, L = make_tables(tmp_path)
     res = findings.check(t1, t1, t3, L)
-    assert status(res, "1") == ["PASS", "PASS"] and status(res, "2") == ["PASS"]
+    assert status(res, "1") == ["PASS", "PASS"] and status(res, "1m") == ["PASS", "PASS"] and status(res, "2") == ["PASS"]
     assert set(status(res, "3a") + status(res, "3b") + status(res, "3c")) == {"PASS"}
     assert status(res, "0") == ["PASS", "PASS"]  # CT@L 4.9 vs None@L 5.0: 2% change
     assert "PASS" in findings.to_markdown(res)
@@ -54,7 +54,7 @@ def test_findings_pass_when_the_paper_holds(tmp_path):
 def test_findings_fail_visibly_when_it_does_not(tmp_path):
     t1, t3, L = make_tables(tmp_path, pi_lp=5.5, ft_lp=5.0, none_2l=6.0)
     res = findings.check(t1, t1, t3, L)
-    assert status(res, "1") == ["FAIL", "FAIL"]  # 6.0/5.0 is no blow-up
+    assert status(res, "1") == ["FAIL", "FAIL"] and status(res, "1m") == ["FAIL", "FAIL"]  # 6.0/5.0: no blow-up
     assert status(res, "3a") == ["FAIL", "FAIL"] and status(res, "3b") == ["FAIL", "FAIL"]
     md = findings.to_markdown(res)
     assert "FAIL" in md and "5.500" in md  # the numbers used are printed

@@ -57,7 +57,16 @@ def test_finetune_exports_checkpoints_with_manifest(tmp_path, tiny_llama, method
     assert any(not torch.equal(w2[k], w4[k]) for k in w2)  # training really changed the weights
 
 
-def test_resumed_run_is_bitwise_equal_to_uninterrupted(tmp_path, tiny_llama):
+@pytest.fixture
+def one_thread():
+    """Bitwise comparisons of CPU training need one thread (see README, "Determinism")."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_resumed_run_is_bitwise_equal_to_uninterrupted(tmp_path, tiny_llama, one_thread):
     data = _setup(tmp_path, tiny_llama)
     args = (str(tmp_path / "step0"), "PI", 32, 16)
     finetune.finetune(*args, dict(HP, steps=6), [6], str(tmp_path / "full"), str(tmp_path / "full/f.json"), data)

@@ -107,8 +107,7 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
     if resume and rank == 0:
         print(f"resuming from {resume}")
     args = train.training_args(hp, work)  # before loading: under ZeRO-3 the model is then loaded partitioned
-    dtype = torch.bfloat16 if args.bf16 else torch.float32
-    model = modeling.load_model(init, dtype=dtype)
+    model = modeling.load_model(init, dtype=torch.bfloat16 if args.bf16 else torch.float32)
     if method != "CT" and model.config.max_position_embeddings != ctx:
         raise RuntimeError(f"{init}: window {model.config.max_position_embeddings} does not match ctx {ctx}")
     model.train()

@@ -16,7 +16,8 @@ rule fetch_dataset:
     benchmark:
         f"{R}/benchmarks/fetch_dataset/{{dataset}}.tsv"
     resources:
-        runtime=240,
+        runtime=lambda w: 1440 if config["datasets"][w.dataset]["source"] == "hub" else 30,
+        mem_mb=8000,
     conda:
         "../envs/pi.yaml"
     shell:
@@ -40,9 +41,10 @@ rule tokenize:
         f"{R}/logs/tokenize/{{dataset}}/{{size}}.log",
     benchmark:
         f"{R}/benchmarks/tokenize/{{dataset}}/{{size}}.tsv"
-    threads: 2
+    threads: lambda w: size_resources(w, "data_cpus", 2)
     resources:
-        runtime=240,
+        runtime=lambda w: size_resources(w, "data_runtime", 240),
+        mem_mb=lambda w: size_resources(w, "data_mem_mb", 8000),
     conda:
         "../envs/pi.yaml"
     shell:

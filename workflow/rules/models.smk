@@ -93,7 +93,7 @@ rule finetune:
     resources:
         runtime=lambda w: res(w, "train_runtime", 60),
         nodes=train_nodes,
-        cpus_per_task=lambda w: res(w, "train_cpus_per_node", None),
+        cpus_per_task=lambda w, threads: res(w, "train_cpus_per_node", threads),
         mem_mb=lambda w: res(w, "train_mem_mb", 16000),
         gpu=lambda w: None if multi_node(w) else (train_gpus(w) or None),
         mpi=lambda w: "srun" if multi_node(w) else None,

@@ -23,7 +23,7 @@ rule perplexity:
     resources:
         runtime=lambda w: size_resources(w, "eval_runtime", 30),
         gpu=lambda w: size_resources(w, "eval_gpus", 0) or None,
-        cpus_per_task=lambda w: size_resources(w, "eval_cpus", None),
+        cpus_per_task=lambda w, threads: size_resources(w, "eval_cpus", threads),
         mem_mb=lambda w: size_resources(w, "eval_mem_mb", 16000),
     conda:
         "../envs/pi.yaml"
