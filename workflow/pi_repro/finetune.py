@@ -134,7 +134,8 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
         entries[f"step{s}"] = {"path": str(path), "sha256": sha256_weights(path), **check}
         print(f"step{s}: verified (probe error {check['probe_error']})")
     record = {"method": method, "ctx": ctx, "base_window": base_window, "hp": hp, "data": data_files,
-              "world_size": world, "deepspeed_zero_stage": zero_stage, "tokens_per_step": hp["global_batch"] * ctx, "train_tokens_available": int(len(tokens)),
+              "world_size": world, "deepspeed_zero_stage": zero_stage, "tokens_per_step": hp["global_batch"] * ctx,
+              "train_tokens_available": int(len(tokens)),
               "final_train_loss": result.training_loss, "checkpoints": entries, "resumed_from": resume}
     write_json(manifest, record)
     return record
