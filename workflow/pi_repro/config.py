@@ -89,9 +89,8 @@ def _semantic_checks(cfg: dict) -> None:
         if hp["global_batch"] % (hp["micro_batch"] * ranks):
             _fail(f"{key}", f"global batch {hp['global_batch']} is not a multiple of micro batch {hp['micro_batch']}"
                   f" x {ranks} ranks (train_nodes x GPUs or processes per node)")
-        for j, name in enumerate(ext.get("data", cfg["finetune_data"])):
-            split = datasets[name].get("hub", {}).get("splits", {"train": None})
-            if "train" not in split:
+        for name in ext.get("data", cfg["finetune_data"]):
+            if "train" not in datasets[name].get("hub", {}).get("splits", {"train": None}):
                 _fail(f"{key}.data", f"dataset {name!r} has no train split to fine-tune on")
     ppl = cfg["perplexity"]
     windows = ppl["windows"]

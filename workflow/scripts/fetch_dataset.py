@@ -5,7 +5,7 @@ import json
 
 import _common  # noqa: F401
 from pi_repro import fetch
-from pi_repro.io import sha256_file, write_json
+from pi_repro.io import write_json
 
 
 def main():
@@ -16,7 +16,6 @@ def main():
     ap.add_argument("--provenance", required=True, help="JSON record of what was fetched (source, revision, sha256)")
     a = ap.parse_args()
     info = fetch.fetch(a.spec, a.out, a.train_tokens)
-    info["sha256_written"] = sha256_file(a.out)
     write_json(a.provenance, info)
     print(json.dumps(info, indent=1))
 

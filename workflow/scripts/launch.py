@@ -8,7 +8,6 @@ one process (CPU), torchrun on one node, or srun + torchrun on every node of the
 import argparse
 import os
 import shlex
-import sys
 
 import _common  # noqa: F401
 from pi_repro.launch import MODES, launch_command
@@ -29,7 +28,6 @@ def main():
     procs = a.procs_per_node or max(1, a.gpus_per_node)
     cmd = launch_command(program, a.nodes, procs, a.gpus_per_node, a.cpus_per_node, a.mode)
     print("launch:", shlex.join(cmd), flush=True)
-    sys.stdout.flush()
     os.execvp(cmd[0], cmd)
 
 
