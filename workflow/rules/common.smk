@@ -41,6 +41,7 @@ def ext_cfg(w):
 # partition and defaults. Multi-node training is an "mpi"-style job: the rule runs once on the first node and
 # srun starts one torchrun launcher per node (workflow/scripts/launch.py).
 def res(w, key, default):
+    """A resource of the job's size, or of its extension where the job has one."""
     ext = ext_cfg(w) if hasattr(w, "ext") else None
     return pcfg.resources(config, w.size, ext).get(key, default)
 
@@ -102,10 +103,6 @@ def base_model_inputs(w):
     if size_cfg(w)["base"]["source"] == "pretrain":
         return {"tokenizer": tokenizer_dir(w), "data": pretrain_data(w)}
     return {}
-
-
-def size_resources(w, key, default):
-    return pcfg.resources(config, w.size).get(key, default)
 
 
 # ------------------------------------------------------------------------------------------------ targets

@@ -41,10 +41,10 @@ rule tokenize:
         f"{R}/logs/tokenize/{{dataset}}/{{size}}.log",
     benchmark:
         f"{R}/benchmarks/tokenize/{{dataset}}/{{size}}.tsv"
-    threads: lambda w: size_resources(w, "data_cpus", 2)
+    threads: lambda w: res(w, "data_cpus", 2)
     resources:
-        runtime=lambda w: size_resources(w, "data_runtime", 240),
-        mem_mb=lambda w: size_resources(w, "data_mem_mb", 8000),
+        runtime=lambda w: res(w, "data_runtime", 240),
+        mem_mb=lambda w: res(w, "data_mem_mb", 8000),
     conda:
         "../envs/pi.yaml"
     shell:

@@ -37,7 +37,7 @@ rule base_model:
         f"{R}/benchmarks/base_model/{{size}}.tsv"
     threads: 2
     resources:
-        runtime=lambda w: size_resources(w, "train_runtime", 60),
+        runtime=lambda w: res(w, "train_runtime", 60),
     conda:
         "../envs/pi.yaml"
     shell:
