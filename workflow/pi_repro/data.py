@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from . import passkey
 
 BOS, EOS = "<s>", "</s>"
 
@@ -104,7 +103,3 @@ def load_docs(path: str | Path) -> tuple[list[str], list[np.ndarray]]:
         tokens, offsets, ids = z["tokens"], z["offsets"], z["ids"]
     return [str(i) for i in ids], [tokens[offsets[k]:offsets[k + 1]].astype(np.int64) for k in range(len(ids))]
 
-
-def passkey_docs(n: int, max_fillers: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    return [passkey.training_text(rng, max_fillers) for _ in range(n)]

@@ -1,8 +1,7 @@
 """Pretraining the default configuration's base model at window L (the stand-in for released LLaMA weights).
 
-The data mixture is the training splits of the configured corpora plus passkey-format documents (a fraction
-``passkey_fraction`` of all tokens), so the base model learns in-context retrieval within its own window.
-Documents are shuffled with the seed and packed into sequences of L tokens.
+The data mixture is the training splits of the configured corpora plus passkey-format documents (see
+``mixture``), so that the base model learns in-context retrieval within its own window.
 """
 from __future__ import annotations
 
@@ -14,29 +13,58 @@ from transformers import LlamaForCausalLM
 from . import data, modeling, passkey, train
 
 
-def mixture(token_files: list[str], tokenizer, window: int, passkey_fraction: float, seed: int) -> np.ndarray:
+def _corpus(token_files: list[str]) -> list[np.ndarray]:
     arrays = []
     for f in token_files:
         with np.load(f, allow_pickle=False) as z:
             tokens, offsets = z["tokens"], z["offsets"]
         arrays += [tokens[offsets[i]:offsets[i + 1]].astype(np.int64) for i in range(len(offsets) - 1)]
-    n_corpus = sum(len(a) for a in arrays)
-    if passkey_fraction > 0:
-        fixed = len(data.encode_docs(tokenizer, data.passkey_docs(1, 0, seed))[0])
-        filler = len(tokenizer(" " + passkey.FILLER, add_special_tokens=False)["input_ids"])
-        max_fillers = max(0, (window - fixed) // filler)
-        mean_len = fixed + filler * max_fillers / 2
-        n_pk = int(passkey_fraction / (1 - passkey_fraction) * n_corpus / mean_len)
-        arrays += data.encode_docs(tokenizer, data.passkey_docs(n_pk, max_fillers, seed))
-    random.Random(seed).shuffle(arrays)
-    tokens, _ = data.pack(arrays, len(tokenizer))
-    return tokens
+    return arrays
+
+
+def mixture(token_files: list[str], tokenizer, window: int, passkey_fraction: float, seed: int,
+            passkey_docs: str = "paper") -> np.ndarray:
+    """The pretraining token stream (cut into windows of L by ``train.Chunks``).
+
+    ``passkey_docs: paper``: the paper's passkey prompt with whole filler sentences, answer appended, as many
+    documents as make ``passkey_fraction`` of all tokens, shuffled and packed with the corpus documents. (At
+    L = 128 the prompt leaves no room for a filler sentence, so the needle sits at one fixed distance.)
+    ``passkey_docs: varied``: a fraction ``passkey_fraction`` of the sequences start with one document of
+    ``passkey.training_ids`` (filler cut at token granularity, intro dropped half of the time: the distance from
+    the needle to the question varies over the window), filled up with corpus text; every sequence is aligned
+    to a window, so no passkey document is split from its question."""
+    arrays = _corpus(token_files)
+    rng = random.Random(seed)
+    if passkey_docs == "paper":
+        n_corpus = sum(len(a) for a in arrays)
+        if passkey_fraction > 0:
+            fixed = len(data.encode_docs(tokenizer, [passkey.training_text(random.Random(seed), 0)])[0])
+            filler = len(tokenizer(" " + passkey.FILLER, add_special_tokens=False)["input_ids"])
+            max_fillers = max(0, (window - fixed) // filler)
+            n_pk = int(passkey_fraction / (1 - passkey_fraction) * n_corpus / (fixed + filler * max_fillers / 2))
+            pk_rng = random.Random(seed)
+            arrays += data.encode_docs(tokenizer, [passkey.training_text(pk_rng, max_fillers) for _ in range(n_pk)])
+        rng.shuffle(arrays)
+        return data.pack(arrays, len(tokenizer))[0]
+    if passkey_docs != "varied":
+        raise ValueError(f"unknown passkey_docs {passkey_docs!r} (paper or varied)")
+    rng.shuffle(arrays)
+    stream, _ = data.pack(arrays, len(tokenizer))
+    n_corpus = len(stream) // window
+    seqs = [stream[i * window:(i + 1) * window] for i in range(n_corpus)]
+    n_pk = round(passkey_fraction / (1 - passkey_fraction) * n_corpus) if passkey_fraction > 0 else 0
+    for _ in range(n_pk):
+        doc = passkey.training_ids(tokenizer, rng, window)
+        fill = rng.randrange(0, len(stream) - window)
+        seqs.append(np.concatenate([np.asarray(doc), stream[fill:fill + window - len(doc)]]).astype(stream.dtype))
+    rng.shuffle(seqs)
+    return np.concatenate(seqs)
 
 
 def pretrain(spec: dict, token_files: list[str], tokenizer_dir: str, window: int, seed: int, work_dir: str,
              out: str, log_path: str | None = None) -> LlamaForCausalLM:
     tok = modeling.load_tokenizer(tokenizer_dir)
-    tokens = mixture(token_files, tok, window, spec["passkey_fraction"], seed)
+    tokens = mixture(token_files, tok, window, spec["passkey_fraction"], seed, spec.get("passkey_docs", "paper"))
     cfg = modeling.base_config(spec["arch"], len(tok), window, tok.bos_token_id, tok.eos_token_id)
     import torch
 

@@ -9,10 +9,24 @@ import json
 import shutil
 from pathlib import Path
 
+import yaml
+
 import _common  # noqa: F401
+from pi_repro import modeling, passkey
 from pi_repro.io import sha256_file
 
 FILES = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"]
+
+
+def passkey_skill(model_dir: Path) -> str:
+    model, tok = modeling.load_model(model_dir).eval(), modeling.load_tokenizer(model_dir)
+    L = model.config.max_position_embeddings
+    lines = []
+    for intro, name in ((True, "the paper's prompt"), (False, "the paper's prompt without its intro")):
+        rows = passkey.accuracy(model, tok, L, passkey.k_grid(L, 4), trials=10, seed=0, intro=intro)
+        cells = ", ".join(f"k={r['k_actual']}: {r['correct']}/{r['trials']}" for r in rows)
+        lines.append(f"  - {name}: {cells}")
+    return "\n".join(lines)
 
 
 def main():
@@ -31,6 +45,9 @@ def main():
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     losses = [r for r in records if "loss" in r]
     cfg = json.loads((src / "config.json").read_text())
+    skill = passkey_skill(dest)
+    spec = yaml.safe_load(Path(a.config).read_text())["sizes"][src.parent.name]["base"]  # src: …/models/{size}/base
+    layout = spec.get("passkey_docs", "paper")
     (dest / "PROVENANCE.md").write_text(f"""# Base model `{dest.name}` (shipped)
 
 Pretrained from scratch by this project's own rule `base_model` (source: pretrain), then copied here by
@@ -45,6 +62,10 @@ Pretrained from scratch by this project's own rule `base_model` (source: pretrai
   rope_parameters {cfg.get('rope_parameters')}
 - training: {losses[-1]['step'] if losses else '?'} logged steps; last logged loss {losses[-1]['loss'] if losses else '?'}
 - data: training splits of the shipped corpora (resources/corpora, see its README) plus passkey-format documents
+  (`passkey_fraction` {spec.get('passkey_fraction', 0)}, `passkey_docs: {layout}`; see `pi_repro.pretrain.mixture`)
+- in-context retrieval within its window L (greedy decoding, 10 random keys per k, seed 0; k = tokens from the
+  needle to the end of the prompt; measured when shipped, re-checked by `tests/test_passkey.py`):
+{skill}
 - licence of the weights: derived from LGPL-2.1 Coq sources and public-domain novels; distributed under LGPL-2.1
 - checksums: SHA256SUMS (verified by the pipeline before use)
 """)

@@ -1,0 +1,128 @@
+"""The passkey protocol (paper, Section 3.3): prompts with exact k, the effective-window rule, the pretraining
+documents, and the shipped base model's retrieval skill within its own window."""
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pi_repro import modeling, passkey, pretrain
+
+ROOT = Path(__file__).resolve().parents[1]
+MINI = ROOT / "resources" / "models" / "mini"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return modeling.load_tokenizer(MINI)
+
+
+def enc(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize("intro", [True, False])
+def test_trial_is_the_papers_prompt_and_k_counts_from_the_needle(tok, intro):
+    t = passkey.make_trial(tok, "12345", 2, 3, intro)
+    assert t.ids[0] == tok.bos_token_id
+    text = tok.decode(t.ids[1:])
+    want = passkey.prompt("12345", 2, 3) if intro else passkey.prompt("12345", 2, 3)[len(passkey.INTRO) + 1:]
+    assert text.lstrip() == want  # without the intro, the first filler keeps its leading space
+    tail = tok.decode(t.ids[-t.k:])
+    assert tail.lstrip().startswith(passkey.needle("12345")) and tail.endswith(passkey.QUESTION)
+    # k grows by one filler sentence per filler after the needle, and not with filler before it
+    filler = len(enc(tok, " " + passkey.FILLER))
+    assert passkey.make_trial(tok, "12345", 2, 4, intro).k == t.k + filler
+    assert passkey.make_trial(tok, "12345", 5, 3, intro).k == t.k
+
+
+def test_trial_for_fills_up_to_the_length_and_approaches_k(tok):
+    for length in (128, 256, 512):
+        for k in passkey.k_grid(length, 8):
+            t = passkey.trial_for(tok, "54321", k, length)
+            assert len(t.ids) <= length
+            assert len(t.ids) > length - len(enc(tok, " " + passkey.FILLER))  # no room left for another filler
+    near = passkey.trial_for(tok, "54321", 300, 512)
+    assert abs(near.k - 300) <= len(enc(tok, " " + passkey.FILLER)) / 2
+    with pytest.raises(ValueError, match="too short"):
+        passkey.trial_for(tok, "54321", 10, 40)
+
+
+def test_k_grid_is_evenly_spaced_over_the_window():
+    assert passkey.k_grid(8192) == [256 * i for i in range(1, 33)]
+    assert passkey.k_grid(128, 4) == [32, 64, 96, 128]
+
+
+def test_k_max_is_the_last_k_before_the_first_failure():
+    rows = [{"k": k, "accuracy": a} for k, a in [(100, 1.0), (200, 0.2), (300, 0.1), (400, 1.0)]]
+    assert passkey.k_max(rows) == 200
+    assert passkey.k_max(rows[::-1]) == 200  # order of rows does not matter
+    assert passkey.k_max([{"k": 100, "accuracy": 0.0}]) == 0
+    assert passkey.k_max([{"k": 100, "accuracy": 0.3}], threshold=0.5) == 0
+
+
+def test_pretraining_documents_vary_the_distance_over_the_window(tok):
+    rng = random.Random(0)
+    q = enc(tok, " " + passkey.QUESTION)
+    distances = []
+    for _ in range(200):
+        ids = passkey.training_ids(tok, rng, 128)
+        assert len(ids) <= 128 and ids[0] == tok.bos_token_id
+        text = tok.decode(ids)
+        key = text.rsplit(" ", 1)[1].rstrip(".")
+        assert key.isdigit() and passkey.needle(key) in text and text.endswith(f"{passkey.QUESTION} {key}.")
+        needle_at = next(i for i in range(len(ids)) if tok.decode(ids[i:]).lstrip().startswith("The pass key is " + key))
+        q_end = next(i for i in range(len(ids), 0, -1) if ids[i - len(q):i] == q)
+        distances.append(q_end - needle_at)
+    assert min(distances) <= 45 and max(distances) >= 110  # needle-to-question distance covers most of L
+
+
+def test_varied_mixture_keeps_passkey_documents_whole(tok):
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(2, len(tok), size=n) for n in rng.integers(50, 400, size=60)]
+    import tempfile
+
+    from pi_repro import data
+
+    with tempfile.TemporaryDirectory() as d:
+        tokens, offsets = data.pack([np.concatenate([[tok.bos_token_id], x]) for x in docs], len(tok))
+        np.savez(f"{d}/train.npz", tokens=tokens, offsets=offsets)
+        seqs = pretrain.mixture([f"{d}/train.npz"], tok, 128, 0.25, seed=1, passkey_docs="varied").reshape(-1, 128)
+    q = enc(tok, " " + passkey.QUESTION)
+    with_pk = [s for s in seqs if any(list(s[i:i + len(q)]) == q for i in range(128 - len(q)))]
+    corpus_seqs = sum(len(x) + 1 for x in docs) // 128
+    assert len(with_pk) == round(0.25 / 0.75 * corpus_seqs)
+    for s in with_pk:  # each passkey document starts its sequence, so the needle is never cut off
+        assert s[0] == tok.bos_token_id and "The pass key is" in tok.decode(s[:100])
+
+
+def test_paper_mixture_packs_the_papers_prompt_with_its_answer(tok, tmp_path):
+    rng = np.random.default_rng(0)
+    docs = [np.concatenate([[tok.bos_token_id], rng.integers(2, len(tok), size=n)]) for n in rng.integers(50, 400, 40)]
+    from pi_repro import data
+
+    tokens, offsets = data.pack(docs, len(tok))
+    np.savez(tmp_path / "train.npz", tokens=tokens, offsets=offsets)
+    stream = pretrain.mixture([str(tmp_path / "train.npz")], tok, 256, 0.2, seed=3)
+    text = tok.decode(stream)
+    n_pk = text.count(passkey.INTRO)
+    pk_tokens = n_pk * len(passkey.make_trial(tok, "12345", 0, 0).ids)
+    assert n_pk > 0 and 0.1 < pk_tokens / len(stream) < 0.3  # about the configured fraction of all tokens
+    for chunk in text.split(passkey.INTRO)[1:]:
+        prompt, answer = chunk.split(passkey.QUESTION, 1)
+        key = prompt.split("The pass key is ", 1)[1][:5]
+        assert answer.startswith(f" {key}.") and set(prompt.replace(passkey.FILLER, "")) - set(" .") <= set(
+            passkey.needle(key))
+    with pytest.raises(ValueError, match="unknown passkey_docs"):
+        pretrain.mixture([str(tmp_path / "train.npz")], tok, 256, 0.2, seed=3, passkey_docs="other")
+
+
+@pytest.mark.parametrize("intro", [True, False])
+def test_shipped_base_model_retrieves_the_passkey_within_its_window(tok, intro):
+    """The shipped base model has the retrieval skill Table 4 measures, within its own window L."""
+    model = modeling.load_model(MINI).eval()
+    L = model.config.max_position_embeddings
+    rows = passkey.accuracy(model, tok, L, passkey.k_grid(L, 4), trials=10, seed=0, intro=intro)
+    assert all(r["accuracy"] >= 0.8 for r in rows), rows
+    if not intro:  # without the intro the needle can sit anywhere in the window
+        assert max(r["k_actual"] for r in rows) > L / 2, rows
