@@ -98,6 +98,16 @@ def save_docs(path: str | Path, ids: list[str], arrays: list[np.ndarray], vocab_
         np.savez(f, tokens=tokens, offsets=offsets, ids=np.asarray(ids, dtype=str))
 
 
+def load_packed_docs(files: list[str | Path]) -> list[np.ndarray]:
+    """The documents of packed token files (``tokens``, ``offsets``), in file order, with their stored dtype."""
+    arrays = []
+    for f in files:
+        with np.load(f, allow_pickle=False) as z:
+            tokens, offsets = z["tokens"], z["offsets"]
+        arrays += [tokens[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+    return arrays
+
+
 def load_docs(path: str | Path) -> tuple[list[str], list[np.ndarray]]:
     with np.load(path, allow_pickle=False) as z:
         tokens, offsets, ids = z["tokens"], z["offsets"], z["ids"]

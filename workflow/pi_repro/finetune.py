@@ -7,17 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import modeling, train
+from . import data, modeling, train
 from .io import read_json, sha256_file, sha256_weights, write_json
 
 
 def training_tokens(files: list[str], seed: int) -> np.ndarray:
     """Documents of all training files, shuffled together with ``seed`` and packed."""
-    arrays = []
-    for f in files:
-        with np.load(f, allow_pickle=False) as z:
-            tokens, offsets = z["tokens"], z["offsets"]
-        arrays += [tokens[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+    arrays = data.load_packed_docs(files)
     random.Random(seed).shuffle(arrays)
     return np.concatenate(arrays)
 

@@ -13,15 +13,6 @@ from transformers import LlamaForCausalLM
 from . import data, modeling, passkey, train
 
 
-def _corpus(token_files: list[str]) -> list[np.ndarray]:
-    arrays = []
-    for f in token_files:
-        with np.load(f, allow_pickle=False) as z:
-            tokens, offsets = z["tokens"], z["offsets"]
-        arrays += [tokens[offsets[i]:offsets[i + 1]].astype(np.int64) for i in range(len(offsets) - 1)]
-    return arrays
-
-
 def mixture(token_files: list[str], tokenizer, window: int, passkey_fraction: float, seed: int,
             passkey_docs: str = "paper") -> np.ndarray:
     """The pretraining token stream (cut into windows of L by ``train.Chunks``).
@@ -33,7 +24,7 @@ def mixture(token_files: list[str], tokenizer, window: int, passkey_fraction: fl
     ``passkey.training_ids`` (filler cut at token granularity, intro dropped half of the time: the distance from
     the needle to the question varies over the window), filled up with corpus text; every sequence is aligned
     to a window, so no passkey document is split from its question."""
-    arrays = _corpus(token_files)
+    arrays = data.load_packed_docs(token_files)
     rng = random.Random(seed)
     if passkey_docs == "paper":
         n_corpus = sum(len(a) for a in arrays)
@@ -52,7 +43,7 @@ def mixture(token_files: list[str], tokenizer, window: int, passkey_fraction: fl
     stream, _ = data.pack(arrays, len(tokenizer))
     n_corpus = len(stream) // window
     seqs = [stream[i * window:(i + 1) * window] for i in range(n_corpus)]
-    n_pk = round(passkey_fraction / (1 - passkey_fraction) * n_corpus) if passkey_fraction > 0 else 0
+    n_pk = round(passkey_fraction / (1 - passkey_fraction) * n_corpus)
     for _ in range(n_pk):
         doc = passkey.training_ids(tokenizer, rng, window)
         fill = rng.randrange(0, len(stream) - window)
