@@ -117,12 +117,17 @@ def test_paper_mixture_packs_the_papers_prompt_with_its_answer(tok, tmp_path):
         pretrain.mixture([str(tmp_path / "train.npz")], tok, 256, 0.2, seed=3, passkey_docs="other")
 
 
-@pytest.mark.parametrize("intro", [True, False])
-def test_shipped_base_model_retrieves_the_passkey_within_its_window(tok, intro):
-    """The shipped base model has the retrieval skill Table 4 measures, within its own window L."""
+def test_shipped_base_model_retrieves_the_passkey_at_every_distance_within_its_window(tok):
+    """The shipped base model has the retrieval skill Table 4 measures, within its own window L, at every distance
+    from the needle to the question that prompts of L tokens allow: filler comes in whole sentences (35 tokens), so
+    the paper's 32 targets of k over L = 128 reach three distinct k without the intro (42, 77, 112) and one with it."""
     model = modeling.load_model(MINI).eval()
     L = model.config.max_position_embeddings
-    rows = passkey.accuracy(model, tok, L, passkey.k_grid(L, 4), trials=10, seed=0, intro=intro)
-    assert all(r["accuracy"] >= 0.8 for r in rows), rows
-    if not intro:  # without the intro the needle can sit anywhere in the window
-        assert max(r["k_actual"] for r in rows) > L / 2, rows
+    rows = []
+    for intro in (False, True):
+        ks = sorted({passkey.trial_for(tok, "12345", k, L, intro).k for k in passkey.k_grid(L)})
+        rows += passkey.accuracy(model, tok, L, ks, trials=40, seed=0, intro=intro)
+    assert [(r["k"], r["k_actual"]) for r in rows] == [(42, 42), (77, 77), (112, 112), (42, 42)], rows
+    # Observed, 40 trials (seeds 0-4): k = 42: 39-40, k = 77: 37-40, k = 112: 33-37 (seed 0: 40, 40, 33; with the
+    # intro 40). The bound, 24 of 40, leaves a margin of 9 trials below the worst observed.
+    assert all(r["correct"] >= 24 for r in rows), rows

@@ -62,6 +62,40 @@ def test_output_layer_only_sees_scored_positions(tiny_llama):
     assert sum(seen) == 79  # 79 scored tokens, no logits for any other position
 
 
+def scored_by_chunks(model, tokens, spans, head_chunk):
+    """score_spans with the output layer in chunks of ``head_chunk`` positions; also the widths it was called on."""
+    widths = []
+    hook = model.lm_head.register_forward_hook(lambda m, i, o: widths.append(i[0].shape[1]))
+    nll, count = P.score_spans(model, tokens, spans, batch_size=3, head_chunk=head_chunk)
+    hook.remove()
+    return nll, count, widths
+
+
+def test_output_layer_in_several_chunks_per_window_matches_brute_force(tiny_llama):
+    g = torch.Generator().manual_seed(2)
+    docs = [torch.randint(0, 97, (n,), generator=g) for n in (70, 41)]
+    spans = [s for d, doc in enumerate(docs) for s in P.window_spans(len(doc), 16, 5, doc=d)]
+    assert min(s.n_scored for s in spans) == 4  # with chunks of 3, every window runs in two chunks or more
+    nll, count, widths = scored_by_chunks(tiny_llama, docs, spans, head_chunk=3)
+    assert max(widths) == 3
+    refs = [brute_force_nll(tiny_llama, doc, 16, 5) for doc in docs]
+    assert list(count) == [n for _, n in refs] and nll == pytest.approx([r for r, _ in refs], rel=1e-5)
+
+
+def test_right_padded_2d_tokens_score_as_the_documents(tiny_llama):
+    """``tokens`` as documents × length, right-padded: spans over each document never read its padding."""
+    g = torch.Generator().manual_seed(3)
+    docs = [torch.randint(0, 97, (n,), generator=g) for n in (41, 70, 16)]
+    spans = [s for d, doc in enumerate(docs) for s in P.window_spans(len(doc), 16, 5, doc=d)]
+    refs = [brute_force_nll(tiny_llama, doc, 16, 5) for doc in docs]
+    for pad in (0, 96):
+        padded = torch.full((len(docs), 80), pad)  # every row padded
+        for d, doc in enumerate(docs):
+            padded[d, :len(doc)] = doc
+        nll, count, _ = scored_by_chunks(tiny_llama, padded, spans, head_chunk=4)
+        assert list(count) == [n for _, n in refs] and nll == pytest.approx([r for r, _ in refs], rel=1e-5)
+
+
 def test_bootstrap_ci_brackets_the_estimate():
     rng = np.random.default_rng(0)
     count = rng.integers(100, 200, size=30)

@@ -1,5 +1,8 @@
 import json
 
+import numpy as np
+import pandas as pd
+import pytest
 
 from pi_repro import findings, tables
 
@@ -58,3 +61,70 @@ def test_findings_fail_visibly_when_it_does_not(tmp_path):
     assert status(res, "3a") == ["FAIL", "FAIL"] and status(res, "3b") == ["FAIL", "FAIL"]
     md = findings.to_markdown(res)
     assert "FAIL" in md and "5.500" in md  # the numbers used are printed
+
+
+def test_csv_keeps_every_float_of_the_records_exactly(tmp_path):
+    rng = np.random.default_rng(0)
+    ppl = {m: {w: float(v) for w, v in zip((16, 32, 64), rng.uniform(1, 100, 3))} for m in ("PI-64/step10", "base")}
+    recs = [write_record(tmp_path, "pg19", "s", m, v, 64 if m != "base" else 32) for m, v in ppl.items()]
+    t = tables.windows_table(tables.load_cells(recs))
+    tables.write_table(t, "T", "", md=tmp_path / "t.md", csv=tmp_path / "t.csv", tex=tmp_path / "t.tex")
+    back = tables.read_table(tmp_path / "t.csv")
+    for w, v in ppl["PI-64/step10"].items():
+        assert tables.value(back, "s", "PI", w) == v  # exact: the CSV has every digit
+        for printed in (tmp_path / "t.md").read_text(), (tmp_path / "t.tex").read_text():
+            assert f"{v:.2f}" in printed and repr(v) not in printed  # two decimals
+    assert tables.value(back, "s", "None", 64) == ppl["base"][64]
+
+
+def test_a_cell_given_twice_is_an_error_not_an_average(tmp_path):
+    recs = [write_record(tmp_path, "pg19", "s", f"PI-64/step{n}", {32: v, 64: v}, 64)
+            for n, v in ((10, 4.0), (20, 6.0))]
+    with pytest.raises(ValueError, match="size s, model window 64, method PI, window 32"):
+        tables.windows_table(tables.load_cells(recs))
+    other = write_record(tmp_path, "proofpile", "s", "PI-64/step10", {64: 3.0}, 64)
+    with pytest.raises(ValueError, match="size s, model window 64, method PI, step 10"):
+        tables.steps_table(tables.load_cells([recs[0], other], only_model_window=True))
+
+
+# Findings on hand-made tables in the shape findings.check reads (tables.read_table of a written table); L = 32.
+# The baseline holds every finding; each case changes some cells ({(method, model ctx): {column: perplexity or
+# None (no cell)}}) and names every finding whose status is then no longer PASS.
+BASE_T1 = {("None", 32): {16: 6.0, 32: 5.0, 48: 20.0, 64: 80.0}, ("FT", 64): {16: 6.0, 32: 4.8, 48: 4.7, 64: 5.0},
+           ("PI", 64): {16: 6.0, 32: 4.5, 48: 4.2, 64: 4.0}, ("CT", 64): {16: 6.0, 32: 4.9, 48: 30.0, 64: 50.0}}
+BASE_T3 = {("PI", 64): {0: 5.5, 10: 4.0}}
+
+
+def frame(cells, change):
+    """A table with one row per (method, model ctx) of ``cells`` updated by ``change``; NaN where no cell."""
+    rows = {k: dict(v) for k, v in cells.items()}
+    for k, v in change.items():
+        rows.setdefault(k, {}).update(v)
+    cols = sorted({c for v in rows.values() for c in v})
+    return pd.DataFrame([{"size": "s", "model_ctx": ctx, "method": m,
+                          **{str(c): np.nan if v.get(c) is None else v[c] for c in cols}}
+                         for (m, ctx), v in rows.items()])
+
+
+@pytest.mark.parametrize("t1,t3,changed", [
+    pytest.param({}, {}, {}, id="paper-holds"),
+    pytest.param({("None", 32): {16: None}}, {}, {}, id="1-no-L/2"),  # the inside-L comparison is skipped
+    pytest.param({("None", 32): {48: 90.0}}, {}, {"1": "FAIL"}, id="1-not-rising"),  # 5 -> 90 -> 80 past L
+    pytest.param({("None", 32): {48: 5.5, 64: 6.0}}, {}, {"1": "FAIL", "1m": "FAIL"},
+                 id="1-small-rise"),  # rises at every window, but 1.2x < 1.5x at 2L
+    pytest.param({("None", 32): {16: 2.0, 48: 7.0, 64: 10.0}}, {}, {"1": "FAIL", "1m": "FAIL"},
+                 id="1-not-faster"),  # 2x from L to 2L, less than 2.5x from L/2 to L
+    pytest.param({("None", 32): {64: None}}, {}, {"1": "n/a", "1m": "n/a", "2": "n/a"}, id="1-no-2L"),
+    pytest.param({("CT", 64): {32: 5.5}}, {}, {"0": "FAIL"}, id="0-worse"),  # CT@L 10% above None@L (> 5%)
+    pytest.param({("CT", 64): {32: 4.5}}, {}, {"0": "FAIL"}, id="0-better"),  # ... or 10% below
+    pytest.param({("CT", 64): {32: None}}, {}, {"0": "n/a", "3c": "n/a"}, id="0-no-CT"),
+    pytest.param({("PI", 64): {32: 5.1, 64: 4.95}}, {}, {"3c": "FAIL"}, id="3c"),  # below PI@L, FT@L', not CT@L
+    pytest.param({("None", 32): {48: 8.0, 64: 12.0}}, {("PI", 64): {0: 13.0}}, {"1m": "FAIL", "2": "FAIL"},
+                 id="2-worse-than-extrapolation"),  # PI untuned 13 > None@2L 12, though within 3x None@L
+    pytest.param({}, {("PI", 64): {0: 20.0}}, {"2": "FAIL"}, id="2-far-from-L"),  # below None@2L, 4x None@L
+])
+def test_each_branch_of_the_findings_on_a_constructed_table(t1, t3, changed):
+    table1 = frame(BASE_T1, t1)
+    res = findings.check(table1, table1.iloc[:0], frame(BASE_T3, t3), 32)  # an empty Table 2: each finding once
+    expected = {f: "PASS" for f in ("1", "1m", "0", "3a", "3b", "3c", "2")} | changed
+    assert {r["finding"]: r["status"] for r in res} == expected

@@ -1,6 +1,8 @@
 """The smoke fine-tune under DeepSpeed ZeRO-3 on CPU (gloo), launched by the pipeline's own rule on two ranks
-(torchrun), against the same fine-tune in one process: the consolidated export reloads to the training-time
-logits (probe), keeps its rope_parameters, and equals the single-process weights up to float reassociation."""
+(torchrun), against the same fine-tune in one process: every step logs the same loss and gradient norm (so the
+gradient is the mean over ranks, not their sum: the norm shows a wrong scale at once, the weights only through
+clipping and Adam's epsilon), the consolidated export reloads to the training-time logits (probe), keeps its
+rope_parameters, and equals the single-process weights up to float reassociation."""
 import copy
 import json
 import shutil
@@ -28,14 +30,26 @@ def run_finetune(tmp_path, name, cfg):
     return ROOT / "results" / name / "models/tiny/PI-64", log.read_text()
 
 
+def train_log(model_dir):
+    """(loss, gradient norm before clipping) of every logged step, as the run's train-log.jsonl has them."""
+    rows = [json.loads(line) for line in (model_dir / "train-log.jsonl").read_text().splitlines()]
+    return {r["step"]: (r["loss"], r["grad_norm"]) for r in rows if "loss" in r}
+
+
 @pytest.mark.slow
 def test_zero3_finetune_on_two_ranks_equals_single_process(tmp_path):
-    zero3 = copy.deepcopy(SMOKE)
+    single = copy.deepcopy(SMOKE)
+    single["train"]["log_every"] = 1
+    zero3 = copy.deepcopy(single)
     zero3["train"]["deepspeed"] = "config/deepspeed/zero3-cpu.json"
     zero3["sizes"]["tiny"]["resources"] = {"train_procs_per_node": 2}
-    ref, _ = run_finetune(tmp_path, "zero3-ref", SMOKE)
+    ref, _ = run_finetune(tmp_path, "zero3-ref", single)
     ds, log = run_finetune(tmp_path, "zero3-ds", zero3)
     assert "torch.distributed.run --nproc-per-node=2 --standalone" in log
+    want, got = train_log(ref), train_log(ds)
+    assert sorted(want) == sorted(got) == list(range(1, 7))
+    for step in want:  # observed: equal to 1e-7; a sum over the two ranks instead of the mean doubles the norm
+        assert got[step] == pytest.approx(want[step], rel=1e-5), (step, got[step], want[step])
     man = json.loads((ds / "finetune.json").read_text())
     assert man["world_size"] == 2 and man["deepspeed_zero_stage"] == 3
     for step in ("step3", "step6"):

@@ -47,20 +47,28 @@ def _row_order(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(_k=key).sort_values("_k").drop(columns="_k")
 
 
-def windows_table(cells: pd.DataFrame) -> pd.DataFrame:
-    """Tables 1-2: one row per (size, model window, method), one column per evaluation window."""
-    wide = cells.pivot_table(index=["size", "ctx", "method"], columns="window", values="perplexity", sort=False)
+def _wide(cells: pd.DataFrame, column: str) -> pd.DataFrame:
+    """One row per (size, model window, method), one column per value of ``column``; a cell given by more than
+    one record is a ``ValueError`` (never an average)."""
+    dup = cells[cells.duplicated(["size", "ctx", "method", column], keep=False)]
+    if not dup.empty:
+        r = dup.iloc[0]
+        raise ValueError(f"{len(dup)} perplexity records for the cell size {r['size']}, model window {r['ctx']}, "
+                         f"method {r['method']}, {column} {r[column]}: give each cell one record")
+    wide = cells.pivot_table(index=["size", "ctx", "method"], columns=column, values="perplexity", sort=False)
     wide = _row_order(wide[sorted(wide.columns)].reset_index())
     wide.columns = [str(c) for c in wide.columns]
     return wide.rename(columns={"ctx": "model_ctx"})
+
+
+def windows_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """Tables 1-2: one row per (size, model window, method), one column per evaluation window."""
+    return _wide(cells, "window")
 
 
 def steps_table(cells: pd.DataFrame) -> pd.DataFrame:
     """Table 3: one row per (size, model window), one column per fine-tuning step, at the model's window."""
-    wide = cells.pivot_table(index=["size", "ctx", "method"], columns="step", values="perplexity", sort=False)
-    wide = _row_order(wide[sorted(wide.columns)].reset_index())
-    wide.columns = [str(c) for c in wide.columns]
-    return wide.rename(columns={"ctx": "model_ctx"})
+    return _wide(cells, "step")
 
 
 def _display(df: pd.DataFrame) -> pd.DataFrame:
@@ -73,10 +81,11 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_table(df: pd.DataFrame, title: str, note: str, md: str | Path, csv: str | Path, tex: str | Path) -> None:
-    """CSV (full precision), Markdown and LaTeX (two decimals, '-' where the paper has no cell)."""
+    """CSV (full precision: every float reads back exactly), Markdown and LaTeX (two decimals, '-' where the paper
+    has no cell)."""
     disp = _display(df)
     with atomic_path(csv) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.6g")
+        df.to_csv(tmp, index=False)
     text = f"# {title}\n\n" + (note + "\n\n" if note else "") + disp.to_markdown(index=False) + "\n"
     with atomic_path(md) as tmp:
         tmp.write_text(text)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Write one of Tables 1-3 (Markdown, CSV, LaTeX) from perplexity records (rules table1, table2, table3)."""
+"""Write one of Tables 1-3 (Markdown and LaTeX at two decimals, CSV at full precision) from perplexity records
+(rules table1, table2, table3)."""
 import argparse
 
 import _common  # noqa: F401
