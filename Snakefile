@@ -17,6 +17,8 @@ include: "workflow/rules/common.smk"
 localrules:
     all,
     base_models,
+    cluster_plan,
+    downloads,
 
 
 

@@ -4,14 +4,22 @@
 #   .ci/local-slurm.sh start     install (Debian packages) if needed, configure, start, create the account
 #   .ci/local-slurm.sh stop      stop every daemon it started
 #   .ci/local-slurm.sh status    show the node and the account
-# Cluster "local", partition "debug", account "pi-repro" (the profile overrides for it: see tests/test_slurm.py).
+# Cluster "local", partitions "debug" (default), "cpu" and "transfer" on the one node, account "pi-repro" (see
+# tests/test_slurm.py for how the profile is pointed at them).
+# The node declares 8 GPUs as a GRES (GresTypes=gpu, Gres=gpu:8) so that the GPU requests the executor generates
+# (--gpus=N, --gpus-per-node=N) are accepted and scheduled; there are no GPUs behind them. SLURM 22.05 drops a
+# file-less GPU ("Removing file-less GPU"), and wants a character device per GPU: each is a link to /dev/null.
 set -euo pipefail
 ACCOUNT=${SLURM_TEST_ACCOUNT:-pi-repro}
 PARTITION=${SLURM_TEST_PARTITION:-debug}
+CPU_PARTITION=${SLURM_TEST_CPU_PARTITION:-cpu}                  # more partitions on the same node,
+TRANSFER_PARTITION=${SLURM_TEST_TRANSFER_PARTITION:-transfer}   # for the profile's per-rule partitions
 HOST=$(hostname -s)
 CPUS=$(nproc)
 MEM_MB=$(( $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) - 2048 ))
 DBPASS=pi-repro-local
+GPUS=8
+GPU_DEV=/var/lib/local-slurm/gpu
 LOG=/var/log/local-slurm
 mkdir -p "$LOG"
 
@@ -34,8 +42,12 @@ configure() {
   chown munge:munge /run/munge; chown mysql:mysql /run/mysqld
   [ -s /etc/munge/munge.key ] || { dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null; }
   chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key
+  mkdir -p "$GPU_DEV"
+  for i in $(seq 0 $((GPUS - 1))); do ln -sfn /dev/null "$GPU_DEV/$i"; done
+  echo "NodeName=$HOST Name=gpu File=$GPU_DEV/[0-$((GPUS - 1))]" >/etc/slurm/gres.conf
   cat >/etc/slurm/slurm.conf <<CONF
 ClusterName=local
+GresTypes=gpu
 SlurmctldHost=$HOST
 SlurmUser=root
 SlurmdUser=root
@@ -53,6 +65,8 @@ JobAcctGatherFrequency=5
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStorageEnforce=associations,limits
+AccountingStoreFlags=job_comment
+AccountingStorageTRES=gres/gpu
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
@@ -64,8 +78,10 @@ SlurmdTimeout=30
 InactiveLimit=0
 MinJobAge=300
 KillWait=10
-NodeName=$HOST CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
+NodeName=$HOST CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:$GPUS State=UNKNOWN
 PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+PartitionName=$CPU_PARTITION Nodes=$HOST Default=NO MaxTime=INFINITE State=UP OverSubscribe=NO
+PartitionName=$TRANSFER_PARTITION Nodes=$HOST Default=NO MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
   cat >/etc/slurm/slurmdbd.conf <<CONF
 AuthType=auth/munge
@@ -113,7 +129,7 @@ stop() {
 }
 
 status() {
-  sinfo -N -o "%N %P %T %c %m"
+  sinfo -N -o "%N %P %T %c %m %G"
   sacctmgr -n -P show assoc format=cluster,account,user
 }
 

@@ -19,3 +19,33 @@ def tiny_llama():
     cfg = base_config({"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2}, 97, 16)
     model = LlamaForCausalLM(cfg).eval()
     return model
+
+
+SMOKE_RUN = "smoke-shared"
+
+
+@pytest.fixture(scope="session")
+def smoke_run():
+    """One smoke run of the whole DAG (config/smoke.yaml, default threads), shared by the slow tests that need a
+    finished run: the end-to-end checks, determinism, and the SLURM run's local reference."""
+    import shutil
+    import subprocess
+
+    out = ROOT / "results" / SMOKE_RUN
+    shutil.rmtree(out, ignore_errors=True)
+    p = subprocess.run([sys.executable, "-m", "snakemake", "--configfile", "config/smoke.yaml", "--config",
+                        f"run={SMOKE_RUN}", "--cores", "2"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return out
+
+
+def assert_same_tables(a: Path, b: Path, tables=("table1", "table2", "table3"), rtol: float = 1e-6):
+    """Two runs' tables agree: Markdown and LaTeX byte for byte, CSV values (full precision) to ``rtol``.
+    CPU training on two threads is not bitwise deterministic (README, "Determinism")."""
+    import pandas as pd
+
+    for t in tables:
+        for ext in ("md", "tex"):
+            assert (a / "tables" / f"{t}.{ext}").read_bytes() == (b / "tables" / f"{t}.{ext}").read_bytes(), f"{t}.{ext}"
+        x, y = (pd.read_csv(d / "tables" / f"{t}.csv") for d in (a, b))
+        pd.testing.assert_frame_equal(x, y, rtol=rtol, check_exact=False, obj=f"{t}.csv")

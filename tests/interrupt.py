@@ -1,6 +1,5 @@
 """Helpers for the interruption tests: a smoke configuration with a longer fine-tune, and its final weights."""
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,28 +12,25 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def long_finetune_config(tmp_path: Path, run: str, steps: int = 40) -> tuple[Path, str]:
-    """smoke.yaml with one PI fine-tune of ``steps`` steps (resume state every 5); returns (config, target)."""
+def long_finetune_config(tmp_path: Path, run: str, steps: int = 40, resume_every: int = 5,
+                         checkpoints: list[int] | None = None, cluster: dict | None = None,
+                         train_runtime: int | None = None) -> tuple[Path, str]:
+    """smoke.yaml with one PI fine-tune of ``steps`` steps (resume state every ``resume_every``; exports at
+    ``checkpoints``, default 0, steps/2 and steps); returns (config, target)."""
     cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
     cfg["run"] = run
-    cfg["train"]["resume_every"] = 5
-    cfg["extensions"] = [{"size": "tiny", "method": "PI", "ctx": 64, "steps": steps, "checkpoints": [0, steps]}]
+    cfg["train"]["resume_every"] = resume_every
+    ext = {"size": "tiny", "method": "PI", "ctx": 64, "steps": steps,
+           "checkpoints": checkpoints or [0, steps // 2, steps]}
+    if train_runtime:
+        ext["resources"] = {"train_runtime": train_runtime}
+    cfg["extensions"] = [ext]
+    if cluster:
+        cfg["cluster"] = cluster
     cfg["tables"]["table3"]["rows"] = [{"size": "tiny", "method": "PI", "ctx": 64}]
     path = tmp_path / f"{run}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path, f"results/{run}/models/tiny/PI-64/finetune.json"
-
-
-def reference_and_fresh_run(tmp_path: Path, name: str) -> tuple[Path, str]:
-    """Run ``{name}-ref`` (the long fine-tune, uninterrupted) to the end; return config and target of a fresh
-    ``{name}-test`` run, which the caller interrupts."""
-    ref_cfg, ref_target = long_finetune_config(tmp_path, f"{name}-ref")
-    cfg, target = long_finetune_config(tmp_path, f"{name}-test")
-    for run in (f"{name}-ref", f"{name}-test"):
-        shutil.rmtree(ROOT / "results" / run, ignore_errors=True)
-    subprocess.run(snakemake_cmd("--configfile", str(ref_cfg), "--cores", "2", ref_target), cwd=ROOT, check=True,
-                   capture_output=True)
-    return cfg, target
 
 
 def snakemake_cmd(*args) -> list[str]:

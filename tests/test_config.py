@@ -56,7 +56,8 @@ def test_eval_window_beyond_every_model_is_refused():
 
 
 def test_extrapolation_window_must_be_an_eval_window():
-    assert "extrapolate_to" in broken(lambda c: c["perplexity"]["extrapolate_to"].update(mini=300))
+    assert "tables.table1.extrapolate_to.mini" in broken(lambda c: c["tables"]["table1"]["extrapolate_to"].update(mini=300))
+    assert "tables.table2.extrapolate_to.huge" in broken(lambda c: c["tables"]["table2"]["extrapolate_to"].update(huge=256))
 
 
 def test_checkpoint_beyond_training_is_refused():
@@ -79,9 +80,11 @@ def test_bad_sha256_format_is_named():
 def test_table_cells_follow_the_config():
     cfg = load("config.yaml")
     L = cfg["base_window"]
-    cells = C.ppl_table_cells(cfg, "pg19")
+    cells = C.ppl_table_cells(cfg, "table1")
     base = [w for s, m, w in cells if m == "base"]
-    assert base == [w for w in sorted(cfg["perplexity"]["windows"]) if w <= cfg["perplexity"]["extrapolate_to"]["mini"]]
+    assert base == [w for w in sorted(cfg["perplexity"]["windows"]) if w <= cfg["tables"]["table1"]["extrapolate_to"]["mini"]]
+    del cfg["tables"]["table2"]["extrapolate_to"]
+    assert [w for s, m, w in C.ppl_table_cells(cfg, "table2") if m == "base"] == [w for w in cfg["perplexity"]["windows"] if w <= L]
     for ext in cfg["extensions"]:
         got = sorted(w for s, m, w in cells if m == C.final_model(ext))
         assert got == [w for w in sorted(cfg["perplexity"]["windows"]) if w <= ext["ctx"]]

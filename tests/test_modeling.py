@@ -76,7 +76,8 @@ def test_probe_catches_a_dropped_scaling_factor(tiny_llama, tmp_path):
     (tmp_path / "pi/config.json").write_text(cfg)
     with pytest.raises(RuntimeError, match="does not reproduce the logits"):
         modeling.verify_probe(modeling.load_model(tmp_path / "pi"), tmp_path / "pi")
-    assert modeling.verify_probe(tiny_llama, tmp_path) is None  # no probe: nothing to compare
+    with pytest.raises(FileNotFoundError, match="probe.safetensors is missing"):
+        modeling.verify_probe(tiny_llama, tmp_path)  # no probe is an error, not a skipped check
 
 
 def _saved(model, tmp_path):

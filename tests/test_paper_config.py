@@ -20,7 +20,6 @@ TABLE1_ROWS = [  # (size, model ctx, method) -- Table 2 has the same rows
     ("13B", 2048, "None"), ("13B", 8192, "FT"), ("13B", 8192, "PI"), ("13B", 16384, "PI"), ("13B", 32768, "PI"),
     ("33B", 2048, "None"), ("33B", 8192, "FT"), ("33B", 8192, "PI"), ("33B", 16384, "PI"),
     ("65B", 2048, "None"), ("65B", 8192, "PI")]
-TABLE1_NONE_WINDOWS = {"7B": [2048, 4096, 8192, 16384, 32768], "13B": [2048], "33B": [2048], "65B": [2048]}
 TABLE3_ROWS = {("7B", 8192): [0, 200, 400, 600, 800, 1000], ("7B", 16384): [0, 200, 400, 600, 800, 1000]}
 TABLE4_ROWS = {  # (size, method, ctx) -> fine-tuning steps with a passkey cell
     ("7B", "FT", 8192): [200, 400, 600, 800, 1000, 10000], ("33B", "FT", 8192): [200, 400, 600, 800, 1000],
@@ -53,7 +52,7 @@ def test_one_finetune_per_model_of_the_papers_tables(counts):
     configured = {(e["size"], e["method"], e["ctx"], e.get("tag")) for e in PAPER["extensions"]}
     assert configured == tuned
     assert counts["finetune"] == counts["init_extension"] == len(tuned) == 13
-    assert counts["base_model"] == 4
+    assert counts["base_model"] == counts["download_model"] == 4
 
 
 def test_checkpoints_are_the_steps_the_tables_read():
@@ -71,15 +70,47 @@ def test_one_perplexity_job_per_checkpoint_of_tables_1_to_3(counts):
     assert counts["fetch_dataset"] == 5  # PG19, proof-pile, Pile subset, RedPajama sample, GovReport
 
 
-def test_evaluation_windows_match_the_papers_columns():
-    _, cells = pcfg.table_cells(PAPER, "table1")
-    base = {(s, w) for s, m, w in cells if m == "base"}
-    assert base == {(s, w) for s, ws in TABLE1_NONE_WINDOWS.items() for w in ws}
-    for s, m, w in cells:
-        if m != "base":
-            assert w <= int(m.split("/")[0].split("-")[1])  # up to each model's own window
-    # the paper's non-empty cells of fine-tuned rows: 7B 3+3+4+5, 13B 3+3+4+5, 33B 3+3+4, 65B 3
-    assert len([c for c in cells if c[1] != "base"]) == 15 + 15 + 10 + 3
+# The paper's Tables 1-3 as printed (../shared/paper/reference.md): "x" where the paper has a number, "-" where not.
+PAPER_TABLES = {
+    "pg19": """
+        7B 2048 None x x x x x | 7B 8192 FT x x x - - | 7B 8192 PI x x x - - | 7B 16384 PI x x x x - |
+        7B 32768 PI x x x x x | 13B 2048 None x - - - - | 13B 8192 FT x x x - - | 13B 8192 PI x x x - - |
+        13B 16384 PI x x x x - | 13B 32768 PI x x x x x | 33B 2048 None x - - - - | 33B 8192 FT x x x - - |
+        33B 8192 PI x x x - - | 33B 16384 PI x x x x - | 65B 2048 None x - - - - | 65B 8192 PI x x x - -""",
+    "proofpile": """
+        7B 2048 None x - - - - | 7B 8192 FT x x x - - | 7B 8192 PI x x x - - | 7B 16384 PI x x x x - |
+        7B 32768 PI x x x x x | 13B 2048 None x - - - - | 13B 8192 FT x x x - - | 13B 8192 PI x x x - - |
+        13B 16384 PI x x x x - | 13B 32768 PI x x x x x | 33B 2048 None x - - - - | 33B 8192 FT x x x - - |
+        33B 8192 PI x x x - - | 33B 16384 PI x x x x - | 65B 2048 None x - - - - | 65B 8192 PI x x x - -""",
+}
+COLUMNS = [2048, 4096, 8192, 16384, 32768]
+
+
+def paper_cells() -> set:
+    """(dataset, size, checkpoint, window) of every number in the paper's Tables 1-3."""
+    cells = set()
+    for dataset, text in PAPER_TABLES.items():
+        for row in text.split("|"):
+            size, ctx, method, *marks = row.split()
+            model = "base" if method == "None" else f"{method}-{ctx}/step{STEPS[method]}"
+            cells |= {(dataset, size, model, w) for w, mark in zip(COLUMNS, marks) if mark == "x"}
+    for (size, ctx), steps in TABLE3_ROWS.items():  # Table 3: PG19 at the extended window
+        cells |= {("pg19", size, f"PI-{ctx}/step{n}", ctx) for n in steps}
+    return cells
+
+
+def test_evaluated_cells_are_exactly_the_papers(counts):
+    """Every (dataset, checkpoint, window) the dry-run DAG evaluates, against the paper's tables written out
+    above: no cell missing, none extra (e.g. no proof-pile extrapolation of the 7B base model: Table 2 has "-")."""
+    p = subprocess.run([sys.executable, "-m", "snakemake", "all", "--configfile", "config/paper.yaml", "-n", "-p"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    jobs = re.findall(r"perplexity\.py --model results/paper/models/(\S+?)/(\S+) --docs results/paper/data/(\w+)/\S+"
+                      r" --windows ([\d,]+)", p.stdout + p.stderr)
+    assert len(jobs) == counts["perplexity"]
+    dag = {(d, size, model, int(w)) for size, model, d, ws in jobs for w in ws.split(",")}
+    want = paper_cells()
+    assert dag == want, f"missing {sorted(want - dag)}, extra {sorted(dag - want)}"
 
 
 def test_hyperparameters_and_gpus_are_the_papers():
@@ -117,5 +148,41 @@ def test_multi_node_finetune_asks_slurm_for_nodes_and_gpus():
                         "results/paper/models/65B/PI-8192/finetune.json"], cwd=ROOT, capture_output=True, text=True)
     out = p.stdout + p.stderr
     block = out[out.index("rule finetune"):]
-    assert "nodes=16" in block and "mpi=srun" in block and "tasks=16" in block and "--gpus-per-node=8" in block
-    assert "launch.py --nodes 16 --gpus-per-node 8 --procs-per-node 8" in block
+    res = dict(kv.split("=", 1) for kv in re.search(r"resources: (.*)", block).group(1).split(", "))
+    # whole nodes, one SLURM task per GPU, 8 CPUs each; memory from cluster.node_mem_mb, not beyond RealMemory
+    assert (res["nodes"], res["mpi"], res["tasks_per_node"], res["cpus_per_task"]) == ("16", "srun", "8", "8")
+    assert res["slurm_extra"] == "--gpus-per-node=8 --exclusive" and "gpu" not in res
+    assert res["mem_mb"] == str(PAPER["cluster"]["node_mem_mb"]) and int(res["mem_mb"]) <= 512 * 1000
+    assert int(res["runtime"]) <= PAPER["cluster"]["time_limit_min"] and res["gpus_total"] == "128"
+    assert "launch.py --nodes 16 --gpus-per-node 8 --procs-per-node 8 --mode srun" in block
+
+
+def test_evaluations_ask_gpus_of_one_node_within_the_time_limit():
+    p = subprocess.run([sys.executable, "-m", "snakemake", "--configfile", "config/paper.yaml", "-n",
+                        "results/paper/eval/ppl/pg19/65B/base/ppl.json"], cwd=ROOT, capture_output=True, text=True)
+    out = p.stdout + p.stderr
+    block = out[out.index("rule perplexity"):]
+    res = dict(kv.split("=", 1) for kv in re.search(r"resources: (.*)", block).group(1).split(", "))
+    assert (res["gpu"], res["nodes"]) == ("4", "1")  # never split across nodes
+    assert int(res["runtime"]) <= PAPER["cluster"]["time_limit_min"]
+
+
+def test_a_finetune_longer_than_the_time_limit_gets_the_submissions_it_needs():
+    """33B FT-8192 (10000 steps on 32 GPUs, ~94 h): stops before each 24 h limit and is resubmitted; the rule's
+    retries cover the longest fine-tune's submissions plus the failure retries."""
+    ext = pcfg.find_extension(PAPER, "33B", "FT", 8192)
+    job = pcfg.train_job(PAPER, ext)
+    usable = PAPER["cluster"]["time_limit_min"] - PAPER["cluster"]["stop_margin_min"]
+    assert job["submissions"] == -(-ext["resources"]["train_runtime"] // usable) > 1
+    assert job["runtime"] == PAPER["cluster"]["time_limit_min"]
+    assert pcfg.finetune_retries(PAPER) == job["submissions"] - 1 + PAPER["cluster"]["failure_retries"]
+
+
+def test_readmes_cluster_plan_is_the_generated_one():
+    """README's "What every job asks" is `snakemake cluster_plan`'s output for this config, not typed by hand."""
+    sys.path.insert(0, str(ROOT / "workflow/scripts"))
+    from cluster_plan import render
+
+    readme = (ROOT / "README.md").read_text()
+    copy = readme[readme.index("<!-- cluster-plan -->\n") + 22:readme.index("<!-- /cluster-plan -->")]
+    assert copy == render(pcfg.load(ROOT / "config/paper.yaml"))

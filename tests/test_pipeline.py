@@ -1,6 +1,6 @@
 """The Snakemake DAG itself: lint, targets, upstream-only rebuilds, config errors, and the smoke run end to end."""
+import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,9 +59,29 @@ def test_table3_builds_only_its_upstream(tmp_path):
     assert "FT-" not in out and "CT-" not in out and "eval/ppl/proofpile" not in out
 
 
-def test_users_slurm_command_finds_the_profile():
-    p = snakemake("--profile", "slurm", "all", "-n", "--config", "run=profile-check")
-    assert "Using profile slurm" in p.stdout + p.stderr
+def test_users_slurm_command_runs_the_profiles_settings():
+    """`snakemake --profile slurm` at the repository root picks up profiles/slurm (./slurm), its executor, its
+    config and the account/partitions from the environment: the jobs it plans carry them."""
+    env = dict(os.environ, PI_SLURM_ACCOUNT="acct-x", PI_SLURM_PARTITION="gpu-x", PI_SLURM_CPU_PARTITION="cpu-x",
+               PI_SLURM_TRANSFER_PARTITION="net-x")
+    p = subprocess.run(SNAKEMAKE + ["--profile", "slurm", "all", "-n", "--config", "run=profile-check"], cwd=ROOT,
+                       capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = p.stdout + p.stderr
+    partitions = {}
+    for block in out.split("\nrule ")[1:]:
+        rule = block.split(":", 1)[0]
+        res = re.search(r"resources: (.*)", block)
+        if res:
+            kv = dict(x.split("=", 1) for x in res.group(1).split(", "))
+            assert kv["slurm_account"] == "acct-x", (rule, kv)
+            partitions.setdefault(rule, set()).add(kv["slurm_partition"])
+    assert partitions["finetune"] == partitions["perplexity"] == {"gpu-x"}
+    assert partitions["tokenize"] == partitions["init_extension"] == {"cpu-x"}
+    assert partitions["fetch_dataset"] == {"net-x"}
+    counts = job_counts(out)
+    paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    assert counts["finetune"] == len(paper["extensions"])  # the profile's config: the paper's
     assert (ROOT / "slurm").resolve() == (ROOT / "profiles/slurm").resolve()
 
 
@@ -85,18 +105,13 @@ def test_bad_config_stops_before_any_job(tmp_path, key, value, named):
 
 
 @pytest.mark.slow
-def test_smoke_pipeline_end_to_end():
-    run = "pytest-smoke"
-    shutil.rmtree(ROOT / "results" / run, ignore_errors=True)
-    snakemake("--configfile", "config/smoke.yaml", "--config", f"run={run}", "--cores", "2")
-    out = ROOT / "results" / run
+def test_smoke_pipeline_end_to_end(smoke_run):
+    out = smoke_run
     for t in ("table1", "table2", "table3"):
         for ext in ("md", "csv", "tex"):
             assert (out / "tables" / f"{t}.{ext}").stat().st_size > 0
     t1 = pd.read_csv(out / "tables/table1.csv", keep_default_na=False, na_values=[""])
     assert set(t1["method"]) == {"None", "PI", "FT", "CT"}
-    base = t1[t1["method"] == "None"].iloc[0]
-    assert all(float(base[c]) > 1 for c in ("16", "32", "64"))  # base evaluated up to extrapolate_to
     t3 = pd.read_csv(out / "tables/table3.csv")
     assert list(t3.columns[3:]) == ["0", "3", "6"] and len(t3) == 1
     assert (out / "figures/ppl_vs_window.png").stat().st_size > 10_000
@@ -104,5 +119,30 @@ def test_smoke_pipeline_end_to_end():
     # every rule left a log and a benchmark
     assert len(list((out / "benchmarks").rglob("*.tsv"))) == len(list((out / "logs").rglob("*.log")))
     # a second invocation has nothing to do: nothing is recomputed
-    again = snakemake("--configfile", "config/smoke.yaml", "--config", f"run={run}", "--cores", "2", "-n")
+    again = snakemake("--configfile", "config/smoke.yaml", "--config", f"run={out.name}", "--cores", "2", "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_table_cells_equal_an_independent_brute_force_evaluation(smoke_run):
+    """Table 2's cells of the base model (extrapolation to 2L included) and of PI at L', recomputed here from the
+    run's checkpoints and evaluation documents by the per-token brute-force reference (full logits of every
+    window, one token at a time): the same perplexity to 1e-5 relative."""
+    import math
+
+    import torch
+
+    from pi_repro import data, modeling
+    from test_perplexity import brute_force_nll
+
+    cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    stride = cfg["perplexity"]["stride"]
+    _, docs = data.load_docs(smoke_run / "data/proofpile/tiny/eval.npz")
+    t2 = pd.read_csv(smoke_run / "tables/table2.csv")
+    for method, ctx, model_dir, windows in (("None", 32, "base", (16, 32, 64)), ("PI", 64, "PI-64/step6", (64,))):
+        model = modeling.load_model(smoke_run / "models/tiny" / model_dir)
+        row = t2[(t2["method"] == method) & (t2["model_ctx"] == ctx)].iloc[0]
+        for w in windows:
+            nll = [brute_force_nll(model, torch.from_numpy(d.astype("int64")), w, stride) for d in docs]
+            want = math.exp(sum(n for n, _ in nll) / sum(c for _, c in nll))
+            assert row[str(w)] == pytest.approx(want, rel=1e-5), (method, ctx, w)

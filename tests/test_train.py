@@ -1,3 +1,4 @@
+import hashlib
 import json
 
 import numpy as np
@@ -48,9 +49,12 @@ def test_finetune_exports_checkpoints_with_manifest(tmp_path, tiny_llama, method
                             str(tmp_path / "run"), str(tmp_path / "run/finetune.json"), data)
     assert set(rec["checkpoints"]) == {"step0", "step2", "step4"}
     man = json.loads((tmp_path / "run/finetune.json").read_text())
-    assert man["checkpoints"]["step4"]["sha256"] == rec["checkpoints"]["step4"]["sha256"]
+    for step, entry in man["checkpoints"].items():  # each checkpoint is one file: its digest is the file's sha256
+        weights = tmp_path / ("step0" if step == "step0" else f"run/{step}") / "model.safetensors"
+        assert entry["path"] == str(weights.parent)
+        assert entry["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert man["checkpoints"]["step4"]["probe_error"] < 1e-4  # the reloaded export reproduces training-time logits
-    assert man["checkpoints"]["step0"]["probe_error"] is None and (tmp_path / "run/step4/probe.safetensors").is_file()
+    assert man["checkpoints"]["step0"]["probe_error"] < 1e-4 and (tmp_path / "run/step4/probe.safetensors").is_file()
     m = modeling.load_model(tmp_path / "run/step4")
     assert modeling.scale_factor(m.config) == (2.0 if method == "PI" else 1.0)
     w2, w4 = load_file(tmp_path / "run/step2/model.safetensors"), load_file(tmp_path / "run/step4/model.safetensors")

@@ -4,6 +4,7 @@ The DAG's shape comes from the config alone; these functions are what ``workflow
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import yaml
@@ -92,6 +93,12 @@ def _semantic_checks(cfg: dict) -> None:
         for name in ext.get("data", cfg["finetune_data"]):
             if "train" not in datasets[name].get("hub", {}).get("splits", {"train": None}):
                 _fail(f"{key}.data", f"dataset {name!r} has no train split to fine-tune on")
+        job = train_job(cfg, ext)
+        if job["exclusive"] and not job["mem_mb"]:
+            _fail(f"{key}.resources.train_full_node", "a full-node job needs cluster.node_mem_mb (memory per node)")
+        if job["srun"] and job["procs_per_node"] == 1 and job["nodes"] == 1:
+            _fail(f"{key}.resources.train_launch", "the srun launch on one node needs at least 2 ranks per node "
+                  "(SLURM's mpi jobs have more than one task)")
     ppl = cfg["perplexity"]
     windows = ppl["windows"]
     if ppl["stride"] >= min(windows):
@@ -99,11 +106,12 @@ def _semantic_checks(cfg: dict) -> None:
               f"{min(windows)} (windows must overlap for every token to have context)")
     if L not in windows:
         _fail("perplexity.windows", f"must include the base window L = {L}")
-    for size, w in ppl.get("extrapolate_to", {}).items():
-        if size not in sizes:
-            _fail(f"perplexity.extrapolate_to.{size}", "unknown size")
-        if w not in windows:
-            _fail(f"perplexity.extrapolate_to.{size}", f"{w} is not one of perplexity.windows {windows}")
+    for t in WINDOW_TABLES:
+        for size, w in cfg["tables"].get(t, {}).get("extrapolate_to", {}).items():
+            if size not in sizes:
+                _fail(f"tables.{t}.extrapolate_to.{size}", "unknown size")
+            if w not in windows:
+                _fail(f"tables.{t}.extrapolate_to.{size}", f"{w} is not one of perplexity.windows {windows}")
     for i, ext in enumerate(cfg["extensions"]):
         if ext["ctx"] not in windows:
             _fail(f"extensions[{i}].ctx", f"{ext['ctx']} is not one of perplexity.windows {windows}")
@@ -126,6 +134,10 @@ def _semantic_checks(cfg: dict) -> None:
         ext = find_extension(cfg, row["size"], row["method"], row["ctx"])
         if ext is None:
             _fail(f"tables.table3.rows[{i}]", f"no extension {row} in extensions")
+    c = cluster(cfg)
+    if c.get("time_limit_min") and c["stop_margin_min"] >= c["time_limit_min"]:
+        _fail("cluster.stop_margin_min", f"{c['stop_margin_min']} min leaves no training time within the time limit"
+              f" of {c['time_limit_min']} min")
     ds_cfg = cfg["train"].get("deepspeed")
     if ds_cfg and not Path(ds_cfg).is_file():
         _fail("train.deepspeed", f"DeepSpeed config {ds_cfg} does not exist (paths are relative to the repository root)")
@@ -160,6 +172,91 @@ def resources(cfg: dict, size: str, ext: dict | None = None) -> dict:
     return {**cfg["sizes"][size].get("resources", {}), **((ext or {}).get("resources", {}))}
 
 
+# ------------------------------------------------------------------------------------------------ cluster
+CLUSTER_DEFAULTS = {"stop_margin_min": 20, "failure_retries": 2}
+
+
+def cluster(cfg: dict) -> dict:
+    """The config's ``cluster`` block with its defaults (no time limit, no node memory unless given)."""
+    return {**CLUSTER_DEFAULTS, **cfg.get("cluster", {})}
+
+
+def _capped(cfg: dict, minutes: int) -> int:
+    limit = cluster(cfg).get("time_limit_min")
+    return min(minutes, limit) if limit else minutes
+
+
+def train_job(cfg: dict, ext: dict) -> dict:
+    """What one fine-tune asks of SLURM (rule ``finetune``'s resources; ``cluster_plan`` prints it): ranks,
+    whole nodes or not, memory per node, time per submission and how many submissions its runtime needs."""
+    r, c = resources(cfg, ext["size"], ext), cluster(cfg)
+    nodes, gpus = r.get("train_nodes", 1), r.get("train_gpus_per_node", 0)
+    procs = gpus or r.get("train_procs_per_node", 1)
+    need, limit = r.get("train_runtime", 60), c.get("time_limit_min")
+    usable = limit - c["stop_margin_min"] if limit else None  # training time of one submission
+    submissions = math.ceil(need / usable) if usable and need > usable else 1
+    full = bool(r.get("train_full_node"))
+    return {"nodes": nodes, "gpus_per_node": gpus, "procs_per_node": procs,
+            "cpus_per_node": r.get("train_cpus_per_node"),
+            "srun": nodes > 1 or r.get("train_launch", "auto") == "srun",
+            "exclusive": full, "mem_mb": c.get("node_mem_mb") if full else r.get("train_mem_mb", 16000),
+            "runtime": _capped(cfg, need + c["stop_margin_min"]), "runtime_needed": need,
+            "submissions": submissions,
+            "gpus": nodes * gpus}
+
+
+def finetune_retries(cfg: dict) -> int | None:
+    """Resubmissions the fine-tune rule allows: those the longest fine-tune needs to finish within the time limit,
+    plus ``failure_retries``; None (Snakemake's --retries decides) when every fine-tune fits in one job."""
+    most = max(train_job(cfg, ext)["submissions"] for ext in cfg["extensions"])
+    return most - 1 + cluster(cfg)["failure_retries"] if most > 1 else None
+
+
+def eval_job(cfg: dict, size: str) -> dict:
+    """What one evaluation job of a size asks: GPUs of one node (the model is spread over them)."""
+    r = resources(cfg, size)
+    return {"gpus": r.get("eval_gpus", 0), "cpus": r.get("eval_cpus"), "mem_mb": r.get("eval_mem_mb", 16000),
+            "runtime": _capped(cfg, r.get("eval_runtime", 30))}
+
+
+def data_job(cfg: dict, size: str) -> dict:
+    """What the tokenization of a size's corpora asks (CPU only)."""
+    r = resources(cfg, size)
+    return {"cpus": r.get("data_cpus", 2), "mem_mb": r.get("data_mem_mb", 8000),
+            "runtime": _capped(cfg, r.get("data_runtime", 240))}
+
+
+def cluster_plan(cfg: dict) -> list[dict]:
+    """What every kind of SLURM job of this config asks (the rules' resources, from the same functions), one row
+    per fine-tune and per size's evaluations and tokenization: for README's cluster section and
+    ``snakemake cluster_plan``."""
+    rows = []
+    for ext in cfg["extensions"]:
+        j = train_job(cfg, ext)
+        rows.append({"job": f"finetune {ext['size']} {extension_name(ext)}", "count": 1, "partition": "GPU",
+                     "nodes": j["nodes"], "gpus": f"{j['gpus_per_node']}/node" if j["gpus_per_node"] else "-",
+                     "cpus": f"{j['cpus_per_node']}/node" if j["cpus_per_node"] else "rule",
+                     "mem_mb": f"{j['mem_mb']}/node" + (" (exclusive)" if j["exclusive"] else ""),
+                     "runtime": j["runtime"], "submissions": j["submissions"]})
+    evals = {}
+    for t in ("table1", "table2", "table3"):
+        if t in cfg["tables"]:
+            ds, cells = table_cells(cfg, t)
+            evals.update(dict.fromkeys((ds, s, m) for s, m, _ in cells))
+    for size in dict.fromkeys([e["size"] for e in cfg["extensions"]] + list(cfg["sizes"])):  # config order
+        e, d = eval_job(cfg, size), data_job(cfg, size)
+        n = sum(1 for _, s, _ in evals if s == size)
+        if n:
+            rows.append({"job": f"perplexity {size}", "count": n, "partition": "GPU", "nodes": 1,
+                         "gpus": e["gpus"] or "-", "cpus": e["cpus"] or "rule", "mem_mb": e["mem_mb"],
+                         "runtime": e["runtime"], "submissions": 1})
+        n = len({ds for ext in cfg["extensions"] if ext["size"] == size for ds in ext.get("data", cfg["finetune_data"])}
+                | {ds for ds, s, _ in evals if s == size})
+        rows.append({"job": f"tokenize {size}", "count": n, "partition": "CPU", "nodes": 1, "gpus": "-",
+                     "cpus": d["cpus"], "mem_mb": d["mem_mb"], "runtime": d["runtime"], "submissions": 1})
+    return rows
+
+
 def train_tokens_needed(cfg: dict, dataset: str) -> int:
     """Tokens of ``dataset``'s training split that the largest fine-tune on it consumes (steps x batch x ctx);
     0 if no fine-tune uses it. A hub training subset is fetched to this size, not the whole dataset."""
@@ -171,11 +268,14 @@ def train_tokens_needed(cfg: dict, dataset: str) -> int:
     return need
 
 
+WINDOW_TABLES = ("table1", "table2")  # perplexity by evaluation window (the paper's Tables 1 and 2)
+
+
 def model_windows(cfg: dict) -> list[int]:
-    """Largest evaluation window of each model: its ctx, or extrapolate_to for base models."""
+    """Largest evaluation window of each model: its ctx, or a table's extrapolate_to for base models."""
     L = cfg["base_window"]
     out = [ext["ctx"] for ext in cfg["extensions"]]
-    out += [cfg["perplexity"].get("extrapolate_to", {}).get(s, L) for s in cfg["sizes"]]
+    out += [cfg["tables"].get(t, {}).get("extrapolate_to", {}).get(s, L) for t in WINDOW_TABLES for s in cfg["sizes"]]
     return out
 
 
@@ -191,10 +291,11 @@ def train_hparams(cfg: dict, ext: dict) -> dict:
     return hp
 
 
-def eval_windows(cfg: dict, size: str, model: str) -> list[int]:
-    """Windows a model is evaluated at in Tables 1-2: up to its own window (base: up to extrapolate_to)."""
+def eval_windows(cfg: dict, table: str, size: str, model: str) -> list[int]:
+    """Windows a model is evaluated at in Table 1 or 2: up to its own window (base: up to the table's
+    extrapolate_to of its size, L if none: the paper's "-" cells are not evaluated)."""
     if model == "base":
-        top = cfg["perplexity"].get("extrapolate_to", {}).get(size, cfg["base_window"])
+        top = cfg["tables"][table].get("extrapolate_to", {}).get(size, cfg["base_window"])
     else:
         top = int(model.split("/")[0].split("-")[1])
     return [w for w in sorted(cfg["perplexity"]["windows"]) if w <= top]
@@ -204,15 +305,15 @@ def final_model(ext: dict) -> str:
     return f"{extension_name(ext)}/step{ext['steps']}"
 
 
-def ppl_table_cells(cfg: dict, dataset: str) -> list[tuple[str, str, int]]:
-    """(size, model, window) of every cell of Table 1/2 on ``dataset``."""
+def ppl_table_cells(cfg: dict, table: str) -> list[tuple[str, str, int]]:
+    """(size, model, window) of every cell of Table 1 or 2."""
     cells = []
     for size in cfg["sizes"]:
-        cells += [(size, "base", w) for w in eval_windows(cfg, size, "base")]
+        cells += [(size, "base", w) for w in eval_windows(cfg, table, size, "base")]
         for ext in cfg["extensions"]:
             if ext["size"] == size and not ext.get("tag"):
                 m = final_model(ext)
-                cells += [(size, m, w) for w in eval_windows(cfg, size, m)]
+                cells += [(size, m, w) for w in eval_windows(cfg, table, size, m)]
     return cells
 
 
@@ -227,7 +328,7 @@ def table3_cells(cfg: dict) -> list[tuple[str, str, int]]:
 def table_cells(cfg: dict, table: str) -> tuple[str, list[tuple[str, str, int]]]:
     """The dataset of a perplexity table and its cells (size, model, window)."""
     spec = cfg["tables"][table]
-    cells = table3_cells(cfg) if table == "table3" else ppl_table_cells(cfg, spec["dataset"])
+    cells = table3_cells(cfg) if table == "table3" else ppl_table_cells(cfg, table)
     return spec["dataset"], cells
 
 

@@ -102,22 +102,41 @@ def verify_model_dir(path: str | Path) -> None:
         verify_sha256(f, digest)
 
 
-def fetch_model(spec: dict, out: str | Path) -> dict:
-    """Copy shipped weights (verified) or download a pinned hub revision into ``out``."""
+def fetch_model(spec: dict, out: str | Path, downloaded: str | Path | None = None) -> dict:
+    """Copy shipped weights (verified) or a pinned hub revision into ``out``. A hub revision is taken from
+    ``downloaded`` (the download_model rule's snapshot: linked, not copied, when on the same file system) or
+    downloaded here."""
     if spec["source"] == "local":
         verify_model_dir(spec["path"])
         with atomic_path(out) as tmp:
             shutil.copytree(spec["path"], tmp)
         return {"source": spec["path"]}
     if spec["source"] == "hub":
-        from huggingface_hub import snapshot_download
-
-        token = os.environ.get("HF_TOKEN") or None
+        source = f"hub:{spec['id']}@{spec['revision']}"
+        if downloaded is None:
+            download_model(spec, out)
+            return {"source": source}
         with atomic_path(out) as tmp:
-            snapshot_download(repo_id=spec["id"], revision=spec["revision"], local_dir=tmp, token=token,
-                              allow_patterns=MODEL_FILES)
-            if not weight_files(tmp):
-                raise FileNotFoundError(f"hub:{spec['id']}@{spec['revision']} has no safetensors weights "
-                                        "(model.safetensors or an index with shards); convert them and use source: local")
-        return {"source": f"hub:{spec['id']}@{spec['revision']}"}
+            shutil.copytree(downloaded, tmp, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(".cache"))
+        return {"source": source, "downloaded": str(downloaded)}
     raise ValueError(f"fetch_model cannot handle source {spec['source']!r}")
+
+
+def download_model(spec: dict, out: str | Path) -> None:
+    """Snapshot of a pinned hub revision (safetensors, configs, tokenizer) into ``out``; needs network."""
+    from huggingface_hub import snapshot_download
+
+    token = os.environ.get("HF_TOKEN") or None
+    with atomic_path(out) as tmp:
+        snapshot_download(repo_id=spec["id"], revision=spec["revision"], local_dir=tmp, token=token,
+                          allow_patterns=MODEL_FILES)
+        if not weight_files(tmp):
+            raise FileNotFoundError(f"hub:{spec['id']}@{spec['revision']} has no safetensors weights "
+                                    "(model.safetensors or an index with shards); convert them and use source: local")
+
+
+def _link_or_copy(src, dst):
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data, modeling, train
+from .launch import STOP_AT_ENV
 from .io import read_json, sha256_file, sha256_weights, write_json
 
 
@@ -79,6 +80,10 @@ def verify_export(path: str | Path, method: str, ctx: int, base_window: int) -> 
     return {"rope_parameters": rope, "probe_error": err}
 
 
+class StoppedBeforeTimeLimit(RuntimeError):
+    """The run saved its resume state and stopped before the job's time limit; the next submission continues."""
+
+
 def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps: list[int], outdir: str,
              manifest: str, data_files: list[str]) -> dict | None:
     """Run one extension's fine-tuning (one process, or one of ``WORLD_SIZE`` ranks under torchrun); rank 0
@@ -110,8 +115,13 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
     exports = sorted(s for s in steps if s > 0)
     trainer = train.build_trainer(model, train.Chunks(tokens, ctx), hp, work, outdir, exports, init,
                                   train_window=base_window if method == "CT" else None,
-                                  log_path=str(outdir / "train-log.jsonl"), args=args, probe_len=ctx)
+                                  log_path=str(outdir / "train-log.jsonl"), args=args, probe_len=ctx,
+                                  stop_at=float(os.environ[STOP_AT_ENV]) if os.environ.get(STOP_AT_ENV) else None)
     result = trainer.train(resume_from_checkpoint=resume)
+    if trainer.state.global_step < hp["steps"]:
+        raise StoppedBeforeTimeLimit(
+            f"{method}-{ctx}: stopped at step {trainer.state.global_step} of {hp['steps']} before the job's time limit;"
+            f" the resume state is saved in {work}: the next submission of this job continues from it")
     plugin = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
     zero_stage = plugin.zero_stage if plugin is not None else None
     _barrier(world)

@@ -10,18 +10,63 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 MODES = ("auto", "python", "torchrun", "srun")
+STOP_AT_ENV = "PI_REPRO_STOP_AT"  # Unix time at which a training job saves its state and exits (time limit)
 
 
-def head_node(env=os.environ) -> str:
-    """The first host of the SLURM allocation (the torchrun rendezvous point)."""
+def _run(cmd: list[str]) -> str:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def allocation_nodelist(env=os.environ, run=_run) -> str:
+    """The node list of the SLURM allocation this process runs in. Snakemake's SLURM executor starts an ``mpi``
+    job's command with every ``SLURM_*`` variable removed except the job id (jobstep plugin: "Keep only
+    allocation identity-related SLURM vars"), so the list is asked from SLURM by job id when it is not in the
+    environment."""
     nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
-    if not nodelist:
-        raise RuntimeError("a multi-node launch needs a SLURM allocation (SLURM_JOB_NODELIST is not set)")
-    hosts = subprocess.run(["scontrol", "show", "hostnames", nodelist], check=True, capture_output=True,
-                           text=True).stdout.split()
-    return hosts[0]
+    if nodelist:
+        return nodelist
+    job = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
+    if not job:
+        raise RuntimeError("a multi-node launch needs a SLURM allocation (neither SLURM_JOB_NODELIST nor "
+                           "SLURM_JOB_ID is set)")
+    nodelist = run(["squeue", "-h", "-j", job, "-o", "%N"])
+    if not nodelist or nodelist == "(null)":
+        raise RuntimeError(f"SLURM job {job} has no nodes allocated (squeue -j {job} -o %N printed {nodelist!r})")
+    return nodelist
+
+
+def head_node(env=os.environ, run=_run) -> str:
+    """The first host of the SLURM allocation (the torchrun rendezvous point)."""
+    return run(["scontrol", "show", "hostnames", allocation_nodelist(env, run)]).split()[0]
+
+
+def parse_time_left(text: str) -> int | None:
+    """Seconds in SLURM's time format ``[days-]hours:minutes:seconds`` / ``minutes:seconds`` (squeue %L); None
+    for a job without a limit."""
+    text = text.strip()
+    if not text or text in ("UNLIMITED", "NOT_SET", "INVALID"):
+        return None
+    days, _, clock = text.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    h, m, s = parts
+    return ((int(days) if days else 0) * 24 + h) * 3600 + m * 60 + s
+
+
+def stop_time(margin_s: float, env=os.environ, run=_run, now: float | None = None) -> float | None:
+    """When a training job of this SLURM allocation must stop (save its state and exit): ``margin_s`` before
+    the job's time limit, as a Unix time. None outside SLURM or for a job without a time limit."""
+    job = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
+    if not job:
+        return None
+    left = parse_time_left(run(["squeue", "-h", "-j", job, "-o", "%L"]))
+    if left is None:
+        return None
+    return (time.time() if now is None else now) + left - margin_s
 
 
 def launch_command(argv: list[str], nodes: int = 1, procs_per_node: int = 1, gpus_per_node: int = 0,

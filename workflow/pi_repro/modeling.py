@@ -125,16 +125,17 @@ def record_probe(model, out_dir: str | Path, ctx: int, device=None, max_len: int
         write_probe(out_dir, ids, keep, logits, next(model.parameters()).dtype)
 
 
-def verify_probe(model, ckpt_dir: str | Path) -> float | None:
-    """Compare ``model`` (loaded from ``ckpt_dir``) with the logits recorded at export time.
+def verify_probe(model, ckpt_dir: str | Path) -> float:
+    """Compare ``model`` (loaded from ``ckpt_dir``) with the logits recorded when the checkpoint was written.
 
-    Returns the error max|Δ| / std(recorded), or None when the checkpoint has no probe (a base model).
-    Raises naming the checkpoint when the error exceeds the tolerance of the coarser of the two dtypes."""
+    Returns the error max|Δ| / std(recorded). Raises naming the checkpoint when the probe is missing or the
+    error exceeds the tolerance of the coarser of the two dtypes."""
     from safetensors import safe_open
 
     path = Path(ckpt_dir) / PROBE_FILE
     if not path.is_file():
-        return None
+        raise FileNotFoundError(f"{ckpt_dir}: {PROBE_FILE} is missing, so the checkpoint cannot be checked against "
+                                "the logits recorded when it was written")
     with safe_open(str(path), "pt") as f:
         recorded_dtype = f.metadata().get("dtype", "float32")
         ids, keep, want = f.get_tensor("input_ids"), f.get_tensor("keep"), f.get_tensor("logits")
@@ -146,6 +147,73 @@ def verify_probe(model, ckpt_dir: str | Path) -> float | None:
         raise RuntimeError(f"{ckpt_dir}: reloaded model does not reproduce the logits recorded at export "
                            f"(error {err:.3g} > {tol:g}); rope_parameters={model.config.rope_parameters}")
     return err
+
+
+# ------------------------------------------------------------------------------------- checkpoint records
+# Every checkpoint an evaluation reads is verified first (``load_verified``): its weights against a sha256
+# recorded when it was written, its logits against its probe. Fine-tuning exports (step N > 0) are recorded in
+# their run's finetune.json; the base model and step 0 of an extension carry their own record (RECORD_FILE,
+# written by ``seal_checkpoint`` in the job that writes them).
+RECORD_FILE = "checkpoint.json"
+
+
+def checkpoint_dtype(path: str | Path) -> torch.dtype:
+    """The dtype a checkpoint's weights are stored in (bf16 for the hub's LLaMA weights, float32 here)."""
+    from .io import read_json
+
+    cfg = read_json(Path(path) / "config.json")
+    name = cfg.get("dtype") or cfg.get("torch_dtype") or "float32"
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(name, torch.float32)
+
+
+def seal_checkpoint(path: str | Path, window: int) -> dict:
+    """Record, inside checkpoint ``path``, the sha256 of its weights and the logits it gives for the probe
+    input (at ``window`` tokens, at most 1024): what ``load_verified`` checks before any evaluation."""
+    from .io import sha256_weights, write_json
+
+    path = Path(path)
+    model = load_model(path, dtype=checkpoint_dtype(path))
+    record_probe(model, path, window)
+    record = {"sha256": sha256_weights(path), "rope_parameters": model.config.rope_parameters,
+              "max_position_embeddings": model.config.max_position_embeddings}
+    write_json(path / RECORD_FILE, record)
+    return record
+
+
+def expected_sha256(path: str | Path) -> tuple[str, Path]:
+    """The sha256 recorded for checkpoint ``path`` and the file that records it: ``../finetune.json`` for a
+    fine-tuning export (step N > 0), the checkpoint's own record otherwise. Missing records are errors."""
+    from .io import read_json
+
+    path = Path(path)
+    step = path.name.removeprefix("step")
+    if path.name.startswith("step") and step.isdigit() and int(step) > 0:
+        manifest = path.parent / "finetune.json"
+        if not manifest.is_file():
+            raise FileNotFoundError(f"{path}: {manifest} is missing (the fine-tune did not finish)")
+        entry = read_json(manifest).get("checkpoints", {}).get(path.name)
+        if not entry:
+            raise KeyError(f"{path}: {manifest} has no entry for {path.name}")
+        return entry["sha256"], manifest
+    record = path / RECORD_FILE
+    if not record.is_file():
+        raise FileNotFoundError(f"{path}: {RECORD_FILE} is missing (not written by the pipeline's base_model or "
+                                "init_extension)")
+    return read_json(record)["sha256"], record
+
+
+def load_verified(path: str | Path, dtype=None, device_map=None):
+    """Load a checkpoint for evaluation after checking it: the weights' sha256 against its record, then its
+    logits against its probe. Returns (model, facts about the check); raises naming the checkpoint otherwise."""
+    from .io import sha256_weights
+
+    want, source = expected_sha256(path)
+    got = sha256_weights(path)
+    if got != want:
+        raise RuntimeError(f"{path}: weights differ from those recorded in {source} (sha256 {got} != {want})")
+    model = load_model(path, dtype=dtype or checkpoint_dtype(path), device_map=device_map)
+    err = verify_probe(model, path)
+    return model, {"sha256": got, "recorded_in": str(source), "probe_error": err}
 
 
 def load_tokenizer(path: str | Path):
@@ -183,4 +251,5 @@ def init_extension(base_dir: str | Path, method: str, ctx: int, base_window: int
             if f.is_file():
                 shutil.copy2(f, tmp / f.name)
         copy_tokenizer(base_dir, tmp)
+        seal_checkpoint(tmp, cfg.max_position_embeddings)
     return cfg

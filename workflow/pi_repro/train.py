@@ -10,7 +10,8 @@ listed in ``export_steps`` the weights are also written, atomically, as a Huggin
 ``<export_dir>/step{N}`` with the extended config (``rope_parameters``), the tokenizer and a logit probe
 (``modeling.PROBE_FILE``). Under ZeRO-3 the export gathers the partitioned weights
 (``stage3_gather_16bit_weights_on_model_save``) into safetensors, and the probe is computed by all ranks on the
-partitioned training-time model, so reloading the export can be checked against it.
+partitioned training-time model, so reloading the export can be checked against it. The export of a step is
+written before its resume state, so a kill between the two never loses an export.
 
 Under ZeRO-3 the ``TrainingArguments`` must exist before the model is loaded (``from_pretrained`` then loads it
 partitioned): call ``training_args`` first, load, then ``build_trainer``.
@@ -21,6 +22,7 @@ import json
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -118,8 +120,10 @@ def training_args(hp: dict, work_dir: str | Path):
 
 def build_trainer(model, dataset, hp: dict, work_dir: str | Path, export_dir: str | Path | None,
                   export_steps: list[int], tokenizer_dir: str | Path | None, train_window: int | None = None,
-                  log_path: str | Path | None = None, args=None, probe_len: int | None = None):
-    """A Trainer for ``hp`` (see ``config/*.yaml``, key ``train``) that exports checkpoints at ``export_steps``."""
+                  log_path: str | Path | None = None, args=None, probe_len: int | None = None,
+                  stop_at: float | None = None):
+    """A Trainer for ``hp`` (see ``config/*.yaml``, key ``train``) that exports checkpoints at ``export_steps``
+    and, given ``stop_at`` (a Unix time), saves its resume state and stops early once that time has passed."""
     from transformers import Trainer, TrainerCallback
 
     class ExportAt(TrainerCallback):
@@ -133,6 +137,23 @@ def build_trainer(model, dataset, hp: dict, work_dir: str | Path, export_dir: st
                 with open(log_path, "a") as f:
                     f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
 
+    class StopBeforeLimit(TrainerCallback):
+        """Save the resume state and stop at the first step end after ``stop_at`` (a Unix time: the job's time
+        limit minus a margin); every rank stops at the same step."""
+
+        def on_step_end(self, args, state, control, **kw):
+            if stop_at is None or state.global_step >= state.max_steps:
+                return control
+            late = time.time() >= stop_at
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                flag = torch.tensor([int(late)], device=args.device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                late = bool(flag.item())
+            if late:
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
     class PITrainer(Trainer):
         def create_scheduler(self, num_training_steps, optimizer=None):
             if self.lr_scheduler is None:
@@ -143,10 +164,14 @@ def build_trainer(model, dataset, hp: dict, work_dir: str | Path, export_dir: st
             return self.lr_scheduler
 
         def _save_checkpoint(self, model, trial):
-            super()._save_checkpoint(model, trial)
+            # Export first, resume state second: the resume state of step N (which, with save_total_limit=1,
+            # also deletes the previous one) must never exist without the export of step N, or a job killed
+            # between the two writes would resume after N and never export it. The other way round, a kill
+            # between the writes resumes before N and exports N again (bitwise the same weights).
             step = self.state.global_step
             if export_dir is not None and step in export_steps:
                 self.export(Path(export_dir) / f"step{step}")
+            super()._save_checkpoint(model, trial)
 
         def export(self, out: Path):
             # save_model is collective under ZeRO-3 (weights are gathered) and writes on the main process only
@@ -164,7 +189,7 @@ def build_trainer(model, dataset, hp: dict, work_dir: str | Path, export_dir: st
 
     args = args or training_args(hp, work_dir)
     trainer = PITrainer(model=model, args=args, train_dataset=dataset, data_collator=SplitCollator(train_window),
-                        callbacks=[ExportAt()])
+                        callbacks=[ExportAt(), StopBeforeLimit()])
     return trainer
 
 

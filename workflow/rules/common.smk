@@ -37,29 +37,46 @@ def ext_cfg(w):
 
 
 # ---------------------------------------------------------------------------------------------- resources
-# Per size (and per extension) from the config's `resources` blocks; profiles/slurm supplies account,
-# partition and defaults. Multi-node training is an "mpi"-style job: the rule runs once on the first node and
-# srun starts one torchrun launcher per node (workflow/scripts/launch.py).
-def res(w, key, default):
-    """A resource of the job's size, or of its extension where the job has one."""
-    ext = ext_cfg(w) if hasattr(w, "ext") else None
-    return pcfg.resources(config, w.size, ext).get(key, default)
+# From the config alone (pi_repro.config: train_job, eval_job, data_job; `snakemake cluster_plan` prints them):
+# per size / extension `resources` blocks and the `cluster` block. profiles/slurm supplies account, partitions
+# and the defaults of the other jobs. A fine-tune on the srun path (several nodes, or train_launch: srun) is an
+# `mpi` job: the rule runs once on the first node and srun starts one torchrun per node (scripts/launch.py).
+def tjob(w):
+    return pcfg.train_job(config, ext_cfg(w))
 
 
-def train_nodes(w):
-    return res(w, "train_nodes", 1)
+def train_slurm_extra(w):
+    j = tjob(w)
+    extra = [f"--gpus-per-node={j['gpus_per_node']}"] if j["srun"] and j["gpus_per_node"] else []
+    return " ".join(extra + (["--exclusive"] if j["exclusive"] else [])) or None
 
 
-def train_gpus(w):
-    return res(w, "train_gpus_per_node", 0)
+def train_cpus_per_task(w, threads):
+    """CPUs of each SLURM task: one task per node (torchrun launches the ranks), or on the srun path one task
+    per rank, sharing the node's CPUs."""
+    j = tjob(w)
+    per_node = j["cpus_per_node"] or threads
+    return max(1, per_node // j["procs_per_node"]) if j["srun"] and j["procs_per_node"] > 1 else per_node
 
 
-def train_procs(w):
-    return train_gpus(w) or res(w, "train_procs_per_node", 1)
+def train_tasks(w):
+    """srun path: one task per rank (SLURM's mpi jobs need more than one task); the launcher's own srun then
+    starts one torchrun per node with all of the node's CPUs."""
+    j = tjob(w)
+    if not j["srun"]:
+        return {}
+    return {"tasks_per_node": j["procs_per_node"]} if j["procs_per_node"] > 1 else {"tasks": j["nodes"]}
 
 
-def multi_node(w):
-    return train_nodes(w) > 1
+# every evaluation job: the GPUs of one node (--nodes=1, so SLURM never splits them across nodes)
+eval_resources = dict(
+    runtime=lambda w: pcfg.eval_job(config, w.size)["runtime"],
+    nodes=1,
+    gpu=lambda w: pcfg.eval_job(config, w.size)["gpus"] or None,
+    gpus_total=lambda w: pcfg.eval_job(config, w.size)["gpus"],
+    cpus_per_task=lambda w, threads: pcfg.eval_job(config, w.size)["cpus"] or threads,
+    mem_mb=lambda w: pcfg.eval_job(config, w.size)["mem_mb"],
+)
 
 
 def as_json(obj):
@@ -99,10 +116,20 @@ def pretrain_data(w):
 
 
 def base_model_inputs(w):
-    """Only a base model pretrained here has inputs: its tokenizer and the tokenized training corpora."""
-    if size_cfg(w)["base"]["source"] == "pretrain":
+    """A base model pretrained here needs its tokenizer and the tokenized training corpora; hub weights their
+    downloaded snapshot (rule download_model); shipped weights nothing."""
+    source = size_cfg(w)["base"]["source"]
+    if source == "pretrain":
         return {"tokenizer": tokenizer_dir(w), "data": pretrain_data(w)}
+    if source == "hub":
+        return {"download": f"{R}/models/{w.size}/download"}
     return {}
+
+
+def downloads():
+    """Everything fetched from the Hugging Face hub: run `snakemake downloads` where there is internet."""
+    hub = [f"{R}/models/{s}/download" for s, c in config["sizes"].items() if c["base"]["source"] == "hub"]
+    return hub + [f"{R}/data/{d}/corpus.jsonl.gz" for d, c in config["datasets"].items() if c["source"] == "hub"]
 
 
 # ------------------------------------------------------------------------------------------------ targets

@@ -41,10 +41,11 @@ rule tokenize:
         f"{R}/logs/tokenize/{{dataset}}/{{size}}.log",
     benchmark:
         f"{R}/benchmarks/tokenize/{{dataset}}/{{size}}.tsv"
-    threads: lambda w: res(w, "data_cpus", 2)
+    threads: lambda w: pcfg.data_job(config, w.size)["cpus"]
     resources:
-        runtime=lambda w: res(w, "data_runtime", 240),
-        mem_mb=lambda w: res(w, "data_mem_mb", 8000),
+        runtime=lambda w: pcfg.data_job(config, w.size)["runtime"],
+        mem_mb=lambda w: pcfg.data_job(config, w.size)["mem_mb"],
+        cpus_per_task=lambda w, threads: threads,  # the rule's threads, not the profile's default
     conda:
         "../envs/pi.yaml"
     shell:

@@ -20,9 +20,30 @@ rule train_tokenizer:
         "python -u workflow/scripts/train_tokenizer.py --vocab-size {params.vocab} --out {output} {input} > {log} 2>&1"
 
 
+rule download_model:
+    """Hub weights at their pinned revision (a job that needs internet: transfer partition, or run `snakemake
+    downloads` on a machine that has it)."""
+    output:
+        directory(f"{R}/models/{{size}}/download"),
+    params:
+        spec=lambda w: as_json(size_cfg(w)["base"]),
+    log:
+        f"{R}/logs/download_model/{{size}}.log",
+    benchmark:
+        f"{R}/benchmarks/download_model/{{size}}.tsv"
+    resources:
+        runtime=lambda w: pcfg.data_job(config, w.size)["runtime"],
+    conda:
+        "../envs/pi.yaml"
+    shell:
+        "python -u workflow/scripts/base_model.py --download-only --spec {params.spec} --window 0 --seed 0"
+        " --out {output} > {log} 2>&1"
+
+
 rule base_model:
     """The base model of a size: shipped weights (checksums verified), hub weights (pinned revision), or
-    pretrained here at the base window L."""
+    pretrained here at the base window L. Sealed (checkpoint.json: sha256 and a logit probe, which loads the
+    model once: the CPU job needs the model's memory, e.g. 130 GB for 65B in bf16)."""
     input:
         unpack(base_model_inputs),
     output:
@@ -37,7 +58,8 @@ rule base_model:
         f"{R}/benchmarks/base_model/{{size}}.tsv"
     threads: 2
     resources:
-        runtime=lambda w: res(w, "train_runtime", 60),
+        runtime=lambda w: pcfg.data_job(config, w.size)["runtime"],
+        mem_mb=lambda w: pcfg.data_job(config, w.size)["mem_mb"],
     conda:
         "../envs/pi.yaml"
     shell:
@@ -46,7 +68,8 @@ rule base_model:
 
 
 rule init_extension:
-    """Step 0 of an extension: the base weights under the extended config (PI: rope_parameters linear, factor s)."""
+    """Step 0 of an extension: the base weights under the extended config (PI: rope_parameters linear, factor s),
+    sealed like the base model (checkpoint.json, probe)."""
     input:
         base=lambda w: base_dir(w.size),
     output:
@@ -59,6 +82,9 @@ rule init_extension:
         f"{R}/logs/init_extension/{{size}}/{{ext}}.log",
     benchmark:
         f"{R}/benchmarks/init_extension/{{size}}/{{ext}}.tsv"
+    resources:  # sealing loads the model once (CPU)
+        runtime=lambda w: pcfg.data_job(config, w.size)["runtime"],
+        mem_mb=lambda w: pcfg.data_job(config, w.size)["mem_mb"],
     conda:
         "../envs/pi.yaml"
     shell:
@@ -70,7 +96,8 @@ rule finetune:
     """One fine-tuning run: exports step{N} checkpoints beside finetune.json (written last, with checksums and
     the logit-probe check of every export). Resumes from the Trainer state in _trainer/ when rerun after an
     interruption. Ranks: train_nodes x train_gpus_per_node (torchrun; srun + torchrun across nodes), DeepSpeed
-    ZeRO-3 when train.deepspeed names a config."""
+    ZeRO-3 when train.deepspeed names a config. A run longer than cluster.time_limit_min saves its state and
+    exits (status 75) cluster.stop_margin_min before each job's limit; the rule's retries resubmit it."""
     input:
         init=f"{R}/models/{{size}}/{{ext}}/step0",
         data=finetune_data,
@@ -83,31 +110,68 @@ rule finetune:
         checkpoints=lambda w: ",".join(str(c) for c in ext_cfg(w)["checkpoints"]),
         L=L,
         outdir=lambda w: f"{R}/models/{w.size}/{w.ext}",
-        launch=lambda w: f"--nodes {train_nodes(w)} --gpus-per-node {train_gpus(w)} --procs-per-node {train_procs(w)}"
-        + (f" --cpus-per-node {res(w, 'train_cpus_per_node', 0)}" if res(w, "train_cpus_per_node", 0) else ""),
+        history=f"{R}/logs/finetune/{{size}}/{{ext}}.attempts.log",
+        launch=lambda w: (
+            f"--nodes {tjob(w)['nodes']} --gpus-per-node {tjob(w)['gpus_per_node']}"
+            f" --procs-per-node {tjob(w)['procs_per_node']} --mode {'srun' if tjob(w)['srun'] else 'auto'}"
+            f" --stop-margin-min {pcfg.cluster(config)['stop_margin_min']}"
+            + (f" --cpus-per-node {tjob(w)['cpus_per_node']}" if tjob(w)["cpus_per_node"] else "")
+        ),
     log:
         f"{R}/logs/finetune/{{size}}/{{ext}}.log",
     benchmark:
         f"{R}/benchmarks/finetune/{{size}}/{{ext}}.tsv"
     threads: 2
+    # resubmissions by the main Snakemake process only: a job step must not retry inside its own (ending) allocation
+    retries: None if workflow.remote_exec else pcfg.finetune_retries(config)
     resources:
-        runtime=lambda w: res(w, "train_runtime", 60),
-        nodes=train_nodes,
-        cpus_per_task=lambda w, threads: res(w, "train_cpus_per_node", threads),
-        mem_mb=lambda w: res(w, "train_mem_mb", 16000),
-        gpu=lambda w: None if multi_node(w) else (train_gpus(w) or None),
-        mpi=lambda w: "srun" if multi_node(w) else None,
-        tasks=lambda w: train_nodes(w) if multi_node(w) else None,
-        slurm_extra=lambda w: f"--gpus-per-node={train_gpus(w)}" if multi_node(w) and train_gpus(w) else None,
+        runtime=lambda w: tjob(w)["runtime"],
+        nodes=lambda w: tjob(w)["nodes"],
+        cpus_per_task=train_cpus_per_task,
+        mem_mb=lambda w: tjob(w)["mem_mb"],
+        gpu=lambda w: None if tjob(w)["srun"] else (tjob(w)["gpus"] or None),
+        gpus_total=lambda w: tjob(w)["gpus"],
+        mpi=lambda w: "srun" if tjob(w)["srun"] else None,
+        tasks=lambda w: train_tasks(w).get("tasks"),
+        tasks_per_node=lambda w: train_tasks(w).get("tasks_per_node"),
+        slurm_extra=train_slurm_extra,
     conda:
         "../envs/pi.yaml"
     shell:
-        "python -u workflow/scripts/launch.py {params.launch} -- workflow/scripts/finetune.py --init {input.init}"
+        # the log holds this attempt (Snakemake clears it before a job runs); the history beside it keeps every
+        # attempt of a resubmitted fine-tune, each under its own header
+        "(echo \"=== $(date -Is) SLURM job ${{SLURM_JOB_ID:-none}} on $(hostname)\";"
+        " python -u workflow/scripts/launch.py {params.launch} -- workflow/scripts/finetune.py --init {input.init}"
         " --method {params.method} --ctx {params.ctx} --base-window {params.L} --hp {params.hp}"
-        " --checkpoints {params.checkpoints} --outdir {params.outdir} --manifest {output} {input.data} > {log} 2>&1"
+        " --checkpoints {params.checkpoints} --outdir {params.outdir} --manifest {output} {input.data})"
+        " 2>&1 | tee -a {params.history} > {log}"
 
 
 rule base_models:
     """Target: the base model of every size (e.g. to regenerate the shipped one with config/pretrain.yaml)."""
     input:
         [base_dir(size) for size in SIZES],
+
+
+rule downloads:
+    """Target: everything this configuration fetches from the Hugging Face hub (datasets, base weights), for a
+    machine with internet when the cluster's compute nodes have none."""
+    input:
+        downloads(),
+
+
+rule cluster_plan:
+    """What every SLURM job of this configuration asks (nodes, GPUs, CPUs, memory, time, submissions):
+    `snakemake cluster_plan --configfile config/paper.yaml` before submitting the paper."""
+    output:
+        f"{R}/cluster-plan.md",
+    params:
+        cfg=as_json(config),
+    log:
+        f"{R}/logs/cluster_plan.log",
+    benchmark:
+        f"{R}/benchmarks/cluster_plan.tsv"
+    conda:
+        "../envs/pi.yaml"
+    shell:
+        "python -u workflow/scripts/cluster_plan.py --config {params.cfg} --out {output} > {log} 2>&1; cat {output}"

@@ -21,10 +21,7 @@ rule perplexity:
     benchmark:
         f"{R}/benchmarks/perplexity/{{dataset}}/{{size}}/{{model}}.tsv"
     resources:
-        runtime=lambda w: res(w, "eval_runtime", 30),
-        gpu=lambda w: res(w, "eval_gpus", 0) or None,
-        cpus_per_task=lambda w, threads: res(w, "eval_cpus", threads),
-        mem_mb=lambda w: res(w, "eval_mem_mb", 16000),
+        **eval_resources,
     conda:
         "../envs/pi.yaml"
     shell:

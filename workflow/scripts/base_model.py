@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""The base model of one size (rule base_model): shipped, hub, or pretrained here at window L."""
+"""The base model of one size (rule base_model): shipped, hub, or pretrained here at window L; sealed with the
+sha256 of its weights and a logit probe, which every evaluation checks. With --download-only, the hub snapshot
+alone (rule download_model, a job that needs internet)."""
 import argparse
 import json
 from pathlib import Path
 
 import _common  # noqa: F401
 from pi_repro import fetch
+from pi_repro.modeling import seal_checkpoint
 
 
 def main():
@@ -14,7 +17,9 @@ def main():
     ap.add_argument("--window", type=int, required=True)
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("inputs", nargs="*", help="pretrain: the tokenizer directory, then the tokenized corpora")
+    ap.add_argument("--download-only", action="store_true", help="hub: only the snapshot (rule download_model)")
+    ap.add_argument("inputs", nargs="*", help="pretrain: the tokenizer directory, then the tokenized corpora;"
+                    " hub: the downloaded snapshot")
     a = ap.parse_args()
     if a.spec["source"] == "pretrain":
         from pi_repro.pretrain import pretrain
@@ -24,8 +29,14 @@ def main():
         pretrain(a.spec, token_files, tokenizer, a.window, a.seed, str(out.parent / "_pretrain"), str(out),
                  log_path=str(out.parent / "pretrain-log.jsonl"))
         print(f"pretrained {out}")
+    elif a.download_only:
+        fetch.download_model(a.spec, a.out)
+        print(f"downloaded {a.spec['id']}@{a.spec['revision']} to {a.out}")
+        return
     else:
-        print(json.dumps(fetch.fetch_model(a.spec, a.out)))
+        print(json.dumps(fetch.fetch_model(a.spec, a.out, *a.inputs)))
+    record = seal_checkpoint(a.out, a.window)  # what every evaluation of this model checks first
+    print(f"sealed {a.out}: sha256 {record['sha256']}")
 
 
 if __name__ == "__main__":

@@ -5,9 +5,13 @@
 """
 import argparse
 import json
+import sys
 
 import _common  # noqa: F401
-from pi_repro.finetune import finetune
+from pi_repro.finetune import StoppedBeforeTimeLimit, finetune
+
+# exit status of a run that stopped before its time limit with its state saved (EX_TEMPFAIL: try again)
+EXIT_RESUBMIT = 75
 
 
 def main():
@@ -23,7 +27,11 @@ def main():
     ap.add_argument("data", nargs="+", help="tokenized training data (train.npz)")
     a = ap.parse_args()
     steps = [int(s) for s in a.checkpoints.split(",")]
-    finetune(a.init, a.method, a.ctx, a.base_window, a.hp, steps, a.outdir, a.manifest, a.data)
+    try:
+        finetune(a.init, a.method, a.ctx, a.base_window, a.hp, steps, a.outdir, a.manifest, a.data)
+    except StoppedBeforeTimeLimit as e:
+        print(e, flush=True)
+        sys.exit(EXIT_RESUBMIT)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import torch
 
 import _common  # noqa: F401
 from pi_repro import data, modeling, perplexity
-from pi_repro.io import read_json, sha256_file, sha256_weights, write_json
+from pi_repro.io import sha256_file, write_json
 
 
 def main():
@@ -23,22 +23,15 @@ def main():
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     model_dir = Path(a.model)
-    digest = sha256_weights(model_dir)
-    manifest = model_dir.parent / "finetune.json"
-    recorded = read_json(manifest)["checkpoints"] if manifest.is_file() else {}
-    if model_dir.name in recorded:
-        want = recorded[model_dir.name]["sha256"]
-        if digest != want:
-            raise SystemExit(f"{model_dir}: weights differ from those recorded in {manifest} (sha256 {digest} != {want})")
     cuda = torch.cuda.is_available()  # on GPUs: bf16, spread over the job's GPUs (33B/65B need several)
-    model = modeling.load_model(model_dir, dtype=torch.bfloat16 if cuda else torch.float32,
-                                device_map="auto" if cuda else None)
-    probe_error = modeling.verify_probe(model, model_dir)  # the checkpoint still gives its training-time logits
+    # weights against their record (finetune.json or the checkpoint's own), logits against the probe
+    model, check = modeling.load_verified(model_dir, dtype=torch.bfloat16 if cuda else torch.float32,
+                                          device_map="auto" if cuda else None)
     ids, arrays = data.load_docs(a.docs)
     docs = [torch.from_numpy(x) for x in arrays]
-    meta = dict(model=str(model_dir), model_sha256=digest, docs_file=a.docs, docs_sha256=sha256_file(a.docs),
-                rope_parameters=model.config.rope_parameters, model_window=model.config.max_position_embeddings,
-                probe_error=probe_error,
+    meta = dict(model=str(model_dir), model_sha256=check["sha256"], model_record=check["recorded_in"],
+                docs_file=a.docs, docs_sha256=sha256_file(a.docs), rope_parameters=model.config.rope_parameters,
+                model_window=model.config.max_position_embeddings, probe_error=check["probe_error"],
                 stride=a.stride, windows={})
     for window in (int(w) for w in a.windows.split(",")):
         t = time.time()
