@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# A one-node SLURM cluster on localhost, with accounting (slurmdbd + MariaDB), for the integration tests and
-# for trying the SLURM profile on one machine. Idempotent; run as root.
+# A two-node SLURM cluster on localhost, with accounting (slurmdbd + MariaDB), for the integration tests and
+# for trying the SLURM profile on one machine. Idempotent; run as root. The two nodes, node1 and node2, are two
+# slurmd daemons on this machine (Debian builds SLURM with MULTIPLE_SLURMD), each declaring all its CPUs and
+# half its memory, so that multi-node jobs (srun across nodes, a torchrun rendezvous) really span two slurmds.
 #   .ci/local-slurm.sh start     install (Debian packages) if needed, configure, start, create the account
 #   .ci/local-slurm.sh stop      stop every daemon it started
-#   .ci/local-slurm.sh status    show the node and the account
-# Cluster "local", partitions "debug" (default), "cpu" and "transfer" on the one node, account "pi-repro" (see
+#   .ci/local-slurm.sh status    show the nodes and the account
+# Cluster "local", partitions "debug" (default), "cpu" and "transfer" on both nodes, account "pi-repro" (see
 # tests/test_slurm.py for how the profile is pointed at them).
-# The node declares 8 GPUs as a GRES (GresTypes=gpu, Gres=gpu:8) so that the GPU requests the executor generates
+# Each node declares 8 GPUs as a GRES (GresTypes=gpu, Gres=gpu:8) so that the GPU requests the executor generates
 # (--gpus=N, --gpus-per-node=N) are accepted and scheduled; there are no GPUs behind them. SLURM 22.05 drops a
 # file-less GPU ("Removing file-less GPU"), and wants a character device per GPU: each is a link to /dev/null.
 set -euo pipefail
@@ -16,7 +18,8 @@ CPU_PARTITION=${SLURM_TEST_CPU_PARTITION:-cpu}                  # more partition
 TRANSFER_PARTITION=${SLURM_TEST_TRANSFER_PARTITION:-transfer}   # for the profile's per-rule partitions
 HOST=$(hostname -s)
 CPUS=$(nproc)
-MEM_MB=$(( $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) - 2048 ))
+NODES=2
+NODE_MEM_MB=$(( ($(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) - 2048) / NODES ))
 DBPASS=pi-repro-local
 GPUS=8
 GPU_DEV=/var/lib/local-slurm/gpu
@@ -38,13 +41,16 @@ wait_for() {  # wait_for SECONDS CMD...
 }
 
 configure() {
-  mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /run/munge /run/mysqld
+  mkdir -p /etc/slurm /var/spool/slurmctld /run/munge /run/mysqld
+  for i in $(seq "$NODES"); do mkdir -p "/var/spool/slurmd/node$i"; done
   chown munge:munge /run/munge; chown mysql:mysql /run/mysqld
   [ -s /etc/munge/munge.key ] || { dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null; }
   chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key
   mkdir -p "$GPU_DEV"
   for i in $(seq 0 $((GPUS - 1))); do ln -sfn /dev/null "$GPU_DEV/$i"; done
-  echo "NodeName=$HOST Name=gpu File=$GPU_DEV/[0-$((GPUS - 1))]" >/etc/slurm/gres.conf
+  echo "NodeName=node[1-$NODES] Name=gpu File=$GPU_DEV/[0-$((GPUS - 1))]" >/etc/slurm/gres.conf
+  # node names resolve to this machine (the torchrun rendezvous is addressed by node name)
+  for i in $(seq "$NODES"); do grep -qE "[[:space:]]node$i([[:space:]]|\$)" /etc/hosts || echo "127.0.0.1 node$i" >>/etc/hosts; done
   cat >/etc/slurm/slurm.conf <<CONF
 ClusterName=local
 GresTypes=gpu
@@ -53,11 +59,11 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 StateSaveLocation=/var/spool/slurmctld
-SlurmdSpoolDir=/var/spool/slurmd
+SlurmdSpoolDir=/var/spool/slurmd/%n
 SlurmctldPidFile=/run/slurmctld.pid
-SlurmdPidFile=/run/slurmd.pid
+SlurmdPidFile=/run/slurmd-%n.pid
 SlurmctldLogFile=$LOG/slurmctld.log
-SlurmdLogFile=$LOG/slurmd.log
+SlurmdLogFile=$LOG/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/linux
@@ -78,10 +84,10 @@ SlurmdTimeout=30
 InactiveLimit=0
 MinJobAge=300
 KillWait=10
-NodeName=$HOST CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:$GPUS State=UNKNOWN
-PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
-PartitionName=$CPU_PARTITION Nodes=$HOST Default=NO MaxTime=INFINITE State=UP OverSubscribe=NO
-PartitionName=$TRANSFER_PARTITION Nodes=$HOST Default=NO MaxTime=INFINITE State=UP OverSubscribe=NO
+NodeName=node[1-$NODES] NodeHostname=$HOST NodeAddr=127.0.0.1 Port=17001-$((17000 + NODES)) CPUs=$CPUS RealMemory=$NODE_MEM_MB Gres=gpu:$GPUS State=UNKNOWN
+PartitionName=$PARTITION Nodes=node[1-$NODES] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+PartitionName=$CPU_PARTITION Nodes=node[1-$NODES] Default=NO MaxTime=INFINITE State=UP OverSubscribe=NO
+PartitionName=$TRANSFER_PARTITION Nodes=node[1-$NODES] Default=NO MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
   cat >/etc/slurm/slurmdbd.conf <<CONF
 AuthType=auth/munge
@@ -115,9 +121,10 @@ start() {
   sacctmgr -i -Q add user root Account="$ACCOUNT" Cluster=local >/dev/null 2>&1 || true
   pgrep -x slurmctld >/dev/null || slurmctld
   wait_for 60 scontrol ping
-  pgrep -x slurmd >/dev/null || slurmd
-  wait_for 60 bash -c "sinfo -h -N -o %T | grep -qvE 'down|unk'"
-  scontrol update NodeName="$HOST" State=RESUME >/dev/null 2>&1 || true
+  for i in $(seq "$NODES"); do pgrep -f "slurmd -N node$i\$" >/dev/null || slurmd -N "node$i"; done
+  wait_for 60 bash -c "[ \$(sinfo -h -N -p $PARTITION -o %T | grep -cvE 'down|unk|drain|inval') -eq $NODES ]" || {
+    scontrol update NodeName="node[1-$NODES]" State=RESUME >/dev/null 2>&1 || true
+    wait_for 30 bash -c "[ \$(sinfo -h -N -p $PARTITION -o %T | grep -cvE 'down|unk|drain|inval') -eq $NODES ]"; }
   status
 }
 
