@@ -2,7 +2,8 @@
 # A two-node SLURM cluster on localhost, with accounting (slurmdbd + MariaDB), for the integration tests and
 # for trying the SLURM profile on one machine. Idempotent; run as root. The two nodes, node1 and node2, are two
 # slurmd daemons on this machine (Debian builds SLURM with MULTIPLE_SLURMD), each declaring all its CPUs and
-# half its memory, so that multi-node jobs (srun across nodes, a torchrun rendezvous) really span two slurmds.
+# memory (the two share them), so that multi-node jobs (srun across nodes, a torchrun rendezvous) really span
+# two slurmds.
 #   .ci/local-slurm.sh start     install (Debian packages) if needed, configure, start, create the account
 #   .ci/local-slurm.sh stop      stop every daemon it started
 #   .ci/local-slurm.sh status    show the nodes and the account
@@ -19,7 +20,7 @@ TRANSFER_PARTITION=${SLURM_TEST_TRANSFER_PARTITION:-transfer}   # for the profil
 HOST=$(hostname -s)
 CPUS=$(nproc)
 NODES=2
-NODE_MEM_MB=$(( ($(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) - 2048) / NODES ))
+MEM_MB=$(( $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) - 2048 ))
 DBPASS=pi-repro-local
 GPUS=8
 GPU_DEV=/var/lib/local-slurm/gpu
@@ -84,7 +85,7 @@ SlurmdTimeout=30
 InactiveLimit=0
 MinJobAge=300
 KillWait=10
-NodeName=node[1-$NODES] NodeHostname=$HOST NodeAddr=127.0.0.1 Port=17001-$((17000 + NODES)) CPUs=$CPUS RealMemory=$NODE_MEM_MB Gres=gpu:$GPUS State=UNKNOWN
+NodeName=node[1-$NODES] NodeHostname=$HOST NodeAddr=127.0.0.1 Port=17001-$((17000 + NODES)) CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:$GPUS State=UNKNOWN
 PartitionName=$PARTITION Nodes=node[1-$NODES] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 PartitionName=$CPU_PARTITION Nodes=node[1-$NODES] Default=NO MaxTime=INFINITE State=UP OverSubscribe=NO
 PartitionName=$TRANSFER_PARTITION Nodes=node[1-$NODES] Default=NO MaxTime=INFINITE State=UP OverSubscribe=NO

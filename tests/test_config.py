@@ -80,17 +80,36 @@ def test_bad_sha256_format_is_named():
 def test_table_cells_follow_the_config():
     cfg = load("config.yaml")
     L = cfg["base_window"]
-    cells = C.ppl_table_cells(cfg, "table1")
+    cells = [c[2:] for c in C.table_cells(cfg, "table1")]  # (size, model, window)
     base = [w for s, m, w in cells if m == "base"]
     assert base == [w for w in sorted(cfg["perplexity"]["windows"]) if w <= cfg["tables"]["table1"]["extrapolate_to"]["mini"]]
     del cfg["tables"]["table2"]["extrapolate_to"]
-    assert [w for s, m, w in C.ppl_table_cells(cfg, "table2") if m == "base"] == [w for w in cfg["perplexity"]["windows"] if w <= L]
+    assert [c[4] for c in C.table_cells(cfg, "table2") if c[3] == "base"] == [w for w in cfg["perplexity"]["windows"] if w <= L]
     for ext in cfg["extensions"]:
         got = sorted(w for s, m, w in cells if m == C.final_model(ext))
         assert got == [w for w in sorted(cfg["perplexity"]["windows"]) if w <= ext["ctx"]]
-    t3 = C.table3_cells(cfg)
-    assert ("mini", f"PI-{2 * L}/step0", 2 * L) in t3
-    assert C.ppl_windows(cfg, "pg19", "mini", f"PI-{2 * L}/step25") == [2 * L]
+    t3 = C.table_cells(cfg, "table3")
+    assert ("ppl", "pg19", "mini", f"PI-{2 * L}/step0", 2 * L) in t3
+    assert C.eval_windows(cfg, "ppl", "pg19", "mini", f"PI-{2 * L}/step25") == [2 * L]
+    assert C.model_coords(cfg, "mini", f"PI-{2 * L}/step25") == {"size": "mini", "method": "PI", "ctx": 2 * L,
+                                                                "tag": None, "step": 25}
+    assert C.model_coords(cfg, "mini", "base")["method"] == "None"
+
+
+def test_a_config_may_leave_out_any_table():
+    """Without table2 (or any table) the DAG has no job for it, and the findings read what remains."""
+    cfg = load("config.yaml")
+    del cfg["tables"]["table2"]
+    C.validate(cfg)
+    assert not any(c[1] == "proofpile" for t in cfg["tables"] for c in C.table_cells(cfg, t))
+
+
+def test_table_entries_are_checked_by_their_kind():
+    assert "tables.table4.kind" in broken(lambda c: c["tables"].update(table4={"kind": "passkeys"}))
+    assert "tables.table3" in broken(lambda c: c["tables"]["table3"].pop("rows"))
+    assert "tables.table3.rows[0]" in broken(lambda c: c["tables"]["table3"]["rows"][0].update(ctx=1024))
+    assert "tables.table1.dataset" in broken(lambda c: c["tables"]["table1"].update(dataset="arxiv"))
+    assert "extensions[0].method" in broken(lambda c: c["extensions"][0].update(method="NTK"))
 
 
 def test_hyperparameters_merge_train_size_extension():
@@ -109,8 +128,7 @@ def test_a_variant_needs_its_own_tag():
     C.validate(cfg)
     assert C.extension_name(cfg["extensions"][-1]) == "PI-256-austen"
     assert C.extension_by_name(cfg, "mini", "PI-256-austen") is cfg["extensions"][-1]
-    _, cells = C.table_cells(cfg, "table1")
-    assert not any("austen" in m for _, m, _ in cells)  # variants are not rows of Tables 1-3
+    assert not any("austen" in c[3] for c in C.table_cells(cfg, "table1"))  # variants are not rows of Tables 1-3
 
 
 def test_global_batch_must_split_over_the_ranks():

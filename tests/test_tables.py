@@ -8,12 +8,23 @@ from pi_repro import findings, tables
 
 
 def write_record(root, dataset, size, model, window_ppl, model_window):
+    """A perplexity record as rule perplexity writes it (coordinates included) at its path."""
+    if model == "base":
+        coords = {"method": "None", "ctx": model_window, "tag": None, "step": 0}
+    else:
+        name, step = model.split("/")
+        coords = {"method": name.split("-")[0], "ctx": int(name.split("-")[1]), "tag": None, "step": int(step[4:])}
     p = root / "eval" / "ppl" / dataset / size / model / "ppl.json"
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps({"model_window": model_window, "stride": 8, "windows": {
+    p.write_text(json.dumps({"task": "ppl", "dataset": dataset, "size": size, **coords, "model_window": model_window,
+                             "stride": 8, "windows": {
         str(w): {"perplexity": v, "ci95": [v * 0.9, v * 1.1], "n_scored_tokens": 100, "n_docs": 2}
         for w, v in window_ppl.items()}}))
     return str(p)
+
+
+def cells(paths, only_model_window=False):
+    return tables.cells_frame(tables.load_records(paths), only_model_window)
 
 
 def make_tables(tmp_path, pi_lp=4.0, ft_lp=5.0, none_2l=80.0):
@@ -22,12 +33,20 @@ def make_tables(tmp_path, pi_lp=4.0, ft_lp=5.0, none_2l=80.0):
         write_record(tmp_path, "pg19", "s", "base", {32: 5.0, 64: none_2l, 16: 6.0}, L),  # columns sort numerically
         write_record(tmp_path, "pg19", "s", "PI-64/step10", {16: 6.0, 32: 4.5, 64: pi_lp}, 64),
         write_record(tmp_path, "pg19", "s", "FT-64/step10", {16: 6.0, 32: 4.8, 64: ft_lp}, 64),
-        write_record(tmp_path, "pg19", "s", "CT-64/step10", {16: 6.0, 32: 4.9, 64: 50.0}, L),
+        write_record(tmp_path, "pg19", "s", "CT-64/step10", {16: 6.0, 32: 4.9, 64: 50.0}, 64),
     ]
-    t1 = tables.windows_table(tables.load_cells(recs))
+    t1 = tables.windows_table(cells(recs))
     steps = [write_record(tmp_path, "pg19", "s", f"PI-64/step{n}", {64: v}, 64) for n, v in ((0, 7.0), (10, pi_lp))]
-    t3 = tables.steps_table(tables.load_cells(steps, only_model_window=True))
+    t3 = tables.steps_table(cells(steps, only_model_window=True))
     return t1, t3, L
+
+
+def run_findings(t1, t2, t3, L, hub=()):
+    """The findings on a Table 1/2/3 set as the default config has them (two windows tables, one steps table)."""
+    tabs = {"table1": {"kind": "windows", "dataset": "pg19", "frame": t1},
+            "table2": {"kind": "windows", "dataset": "proofpile", "frame": t2},
+            "table3": {"kind": "steps", "dataset": "pg19", "frame": t3}}
+    return findings.check({k: v for k, v in tabs.items() if v["frame"] is not None}, L, hub)
 
 
 def test_tables_have_the_papers_layout(tmp_path):
@@ -47,7 +66,7 @@ def status(results, fid):
 
 def test_findings_pass_when_the_paper_holds(tmp_path):
     t1, t3, L = make_tables(tmp_path)
-    res = findings.check(t1, t1, t3, L)
+    res = run_findings(t1, t1, t3, L)
     assert status(res, "1") == ["PASS", "PASS"] and status(res, "1m") == ["PASS", "PASS"] and status(res, "2") == ["PASS"]
     assert set(status(res, "3a") + status(res, "3b") + status(res, "3c")) == {"PASS"}
     assert status(res, "0") == ["PASS", "PASS"]  # CT@L 4.9 vs None@L 5.0: 2% change
@@ -56,7 +75,7 @@ def test_findings_pass_when_the_paper_holds(tmp_path):
 
 def test_findings_fail_visibly_when_it_does_not(tmp_path):
     t1, t3, L = make_tables(tmp_path, pi_lp=5.5, ft_lp=5.0, none_2l=6.0)
-    res = findings.check(t1, t1, t3, L)
+    res = run_findings(t1, t1, t3, L)
     assert status(res, "1") == ["FAIL", "FAIL"] and status(res, "1m") == ["FAIL", "FAIL"]  # 6.0/5.0: no blow-up
     assert status(res, "3a") == ["FAIL", "FAIL"] and status(res, "3b") == ["FAIL", "FAIL"]
     md = findings.to_markdown(res)
@@ -67,7 +86,7 @@ def test_csv_keeps_every_float_of_the_records_exactly(tmp_path):
     rng = np.random.default_rng(0)
     ppl = {m: {w: float(v) for w, v in zip((16, 32, 64), rng.uniform(1, 100, 3))} for m in ("PI-64/step10", "base")}
     recs = [write_record(tmp_path, "pg19", "s", m, v, 64 if m != "base" else 32) for m, v in ppl.items()]
-    t = tables.windows_table(tables.load_cells(recs))
+    t = tables.windows_table(cells(recs))
     tables.write_table(t, "T", "", md=tmp_path / "t.md", csv=tmp_path / "t.csv", tex=tmp_path / "t.tex")
     back = tables.read_table(tmp_path / "t.csv")
     for w, v in ppl["PI-64/step10"].items():
@@ -81,13 +100,13 @@ def test_a_cell_given_twice_is_an_error_not_an_average(tmp_path):
     recs = [write_record(tmp_path, "pg19", "s", f"PI-64/step{n}", {32: v, 64: v}, 64)
             for n, v in ((10, 4.0), (20, 6.0))]
     with pytest.raises(ValueError, match="size s, model window 64, method PI, window 32"):
-        tables.windows_table(tables.load_cells(recs))
+        tables.windows_table(cells(recs))
     other = write_record(tmp_path, "proofpile", "s", "PI-64/step10", {64: 3.0}, 64)
     with pytest.raises(ValueError, match="size s, model window 64, method PI, step 10"):
-        tables.steps_table(tables.load_cells([recs[0], other], only_model_window=True))
+        tables.steps_table(cells([recs[0], other], only_model_window=True))
 
 
-# Findings on hand-made tables in the shape findings.check reads (tables.read_table of a written table); L = 32.
+# Findings on hand-made tables in the shape the findings read (tables.read_table of a written table); L = 32.
 # The baseline holds every finding; each case changes some cells ({(method, model ctx): {column: perplexity or
 # None (no cell)}}) and names every finding whose status is then no longer PASS.
 BASE_T1 = {("None", 32): {16: 6.0, 32: 5.0, 48: 20.0, 64: 80.0}, ("FT", 64): {16: 6.0, 32: 4.8, 48: 4.7, 64: 5.0},
@@ -125,6 +144,39 @@ def frame(cells, change):
 ])
 def test_each_branch_of_the_findings_on_a_constructed_table(t1, t3, changed):
     table1 = frame(BASE_T1, t1)
-    res = findings.check(table1, table1.iloc[:0], frame(BASE_T3, t3), 32)  # an empty Table 2: each finding once
+    res = run_findings(table1, table1.iloc[:0], frame(BASE_T3, t3), 32)  # an empty Table 2: each finding once
     expected = {f: "PASS" for f in ("1", "1m", "0", "3a", "3b", "3c", "2")} | changed
     assert {r["finding"]: r["status"] for r in res} == expected
+
+
+def test_findings_without_a_table_of_their_kind_are_not_applicable_with_the_reason():
+    t1 = frame(BASE_T1, {})
+    res = findings.check({"table1": {"kind": "windows", "dataset": "pg19", "frame": t1}}, 32)
+    two = [r for r in res if r["finding"] == "2"]
+    assert [r["status"] for r in two] == ["n/a"] and "no table of kind steps" in two[0]["reason"]
+    res = findings.check({"table3": {"kind": "steps", "dataset": "pg19", "frame": frame(BASE_T3, {})}}, 32)
+    assert {r["finding"]: r["status"] for r in res} == {"0": "n/a", "1": "n/a", "1m": "n/a", "3": "n/a", "2": "n/a"}
+    assert "no windows table on this dataset" in findings.to_markdown(res)
+
+
+def test_finding_2_reads_each_steps_rows_own_window_as_in_the_papers_table_3():
+    """The paper's Table 3 has rows at 4L and 8L, none at 2L: each row's step 0 is read at its own window
+    against extrapolation at that window (L = 2048 here)."""
+    L = 2048
+    t1 = pd.DataFrame([{"size": "7B", "model_ctx": L, "method": "None", "2048": 7.2, "8192": 2000.0, "16384": 3000.0}])
+    t3 = pd.DataFrame([{"size": "7B", "model_ctx": 8192, "method": "PI", "0": 16.1, "1000": 6.95},
+                       {"size": "7B", "model_ctx": 16384, "method": "PI", "0": 112.1, "1000": 6.83}])
+    res = [r for r in findings.check({"table1": {"kind": "windows", "dataset": "pg19", "frame": t1},
+                                      "table3": {"kind": "steps", "dataset": "pg19", "frame": t3}}, L)
+           if r["finding"] == "2"]
+    assert [(r["where"].split()[-1], r["status"]) for r in res] == [("L'=8192", "PASS"), ("L'=16384", "FAIL")]
+    assert res[0]["numbers"] == {"PI-8192 step0@8192": 16.1, "None@8192": 2000.0, "None@2048": 7.2}
+
+
+def test_magnitude_is_the_papers_absolute_statement_for_a_hub_llama_and_relative_otherwise():
+    t1 = pd.DataFrame([{"size": "7B", "model_ctx": 2048, "method": "None", "1024": 7.5, "2048": 7.2, "4096": 500.0}])
+    tabs = {"table1": {"kind": "windows", "dataset": "pg19", "frame": t1}}
+    hub = next(r for r in findings.check(tabs, 2048, hub_sizes=["7B"]) if r["finding"] == "1m")
+    here = next(r for r in findings.check(tabs, 2048) if r["finding"] == "1m")
+    assert hub["status"] == "FAIL" and "10^3" in hub["claim"] and "absolute" not in hub["claim"]  # 500 < 1000
+    assert here["status"] == "PASS" and "relative" in here["claim"]  # 500 / 7.2 > 10x

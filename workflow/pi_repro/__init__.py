@@ -4,3 +4,7 @@ The Snakemake rules (``workflow/rules``) only do path arithmetic; the scripts (`
 arguments and call this package.
 """
 __version__ = "0.1.0"
+
+# The extension methods, in one place (schema, code, wildcard constraints): Position Interpolation, direct
+# fine-tuning at the extended window, and the control (the base model trained further at its own window).
+METHODS = ("PI", "FT", "CT")

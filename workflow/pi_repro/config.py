@@ -5,9 +5,12 @@ The DAG's shape comes from the config alone; these functions are what ``workflow
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import yaml
+
+from . import METHODS
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 
@@ -28,6 +31,8 @@ def validate(cfg: dict) -> dict:
     import jsonschema
 
     schema = yaml.safe_load(SCHEMA.read_text())
+    schema["$defs"]["method"]["enum"] = list(METHODS)
+    schema["$defs"]["table"]["properties"]["kind"]["enum"] = list(_kinds())
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]
@@ -41,7 +46,7 @@ def validate(cfg: dict) -> dict:
     return cfg
 
 
-def _fail(key: str, msg: str):
+def fail(key: str, msg: str):
     raise ConfigError(f"config error at {key}: {msg}")
 
 
@@ -50,97 +55,83 @@ def _semantic_checks(cfg: dict) -> None:
     datasets, sizes = cfg["datasets"], cfg["sizes"]
     for name, d in datasets.items():
         if d["source"] == "local" and not ("path" in d and "sha256" in d):
-            _fail(f"datasets.{name}", "a local dataset needs path and sha256")
+            fail(f"datasets.{name}", "a local dataset needs path and sha256")
         if d["source"] == "hub" and "hub" not in d:
-            _fail(f"datasets.{name}", "a hub dataset needs a hub block")
+            fail(f"datasets.{name}", "a hub dataset needs a hub block")
         if d["source"] == "hub" and set(d["hub"].get("data_files", {})) - set(d["hub"]["splits"]):
-            _fail(f"datasets.{name}.hub.data_files", "names a split that is not in hub.splits")
+            fail(f"datasets.{name}.hub.data_files", "names a split that is not in hub.splits")
         ev = d.get("eval")
         if ev and ev["style"] == "proofpile" and not ("num_docs" in ev and "doc_tokens" in ev):
-            _fail(f"datasets.{name}.eval", "proofpile style needs num_docs and doc_tokens")
+            fail(f"datasets.{name}.eval", "proofpile style needs num_docs and doc_tokens")
     for i, name in enumerate(cfg["finetune_data"]):
         if name not in datasets:
-            _fail(f"finetune_data[{i}]", f"unknown dataset {name!r}")
+            fail(f"finetune_data[{i}]", f"unknown dataset {name!r}")
     seen = set()
     for i, ext in enumerate(cfg["extensions"]):
         key = f"extensions[{i}]"
         if ext["size"] not in sizes:
-            _fail(f"{key}.size", f"unknown size {ext['size']!r}; sizes are {sorted(sizes)}")
+            fail(f"{key}.size", f"unknown size {ext['size']!r}; sizes are {sorted(sizes)}")
         if ext["ctx"] < L:
-            _fail(f"{key}.ctx", f"scale {ext['ctx']}/{L} < 1: an extension cannot shrink the window")
+            fail(f"{key}.ctx", f"scale {ext['ctx']}/{L} < 1: an extension cannot shrink the window")
         if ext["method"] == "CT" and ext["ctx"] % L:
-            _fail(f"{key}.ctx", f"CT trains at L={L} on the ctx-long sequences, so ctx must be a multiple of L")
+            fail(f"{key}.ctx", f"CT trains at L={L} on the ctx-long sequences, so ctx must be a multiple of L")
         if ext["method"] != "CT" and ext["ctx"] == L:
-            _fail(f"{key}.ctx", f"{ext['method']} at ctx = L = {L} is not an extension (scale 1)")
+            fail(f"{key}.ctx", f"{ext['method']} at ctx = L = {L} is not an extension (scale 1)")
         for j, c in enumerate(ext["checkpoints"]):
             if c > ext["steps"]:
-                _fail(f"{key}.checkpoints[{j}]", f"checkpoint step {c} is beyond the {ext['steps']} training steps")
+                fail(f"{key}.checkpoints[{j}]", f"checkpoint step {c} is beyond the {ext['steps']} training steps")
         if ext["steps"] not in ext["checkpoints"]:
-            _fail(f"{key}.checkpoints", f"must include the final step {ext['steps']}")
+            fail(f"{key}.checkpoints", f"must include the final step {ext['steps']}")
         for j, name in enumerate(ext.get("data", [])):
             if name not in datasets:
-                _fail(f"{key}.data[{j}]", f"unknown dataset {name!r}")
+                fail(f"{key}.data[{j}]", f"unknown dataset {name!r}")
         ident = (ext["size"], extension_name(ext))
         if ident in seen:
-            _fail(key, f"duplicate extension {ident} (give a variant its own tag)")
+            fail(key, f"duplicate extension {ident} (give a variant its own tag)")
         seen.add(ident)
         hp = train_hparams(cfg, ext)
         res = resources(cfg, ext["size"], ext)
         ranks = res.get("train_nodes", 1) * (res.get("train_gpus_per_node") or res.get("train_procs_per_node", 1))
         if hp["global_batch"] % (hp["micro_batch"] * ranks):
-            _fail(f"{key}", f"global batch {hp['global_batch']} is not a multiple of micro batch {hp['micro_batch']}"
+            fail(f"{key}", f"global batch {hp['global_batch']} is not a multiple of micro batch {hp['micro_batch']}"
                   f" x {ranks} ranks (train_nodes x GPUs or processes per node)")
         for name in ext.get("data", cfg["finetune_data"]):
             if "train" not in datasets[name].get("hub", {}).get("splits", {"train": None}):
-                _fail(f"{key}.data", f"dataset {name!r} has no train split to fine-tune on")
+                fail(f"{key}.data", f"dataset {name!r} has no train split to fine-tune on")
         job = train_job(cfg, ext)
         if job["exclusive"] and not job["mem_mb"]:
-            _fail(f"{key}.resources.train_full_node", "a full-node job needs cluster.node_mem_mb (memory per node)")
+            fail(f"{key}.resources.train_full_node", "a full-node job needs cluster.node_mem_mb (memory per node)")
         if job["srun"] and job["procs_per_node"] == 1 and job["nodes"] == 1:
-            _fail(f"{key}.resources.train_launch", "the srun launch on one node needs at least 2 ranks per node "
+            fail(f"{key}.resources.train_launch", "the srun launch on one node needs at least 2 ranks per node "
                   "(SLURM's mpi jobs have more than one task)")
     ppl = cfg["perplexity"]
     windows = ppl["windows"]
     if ppl["stride"] >= min(windows):
-        _fail("perplexity.stride", f"stride {ppl['stride']} must be smaller than the smallest evaluation window "
+        fail("perplexity.stride", f"stride {ppl['stride']} must be smaller than the smallest evaluation window "
               f"{min(windows)} (windows must overlap for every token to have context)")
     if L not in windows:
-        _fail("perplexity.windows", f"must include the base window L = {L}")
-    for t in WINDOW_TABLES:
-        for size, w in cfg["tables"].get(t, {}).get("extrapolate_to", {}).items():
-            if size not in sizes:
-                _fail(f"tables.{t}.extrapolate_to.{size}", "unknown size")
-            if w not in windows:
-                _fail(f"tables.{t}.extrapolate_to.{size}", f"{w} is not one of perplexity.windows {windows}")
+        fail("perplexity.windows", f"must include the base window L = {L}")
+    for name, spec in cfg["tables"].items():
+        kind(spec).validate(cfg, name, spec)
     for i, ext in enumerate(cfg["extensions"]):
         if ext["ctx"] not in windows:
-            _fail(f"extensions[{i}].ctx", f"{ext['ctx']} is not one of perplexity.windows {windows}")
+            fail(f"extensions[{i}].ctx", f"{ext['ctx']} is not one of perplexity.windows {windows}")
     for w in windows:
         if not any(w <= m for m in model_windows(cfg)):
-            _fail("perplexity.windows", f"evaluation window {w} exceeds every model's window ({max(model_windows(cfg))})")
+            fail("perplexity.windows", f"evaluation window {w} exceeds every model's window ({max(model_windows(cfg))})")
     for name, d in datasets.items():
         ev = d.get("eval") or {}
         if ev.get("style") == "proofpile":
             used = max(model_windows(cfg))
             if ev["doc_tokens"] < used:
-                _fail(f"datasets.{name}.eval.doc_tokens", f"{ev['doc_tokens']} is shorter than the largest evaluation window {used}")
-    for t in ("table1", "table2", "table3"):
-        spec = cfg["tables"].get(t)
-        if spec and spec["dataset"] not in datasets:
-            _fail(f"tables.{t}.dataset", f"unknown dataset {spec['dataset']!r}")
-        if spec and "eval" not in datasets[spec["dataset"]]:
-            _fail(f"datasets.{spec['dataset']}", f"{t} evaluates on it, so it needs an eval block")
-    for i, row in enumerate(cfg["tables"].get("table3", {}).get("rows", [])):
-        ext = find_extension(cfg, row["size"], row["method"], row["ctx"])
-        if ext is None:
-            _fail(f"tables.table3.rows[{i}]", f"no extension {row} in extensions")
+                fail(f"datasets.{name}.eval.doc_tokens", f"{ev['doc_tokens']} is shorter than the largest evaluation window {used}")
     c = cluster(cfg)
     if c.get("time_limit_min") and c["stop_margin_min"] >= c["time_limit_min"]:
-        _fail("cluster.stop_margin_min", f"{c['stop_margin_min']} min leaves no training time within the time limit"
+        fail("cluster.stop_margin_min", f"{c['stop_margin_min']} min leaves no training time within the time limit"
               f" of {c['time_limit_min']} min")
     ds_cfg = cfg["train"].get("deepspeed")
     if ds_cfg and not Path(ds_cfg).is_file():
-        _fail("train.deepspeed", f"DeepSpeed config {ds_cfg} does not exist (paths are relative to the repository root)")
+        fail("train.deepspeed", f"DeepSpeed config {ds_cfg} does not exist (paths are relative to the repository root)")
 
 
 def load(path: str | Path) -> dict:
@@ -238,16 +229,12 @@ def cluster_plan(cfg: dict) -> list[dict]:
                      "cpus": f"{j['cpus_per_node']}/node" if j["cpus_per_node"] else "rule",
                      "mem_mb": f"{j['mem_mb']}/node" + (" (exclusive)" if j["exclusive"] else ""),
                      "runtime": j["runtime"], "submissions": j["submissions"]})
-    evals = {}
-    for t in ("table1", "table2", "table3"):
-        if t in cfg["tables"]:
-            ds, cells = table_cells(cfg, t)
-            evals.update(dict.fromkeys((ds, s, m) for s, m, _ in cells))
+    evals = {r[1:] for t in cfg["tables"] for r in table_records(cfg, t)}  # (dataset, size, model)
     for size in dict.fromkeys([e["size"] for e in cfg["extensions"]] + list(cfg["sizes"])):  # config order
         e, d = eval_job(cfg, size), data_job(cfg, size)
         n = sum(1 for _, s, _ in evals if s == size)
         if n:
-            rows.append({"job": f"perplexity {size}", "count": n, "partition": "GPU", "nodes": 1,
+            rows.append({"job": f"evaluation {size}", "count": n, "partition": "GPU", "nodes": 1,
                          "gpus": e["gpus"] or "-", "cpus": e["cpus"] or "rule", "mem_mb": e["mem_mb"],
                          "runtime": e["runtime"], "submissions": 1})
         n = len({ds for ext in cfg["extensions"] if ext["size"] == size for ds in ext.get("data", cfg["finetune_data"])}
@@ -268,15 +255,11 @@ def train_tokens_needed(cfg: dict, dataset: str) -> int:
     return need
 
 
-WINDOW_TABLES = ("table1", "table2")  # perplexity by evaluation window (the paper's Tables 1 and 2)
-
-
 def model_windows(cfg: dict) -> list[int]:
-    """Largest evaluation window of each model: its ctx, or a table's extrapolate_to for base models."""
-    L = cfg["base_window"]
+    """Largest evaluation window of each model: its ctx, or (base models) the largest a table asks of them."""
     out = [ext["ctx"] for ext in cfg["extensions"]]
-    out += [cfg["tables"].get(t, {}).get("extrapolate_to", {}).get(s, L) for t in WINDOW_TABLES for s in cfg["sizes"]]
-    return out
+    out += [kind(spec).largest_window(cfg, spec, s) for spec in cfg["tables"].values() for s in cfg["sizes"]]
+    return out or [cfg["base_window"]]
 
 
 def train_hparams(cfg: dict, ext: dict) -> dict:
@@ -291,58 +274,62 @@ def train_hparams(cfg: dict, ext: dict) -> dict:
     return hp
 
 
-def eval_windows(cfg: dict, table: str, size: str, model: str) -> list[int]:
-    """Windows a model is evaluated at in Table 1 or 2: up to its own window (base: up to the table's
-    extrapolate_to of its size, L if none: the paper's "-" cells are not evaluated)."""
-    if model == "base":
-        top = cfg["tables"][table].get("extrapolate_to", {}).get(size, cfg["base_window"])
-    else:
-        top = int(model.split("/")[0].split("-")[1])
-    return [w for w in sorted(cfg["perplexity"]["windows"]) if w <= top]
-
-
 def final_model(ext: dict) -> str:
     return f"{extension_name(ext)}/step{ext['steps']}"
 
 
-def ppl_table_cells(cfg: dict, table: str) -> list[tuple[str, str, int]]:
-    """(size, model, window) of every cell of Table 1 or 2."""
-    cells = []
-    for size in cfg["sizes"]:
-        cells += [(size, "base", w) for w in eval_windows(cfg, table, size, "base")]
-        for ext in cfg["extensions"]:
-            if ext["size"] == size and not ext.get("tag"):
-                m = final_model(ext)
-                cells += [(size, m, w) for w in eval_windows(cfg, table, size, m)]
-    return cells
+# -------------------------------------------------------------------------------------------------- tables
+def _kinds() -> dict:
+    from .kinds import KINDS  # kinds builds on this module
+
+    return KINDS
 
 
-def table3_cells(cfg: dict) -> list[tuple[str, str, int]]:
-    cells = []
-    for row in cfg["tables"]["table3"]["rows"]:
-        ext = find_extension(cfg, row["size"], row["method"], row["ctx"])
-        cells += [(row["size"], f"{extension_name(ext)}/step{n}", ext["ctx"]) for n in sorted(ext["checkpoints"])]
-    return cells
+def kind(spec: dict):
+    """The table kind (pi_repro.kinds) of a `tables:` entry."""
+    return _kinds()[spec["kind"]]
 
 
-def table_cells(cfg: dict, table: str) -> tuple[str, list[tuple[str, str, int]]]:
-    """The dataset of a perplexity table and its cells (size, model, window)."""
-    spec = cfg["tables"][table]
-    cells = table3_cells(cfg) if table == "table3" else ppl_table_cells(cfg, table)
-    return spec["dataset"], cells
+def table_title(name: str, spec: dict) -> str:
+    return spec.get("title") or re.sub(r"^table(\d+)$", r"Table \1", name)
 
 
-def ppl_windows(cfg: dict, dataset: str, size: str, model: str) -> list[int]:
-    """Every window at which the tables need ``model`` evaluated on ``dataset`` (one job evaluates them all:
-    loading a model once per window would cost more than the evaluation itself on small models)."""
-    need = set()
-    for table in ("table1", "table2", "table3"):
-        if table in cfg["tables"]:
-            ds, cells = table_cells(cfg, table)
-            if ds == dataset:
-                need |= {w for s, m, w in cells if (s, m) == (size, model)}
+def table_cells(cfg: dict, name: str) -> list[tuple]:
+    """Every cell (task, dataset, size, model, window) of table ``name``."""
+    spec = cfg["tables"][name]
+    return kind(spec).cells(cfg, spec)
+
+
+def table_records(cfg: dict, name: str) -> list[tuple]:
+    """The evaluation records (task, dataset, size, model) table ``name`` reads: one per checkpoint, each holding
+    all the windows of that checkpoint."""
+    return list(dict.fromkeys(c[:4] for c in table_cells(cfg, name)))
+
+
+def tables_of_kind(cfg: dict, *kinds: str) -> list[str]:
+    return [n for n, spec in cfg["tables"].items() if spec["kind"] in kinds]
+
+
+def eval_windows(cfg: dict, task: str, dataset: str, size: str, model: str) -> list[int]:
+    """Every window at which any table needs ``model`` evaluated by ``task`` on ``dataset`` (one job evaluates
+    them all: loading a model once per window would cost more than the evaluation itself on small models)."""
+    need = {c[4] for t in cfg["tables"] for c in table_cells(cfg, t) if c[:4] == (task, dataset, size, model)}
     return sorted(need)
 
 
-def ppl_path(run: str, dataset: str, size: str, model: str) -> str:
-    return f"results/{run}/eval/ppl/{dataset}/{size}/{model}/ppl.json"
+def model_coords(cfg: dict, size: str, model: str) -> dict:
+    """What a record says about its checkpoint (so that nothing parses paths): size, method (None for the base
+    model), ctx (its window), tag, step."""
+    if model == "base":
+        return {"size": size, "method": "None", "ctx": cfg["base_window"], "tag": None, "step": 0}
+    name, step = model.split("/")
+    ext = extension_by_name(cfg, size, name)
+    if ext is None:
+        raise ValueError(f"no extension {size} {name} in the config")
+    return {"size": size, "method": ext["method"], "ctx": ext["ctx"], "tag": ext.get("tag"),
+            "step": int(step.removeprefix("step"))}
+
+
+def eval_path(run_dir: str, task: str, dataset: str, size: str, model: str) -> str:
+    """The one path of an evaluation record (rule outputs and table inputs both come from here)."""
+    return f"{run_dir}/eval/{task}/{dataset}/{size}/{model}/{task}.json"

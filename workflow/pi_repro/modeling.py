@@ -13,9 +13,8 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from . import METHODS
 from .io import atomic_path, weight_files
-
-METHODS = ("PI", "FT", "CT")
 
 
 def base_config(arch: dict, vocab_size: int, window: int, bos_token_id=None, eos_token_id=None) -> LlamaConfig:

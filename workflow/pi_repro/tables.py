@@ -1,4 +1,5 @@
-"""Tables 1-3 in the paper's layout, from the per-cell perplexity records."""
+"""Table layouts (the paper's), from evaluation records that carry their own coordinates (pi_repro.kinds says
+which layout each table kind uses)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,26 +12,12 @@ METHOD_ORDER = {"None": 0, "FT": 1, "PI": 2, "CT": 3}
 METHOD_LABEL = {"None": "None", "FT": "FT", "PI": "PI", "CT": "CT (control)"}
 
 
-def parse_model_path(path: str | Path) -> dict:
-    """``.../eval/ppl/{dataset}/{size}/{base | METHOD-CTX/stepN}/ppl.json`` -> its coordinates."""
-    parts = Path(path).parts
-    i = parts.index("ppl")
-    dataset, size = parts[i + 1], parts[i + 2]
-    if parts[i + 3] == "base":
-        return dict(dataset=dataset, size=size, method="None", ctx=None, step=0)
-    method, ctx = parts[i + 3].split("-")
-    return dict(dataset=dataset, size=size, method=method, ctx=int(ctx), step=int(parts[i + 4][4:]))
-
-
-def load_cells(paths: list[str], only_model_window: bool = False) -> pd.DataFrame:
-    """One row per (model, window) of the perplexity records; ``only_model_window``: just each model's own
-    window (Table 3)."""
+def cells_frame(records: list[dict], only_model_window: bool = False) -> pd.DataFrame:
+    """One row per (checkpoint, window) of perplexity records, with the coordinates each record carries;
+    ``only_model_window``: just each model's own window (Table 3)."""
     rows = []
-    for p in paths:
-        rec = read_json(p)
-        model = parse_model_path(p)
-        if model["ctx"] is None:
-            model["ctx"] = rec["model_window"]
+    for rec in records:
+        model = {k: rec[k] for k in ("dataset", "size", "method", "ctx", "step")}
         for w, r in rec["windows"].items():
             if only_model_window and int(w) != model["ctx"]:
                 continue
@@ -39,6 +26,10 @@ def load_cells(paths: list[str], only_model_window: bool = False) -> pd.DataFram
     if not rows:
         raise ValueError("no perplexity records given")
     return pd.DataFrame(rows)
+
+
+def load_records(paths: list[str | Path]) -> list[dict]:
+    return [read_json(p) for p in paths]
 
 
 def _row_order(df: pd.DataFrame) -> pd.DataFrame:

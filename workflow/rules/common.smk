@@ -4,6 +4,7 @@ import shlex
 import sys
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+from pi_repro import METHODS  # noqa: E402
 from pi_repro import config as pcfg  # noqa: E402
 
 pcfg.validate(config)  # stops with a message naming the key before any job is scheduled
@@ -15,14 +16,19 @@ SIZES = list(config["sizes"])
 DATASETS = list(config["datasets"])
 
 
+TABLES = list(config["tables"])
+EXT = rf"({'|'.join(METHODS)})-\d+(-[a-z0-9]+)?"
+
+
 wildcard_constraints:
     run=RUN,
     size="|".join(SIZES),
     dataset="|".join(DATASETS),
-    ext=r"(PI|FT|CT)-\d+(-[a-z0-9]+)?",
+    ext=EXT,
     step=r"\d+",
     window=r"\d+",
-    model=r"base|(PI|FT|CT)-\d+(-[a-z0-9]+)?/step\d+",
+    model=rf"base|{EXT}/step\d+",
+    table="|".join(TABLES) or "no-table",
 
 
 def size_cfg(w):
@@ -132,26 +138,37 @@ def downloads():
     return hub + [f"{R}/data/{d}/corpus.jsonl.gz" for d, c in config["datasets"].items() if c["source"] == "hub"]
 
 
+def eval_record(task, dataset="{dataset}", size="{size}", model="{model}"):
+    """An evaluation record's path (pattern with wildcards by default): pi_repro.config.eval_path."""
+    return pcfg.eval_path(R, task, dataset, size, model)
+
+
+def eval_params(w, task):
+    """What an evaluation job writes into its record besides its results: its coordinates and windows."""
+    return as_json({"task": task, "dataset": w.dataset, **pcfg.model_coords(config, w.size, w.model)})
+
+
 # ------------------------------------------------------------------------------------------------ targets
 def table_inputs(table):
-    """One perplexity record per model that the table needs (each holds all of that model's windows)."""
+    """The evaluation records a table reads (one per checkpoint; each holds all of that checkpoint's windows)."""
     if table not in config["tables"]:
         return []
-    dataset, cells = pcfg.table_cells(config, table)
-    models = dict.fromkeys((s, m) for s, m, _ in cells)
-    return [pcfg.ppl_path(RUN, dataset, s, m) for s, m in models]
+    return [eval_record(*r) for r in pcfg.table_records(config, table)]
 
 
 def table_outputs(table):
     return {ext: f"{R}/tables/{table}.{ext}" for ext in ("md", "csv", "tex")}
 
 
+def window_table_inputs():
+    return [p for t in pcfg.tables_of_kind(config, "windows") for p in table_inputs(t)]
+
+
 def all_targets():
-    out = []
-    for t in ("table1", "table2", "table3"):
-        if t in config["tables"]:
-            out += list(table_outputs(t).values())
-    out += [f"{R}/figures/ppl_vs_window.png", f"{R}/findings.md"]
+    out = [f for t in TABLES for f in table_outputs(t).values()]
+    if pcfg.tables_of_kind(config, "windows"):
+        out.append(f"{R}/figures/ppl_vs_window.png")
+    out.append(f"{R}/findings.md")
     # every fine-tune the config lists (including variants no table of this issue reads yet, e.g. Table 5's
     # RedPajama model) and every dataset it names
     out += [f"{R}/models/{e['size']}/{pcfg.extension_name(e)}/finetune.json" for e in config["extensions"]]

@@ -8,14 +8,15 @@ rule perplexity:
         model=model_input,
         docs=f"{R}/data/{{dataset}}/{{size}}/eval.npz",
     output:
-        f"{R}/eval/ppl/{{dataset}}/{{size}}/{{model}}/ppl.json",
+        eval_record("ppl"),
     params:
         stride=config["perplexity"]["stride"],
         batch=config["perplexity"].get("batch_size", 8),
         boot=config["perplexity"].get("bootstrap", 1000),
         seed=config["seed"],
         ckpt=lambda w: f"{R}/models/{w.size}/{w.model}",
-        windows=lambda w: ",".join(map(str, pcfg.ppl_windows(config, w.dataset, w.size, w.model))),
+        windows=lambda w: ",".join(map(str, pcfg.eval_windows(config, "ppl", w.dataset, w.size, w.model))),
+        coords=lambda w: eval_params(w, "ppl"),
     log:
         f"{R}/logs/perplexity/{{dataset}}/{{size}}/{{model}}.log",
     benchmark:
@@ -27,4 +28,5 @@ rule perplexity:
     shell:
         "python -u workflow/scripts/perplexity.py --model {params.ckpt} --docs {input.docs} --windows {params.windows}"
         " --stride {params.stride} --batch-size {params.batch} --bootstrap {params.boot} --seed {params.seed}"
+        " --coords {params.coords}"
         " --out {output} > {log} 2>&1"

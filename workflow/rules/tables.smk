@@ -1,66 +1,45 @@
-# Tables 1-3 in the paper's layout (Markdown, CSV, LaTeX), the perplexity-vs-window figure, and the findings
-# check that reads the tables and prints each of the paper's claims with the numbers it used.
+# The tables (Markdown, CSV, LaTeX), one wildcard rule for every entry of the config's `tables:` (its kind, in
+# pi_repro.kinds, says which records it reads and how it is laid out), a target rule named after each table
+# (`snakemake table3`), the perplexity-vs-window figure, and the findings check.
 
 
-rule table1:
-    """Table 1: PG19(-style) perplexity of every model at every evaluation window up to its own."""
+rule table:
+    """One table of the config (`tables.<name>`), laid out by its kind from the evaluation records it needs."""
     input:
-        table_inputs("table1"),
+        lambda w: table_inputs(w.table),
     output:
-        **table_outputs("table1"),
+        md=f"{R}/tables/{{table}}.md",
+        csv=f"{R}/tables/{{table}}.csv",
+        tex=f"{R}/tables/{{table}}.tex",
     params:
-        title="Table 1",
+        kind=lambda w: config["tables"][w.table]["kind"],
+        title=lambda w: shlex.quote(pcfg.table_title(w.table, config["tables"][w.table])),
     log:
-        f"{R}/logs/tables/table1.log",
+        f"{R}/logs/tables/{{table}}.log",
     benchmark:
-        f"{R}/benchmarks/tables/table1.tsv"
+        f"{R}/benchmarks/tables/{{table}}.tsv"
     conda:
         "../envs/pi.yaml"
     shell:
-        "python -u workflow/scripts/make_table.py --kind windows --title '{params.title}' --md {output.md} --csv {output.csv} --tex {output.tex} {input} > {log} 2>&1"
+        "python -u workflow/scripts/make_table.py --kind {params.kind} --title {params.title} --md {output.md}"
+        " --csv {output.csv} --tex {output.tex} {input} > {log} 2>&1"
 
 
-rule table2:
-    """Table 2: proof-pile(-style) perplexity, same layout as Table 1."""
-    input:
-        table_inputs("table2"),
-    output:
-        **table_outputs("table2"),
-    params:
-        title="Table 2",
-    log:
-        f"{R}/logs/tables/table2.log",
-    benchmark:
-        f"{R}/benchmarks/tables/table2.tsv"
-    conda:
-        "../envs/pi.yaml"
-    shell:
-        "python -u workflow/scripts/make_table.py --kind windows --title '{params.title}' --md {output.md} --csv {output.csv} --tex {output.tex} {input} > {log} 2>&1"
+for _table in TABLES:  # target rules named after the paper's artefacts: snakemake table1 ... table6
 
-
-rule table3:
-    """Table 3: PI perplexity at the extended window after 0, ..., N fine-tuning steps."""
-    input:
-        table_inputs("table3"),
-    output:
-        **table_outputs("table3"),
-    params:
-        title="Table 3",
-    log:
-        f"{R}/logs/tables/table3.log",
-    benchmark:
-        f"{R}/benchmarks/tables/table3.tsv"
-    conda:
-        "../envs/pi.yaml"
-    shell:
-        "python -u workflow/scripts/make_table.py --kind steps --title '{params.title}' --md {output.md} --csv {output.csv} --tex {output.tex} {input} > {log} 2>&1"
+    rule:
+        name:
+            _table
+        input:
+            **table_outputs(_table),
+        localrule: True
+        default_target: False
 
 
 rule figure_ppl_vs_window:
-    """Perplexity against evaluation window, one line per model, one panel per dataset."""
+    """Perplexity against evaluation window, one line per model, one panel per dataset (windows tables)."""
     input:
-        t1=table_inputs("table1"),
-        t2=table_inputs("table2"),
+        window_table_inputs(),
     output:
         report(f"{R}/figures/ppl_vs_window.png", caption="../report/ppl_vs_window.rst", category="Perplexity"),
     log:
@@ -74,16 +53,18 @@ rule figure_ppl_vs_window:
 
 
 rule findings:
-    """The paper's perplexity findings checked on this run's tables: each printed with its numbers, pass or fail."""
+    """The paper's findings checked on this run's tables: each printed with its numbers, pass, fail or n/a (with
+    the reason: e.g. the config has no table of the kind it reads)."""
     input:
-        t1=f"{R}/tables/table1.csv",
-        t2=f"{R}/tables/table2.csv",
-        t3=f"{R}/tables/table3.csv",
+        [table_outputs(t)["csv"] for t in TABLES],
     output:
         md=f"{R}/findings.md",
         json=f"{R}/findings.json",
     params:
         L=L,
+        tables=as_json({pcfg.table_title(t, s): {"kind": s["kind"], "dataset": s.get("dataset"),
+                                                  "csv": table_outputs(t)["csv"]} for t, s in config["tables"].items()}),
+        hub=",".join(s for s, c in config["sizes"].items() if c["base"]["source"] == "hub"),
     log:
         f"{R}/logs/findings/findings.log",
     benchmark:
@@ -91,5 +72,5 @@ rule findings:
     conda:
         "../envs/pi.yaml"
     shell:
-        "python -u workflow/scripts/findings.py --base-window {params.L} --table1 {input.t1} --table2 {input.t2} --table3 {input.t3}"
-        " --out-md {output.md} --out-json {output.json} > {log} 2>&1; cat {output.md}"
+        "python -u workflow/scripts/findings.py --base-window {params.L} --tables {params.tables}"
+        " --hub-sizes '{params.hub}' --out-md {output.md} --out-json {output.json} > {log} 2>&1; cat {output.md}"

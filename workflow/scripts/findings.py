@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Check the paper's perplexity findings on this run's tables and print them with their numbers (rule findings)."""
+"""Check the paper's findings on this run's tables and print them with their numbers (rule findings)."""
 import argparse
+import json
 
 import _common  # noqa: F401
 from pi_repro import findings, tables
@@ -10,14 +11,13 @@ from pi_repro.io import atomic_path, write_json
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--base-window", type=int, required=True)
-    ap.add_argument("--table1", required=True)
-    ap.add_argument("--table2", required=True)
-    ap.add_argument("--table3", required=True)
+    ap.add_argument("--tables", type=json.loads, required=True, help="{title: {kind, dataset, csv}} (JSON)")
+    ap.add_argument("--hub-sizes", default="", help="comma-separated sizes whose base model is a hub LLaMA")
     ap.add_argument("--out-md", required=True)
     ap.add_argument("--out-json", required=True)
     a = ap.parse_args()
-    res = findings.check(tables.read_table(a.table1), tables.read_table(a.table2), tables.read_table(a.table3),
-                         a.base_window)
+    frames = {n: dict(t, frame=tables.read_table(t["csv"])) for n, t in a.tables.items()}
+    res = findings.check(frames, a.base_window, [s for s in a.hub_sizes.split(",") if s])
     md = findings.to_markdown(res)
     write_json(a.out_json, res)
     with atomic_path(a.out_md) as tmp:

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Sliding-window perplexity of one checkpoint at one window (rule perplexity)."""
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -20,6 +21,8 @@ def main():
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--coords", type=json.loads, default={},
+                    help="the record's coordinates: task, dataset, size, method, ctx, tag, step (JSON)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     model_dir = Path(a.model)
@@ -29,7 +32,7 @@ def main():
                                           device_map="auto" if cuda else None)
     ids, arrays = data.load_docs(a.docs)
     docs = [torch.from_numpy(x) for x in arrays]
-    meta = dict(model=str(model_dir), model_sha256=check["sha256"], model_record=check["recorded_in"],
+    meta = dict(**a.coords, model=str(model_dir), model_sha256=check["sha256"], model_record=check["recorded_in"],
                 docs_file=a.docs, docs_sha256=sha256_file(a.docs), rope_parameters=model.config.rope_parameters,
                 model_window=model.config.max_position_embeddings, probe_error=check["probe_error"],
                 stride=a.stride, windows={})

@@ -19,7 +19,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("records", nargs="+")
     a = ap.parse_args()
-    cells = tables.load_cells(a.records)
+    cells = tables.cells_frame(tables.load_records(a.records))
     datasets = list(dict.fromkeys(cells["dataset"]))
     fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
     base_window = int(cells[cells["method"] == "None"]["ctx"].min()) if (cells["method"] == "None").any() else None
