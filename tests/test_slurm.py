@@ -180,7 +180,7 @@ def test_finetune_longer_than_its_time_limit_is_resubmitted_to_identical_weights
     import torch
 
     cluster = {"time_limit_min": 1, "stop_margin_min": 0.25, "failure_retries": 2}
-    cfg, target = long_finetune_config(tmp_path, "timelimit-test", cluster=cluster, train_runtime=3, **LONG)
+    cfg, target = long_finetune_config(tmp_path, "timelimit-test", cluster=cluster, train_runtime=4, **LONG)
     shutil.rmtree(ROOT / "results/timelimit-test", ignore_errors=True)
     out, jobs = run_profile(target, "--configfile", str(cfg), "--set-threads", "finetune=1")
     finetunes = sorted((j for j in jobs.items() if j[1]["rule"] == "finetune"), key=lambda j: int(j[0]))
