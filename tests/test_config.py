@@ -151,3 +151,24 @@ def test_hub_revisions_must_be_full_commits():
     paper["datasets"]["pg19"]["hub"]["revision"] = "main"
     with pytest.raises(C.ConfigError, match="datasets.pg19.hub.revision"):
         C.validate(paper)
+
+
+def test_cluster_settings_that_cannot_work_are_refused():
+    assert "cluster.stop_margin_min" in broken(lambda c: c.update(cluster={"time_limit_min": 20, "stop_margin_min": 20}))
+    full = lambda c: c["sizes"]["mini"].update(resources={"train_full_node": True})  # noqa: E731
+    assert "train_full_node" in broken(full) and "node_mem_mb" in broken(full)
+    one = lambda c: c["sizes"]["mini"].update(resources={"train_launch": "srun"})  # noqa: E731
+    assert "train_launch" in broken(one)  # SLURM's mpi jobs need more than one task
+    assert "cluster" in broken(lambda c: c.update(cluster={"time_limit": 60}))  # misspelt key
+
+
+def test_a_finetune_longer_than_the_limit_is_split_into_submissions():
+    cfg = load("config.yaml")
+    cfg["cluster"] = {"time_limit_min": 60, "stop_margin_min": 10}
+    cfg["extensions"][0]["resources"] = {"train_runtime": 120}
+    job = C.train_job(cfg, cfg["extensions"][0])
+    assert (job["runtime"], job["submissions"]) == (60, 3)  # 50 min of training per 60-min job
+    assert C.finetune_retries(cfg) == 3 - 1 + 2  # plus the default failure retries
+    assert C.train_job(cfg, cfg["extensions"][1])["submissions"] == 2  # the default 60 min: 2 x 50 min
+    del cfg["cluster"]
+    assert C.finetune_retries(cfg) is None  # no limit: Snakemake's --retries decides

@@ -105,7 +105,8 @@ def test_gpu_jobs_and_the_multi_node_launch_path_through_the_executor(tmp_path):
     cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
     cfg["run"] = name
     cfg["sizes"]["tiny"]["resources"] = {"train_nodes": 2, "train_gpus_per_node": 1, "train_cpus_per_node": 1,
-                                         "train_mem_mb": 4000, "eval_gpus": 1, "eval_cpus": 1, "eval_mem_mb": 4000}
+                                         "train_full_node": True, "eval_gpus": 1, "eval_cpus": 1, "eval_mem_mb": 4000}
+    cfg["cluster"] = {"node_mem_mb": 4000}  # whole nodes (--exclusive), as the paper's fine-tunes ask them
     cfg["train"]["deepspeed"] = "config/deepspeed/zero3-cpu.json"
     path = tmp_path / "gpu.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -120,7 +121,12 @@ def test_gpu_jobs_and_the_multi_node_launch_path_through_the_executor(tmp_path):
     assert set(by_rule) == {"finetune", "perplexity"} and len(jobs) == 2, jobs
     (ft_id, ft), (_, ppl) = by_rule["finetune"], by_rule["perplexity"]
     assert ft["state"] == "COMPLETED" and ppl["state"] == "COMPLETED", jobs
-    assert ft["nodes"] == 2 and ft["tres"].get("gres/gpu") == "2"  # one GPU on each of two nodes
+    node = subprocess.run(["sinfo", "-h", "-N", "-p", PARTITION, "-o", "%c %G"], capture_output=True, text=True,
+                          check=True).stdout.split("\n")[0].split()
+    cpus_per_node, gpus_per_node = int(node[0]), int(node[1].split(":")[-1])
+    # --exclusive: both nodes whole (every CPU and GPU, not the 1 + 1 asked), cluster.node_mem_mb on each
+    assert ft["nodes"] == 2 and ft["tres"]["cpu"] == str(2 * cpus_per_node)
+    assert ft["tres"].get("gres/gpu") == str(2 * gpus_per_node) and ft["tres"]["mem"] == "8000M"
     assert ppl["nodes"] == 1 and ppl["tres"].get("gres/gpu") == "1"
     steps = subprocess.run(["sacct", "-n", "-P", "-j", ft_id, "-o", "JobID,NNodes,State"], capture_output=True,
                            text=True, check=True).stdout.split()
