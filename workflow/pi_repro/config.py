@@ -211,7 +211,7 @@ def eval_job(cfg: dict, size: str) -> dict:
 
 
 def data_job(cfg: dict, size: str) -> dict:
-    """What the tokenization of a size's corpora asks (CPU only)."""
+    """What the CPU jobs of a size ask: tokenization, weight download, base-model sealing, step 0."""
     r = resources(cfg, size)
     return {"cpus": r.get("data_cpus", 2), "mem_mb": r.get("data_mem_mb", 8000),
             "runtime": _capped(cfg, r.get("data_runtime", 240))}
