@@ -95,6 +95,11 @@ def steps_findings(name: str, t: pd.DataFrame, windows: dict, L: int) -> list[di
     return out
 
 
+READS = {"0": "base model converged (windows tables)", "1": "extrapolation fails (windows tables)",
+         "1m": "magnitude of the failure (windows tables)", "3": "PI after fine-tuning (windows tables)",
+         "2": "PI without fine-tuning (a steps table and a windows table on its dataset)"}
+
+
 def check(tables: dict, L: int, hub_sizes=()) -> list[dict]:
     """Every finding on a run's tables: ``tables`` maps a table's name to {"kind", "dataset", "frame"}. A finding
     runs on the tables of the kinds it reads and is n/a, with the reason, when the config has none."""
@@ -113,11 +118,6 @@ def check(tables: dict, L: int, hub_sizes=()) -> list[dict]:
         windows = {"name": same[0][0], "frame": same[0][1]["frame"]} if same else None
         out += steps_findings(name, t["frame"], windows, L)
     return out
-
-
-READS = {"0": "base model converged (windows tables)", "1": "extrapolation fails (windows tables)",
-         "1m": "magnitude of the failure (windows tables)", "3": "PI after fine-tuning (windows tables)",
-         "2": "PI without fine-tuning (a steps table and a windows table on its dataset)"}
 
 
 def _result(fid, where, claim, ok, numbers, reason=None) -> dict:

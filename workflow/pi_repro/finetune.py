@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from . import data, modeling, train
-from .launch import STOP_AT_ENV
 from .io import read_json, sha256_file, sha256_weights, write_json
+from .launch import STOP_AT_ENV
 
 
 def training_tokens(files: list[str], seed: int) -> np.ndarray:
@@ -69,9 +69,6 @@ def verify_export(path: str | Path, method: str, ctx: int, base_window: int) -> 
     import torch
 
     rope = check_checkpoint(path, method, ctx, base_window)
-    probe = Path(path) / modeling.PROBE_FILE
-    if not probe.is_file():
-        return {"rope_parameters": rope, "probe_error": None}
     cuda = torch.cuda.is_available()
     dtype = torch.bfloat16 if cuda else torch.float32
     model = modeling.load_model(path, dtype=dtype, device_map="auto" if cuda else None)

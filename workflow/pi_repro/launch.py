@@ -20,6 +20,10 @@ def _run(cmd: list[str]) -> str:
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
 
 
+def _job_id(env) -> str | None:
+    return env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
+
+
 def allocation_nodelist(env=os.environ, run=_run) -> str:
     """The node list of the SLURM allocation this process runs in. Snakemake's SLURM executor starts an ``mpi``
     job's command with every ``SLURM_*`` variable removed except the job id (jobstep plugin: "Keep only
@@ -28,7 +32,7 @@ def allocation_nodelist(env=os.environ, run=_run) -> str:
     nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
     if nodelist:
         return nodelist
-    job = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
+    job = _job_id(env)
     if not job:
         raise RuntimeError("a multi-node launch needs a SLURM allocation (neither SLURM_JOB_NODELIST nor "
                            "SLURM_JOB_ID is set)")
@@ -60,7 +64,7 @@ def parse_time_left(text: str) -> int | None:
 def stop_time(margin_s: float, env=os.environ, run=_run, now: float | None = None) -> float | None:
     """When a training job of this SLURM allocation must stop (save its state and exit): ``margin_s`` before
     the job's time limit, as a Unix time. None outside SLURM or for a job without a time limit."""
-    job = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
+    job = _job_id(env)
     if not job:
         return None
     left = parse_time_left(run(["squeue", "-h", "-j", job, "-o", "%L"]))
@@ -89,7 +93,7 @@ def launch_command(argv: list[str], nodes: int = 1, procs_per_node: int = 1, gpu
         if nodes > 1:
             raise ValueError("torchrun alone starts one node; use mode srun for several nodes")
         return [*torchrun, "--standalone", "--nnodes=1", *argv]
-    job = env.get("SLURM_JOB_ID")
+    job = _job_id(env)
     if not job:
         raise RuntimeError("a multi-node launch needs a SLURM allocation (SLURM_JOB_ID is not set)")
     head = head or head_node(env)

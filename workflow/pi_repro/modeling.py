@@ -14,7 +14,7 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from . import METHODS
-from .io import atomic_path, weight_files
+from .io import atomic_path, read_json, sha256_weights, weight_files, write_json
 
 
 def base_config(arch: dict, vocab_size: int, window: int, bos_token_id=None, eos_token_id=None) -> LlamaConfig:
@@ -158,8 +158,6 @@ RECORD_FILE = "checkpoint.json"
 
 def checkpoint_dtype(path: str | Path) -> torch.dtype:
     """The dtype a checkpoint's weights are stored in (bf16 for the hub's LLaMA weights, float32 here)."""
-    from .io import read_json
-
     cfg = read_json(Path(path) / "config.json")
     name = cfg.get("dtype") or cfg.get("torch_dtype") or "float32"
     return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(name, torch.float32)
@@ -168,8 +166,6 @@ def checkpoint_dtype(path: str | Path) -> torch.dtype:
 def seal_checkpoint(path: str | Path, window: int) -> dict:
     """Record, inside checkpoint ``path``, the sha256 of its weights and the logits it gives for the probe
     input (at ``window`` tokens, at most 1024): what ``load_verified`` checks before any evaluation."""
-    from .io import sha256_weights, write_json
-
     path = Path(path)
     model = load_model(path, dtype=checkpoint_dtype(path))
     record_probe(model, path, window)
@@ -182,8 +178,6 @@ def seal_checkpoint(path: str | Path, window: int) -> dict:
 def expected_sha256(path: str | Path) -> tuple[str, Path]:
     """The sha256 recorded for checkpoint ``path`` and the file that records it: ``../finetune.json`` for a
     fine-tuning export (step N > 0), the checkpoint's own record otherwise. Missing records are errors."""
-    from .io import read_json
-
     path = Path(path)
     step = path.name.removeprefix("step")
     if path.name.startswith("step") and step.isdigit() and int(step) > 0:
@@ -204,8 +198,6 @@ def expected_sha256(path: str | Path) -> tuple[str, Path]:
 def load_verified(path: str | Path, dtype=None, device_map=None):
     """Load a checkpoint for evaluation after checking it: the weights' sha256 against its record, then its
     logits against its probe. Returns (model, facts about the check); raises naming the checkpoint otherwise."""
-    from .io import sha256_weights
-
     want, source = expected_sha256(path)
     got = sha256_weights(path)
     if got != want:

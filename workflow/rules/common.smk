@@ -51,6 +51,14 @@ def tjob(w):
     return pcfg.train_job(config, ext_cfg(w))
 
 
+def train_launch_args(w):
+    """scripts/launch.py's arguments: ranks, launch path, the stop margin before the job's time limit."""
+    j = tjob(w)
+    return (f"--nodes {j['nodes']} --gpus-per-node {j['gpus_per_node']} --procs-per-node {j['procs_per_node']}"
+            f" --mode {'srun' if j['srun'] else 'auto'} --stop-margin-min {pcfg.cluster(config)['stop_margin_min']}"
+            + (f" --cpus-per-node {j['cpus_per_node']}" if j["cpus_per_node"] else ""))
+
+
 def train_slurm_extra(w):
     j = tjob(w)
     extra = [f"--gpus-per-node={j['gpus_per_node']}"] if j["srun"] and j["gpus_per_node"] else []
@@ -144,7 +152,7 @@ def eval_record(task, dataset="{dataset}", size="{size}", model="{model}"):
 
 
 def eval_params(w, task):
-    """What an evaluation job writes into its record besides its results: its coordinates and windows."""
+    """What an evaluation job writes into its record besides its results: its task, dataset and coordinates."""
     return as_json({"task": task, "dataset": w.dataset, **pcfg.model_coords(config, w.size, w.model)})
 
 

@@ -111,12 +111,7 @@ rule finetune:
         L=L,
         outdir=lambda w: f"{R}/models/{w.size}/{w.ext}",
         history=f"{R}/logs/finetune/{{size}}/{{ext}}.attempts.log",
-        launch=lambda w: (
-            f"--nodes {tjob(w)['nodes']} --gpus-per-node {tjob(w)['gpus_per_node']}"
-            f" --procs-per-node {tjob(w)['procs_per_node']} --mode {'srun' if tjob(w)['srun'] else 'auto'}"
-            f" --stop-margin-min {pcfg.cluster(config)['stop_margin_min']}"
-            + (f" --cpus-per-node {tjob(w)['cpus_per_node']}" if tjob(w)["cpus_per_node"] else "")
-        ),
+        launch=train_launch_args,
     log:
         f"{R}/logs/finetune/{{size}}/{{ext}}.log",
     benchmark:
