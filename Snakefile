@@ -25,6 +25,7 @@ localrules:
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/perplexity.smk"
+include: "workflow/rules/passkey.smk"
 include: "workflow/rules/tables.smk"
 
 

@@ -112,6 +112,39 @@ def test_table_entries_are_checked_by_their_kind():
     assert "extensions[0].method" in broken(lambda c: c["extensions"][0].update(method="NTK"))
 
 
+def test_passkey_table_cells_and_windows_follow_its_rows():
+    """Table 4 (kind passkey): the base model at each listed window, PI/FT at their fine-tuned steps (not step 0,
+    as the paper's Table 4) or the listed ones, CT at its final step and at L, each at its own window."""
+    cfg = load("config.yaml")
+    L = cfg["base_window"]
+    cfg["tables"]["table4"]["rows"] = [{"size": "mini", "method": "None", "windows": [L, 2 * L]},
+                                       {"size": "mini", "method": "PI", "ctx": 2 * L},
+                                       {"size": "mini", "method": "PI", "ctx": 4 * L, "steps": [0, 50]},
+                                       {"size": "mini", "method": "CT", "ctx": 2 * L}]
+    C.validate(cfg)
+    cells = {c[2:] for c in C.table_cells(cfg, "table4")}
+    assert all(c[:2] == ("passkey", "synthetic") for c in C.table_cells(cfg, "table4"))
+    assert cells == {("mini", "base", L), ("mini", "base", 2 * L), ("mini", f"CT-{2 * L}/step100", L),
+                     ("mini", f"PI-{4 * L}/step0", 4 * L), ("mini", f"PI-{4 * L}/step50", 4 * L)} | {
+        ("mini", f"PI-{2 * L}/step{n}", 2 * L) for n in (25, 50, 75, 100)}
+    assert C.eval_windows(cfg, "passkey", "synthetic", "mini", "base") == [L, 2 * L]
+    assert C.passkey_protocol(cfg)["trials"] == 10 and C.passkey_protocol({})["intro"] is True  # paper's defaults
+
+
+def test_passkey_entries_are_checked():
+    t4 = lambda c: c["tables"]["table4"]["rows"]  # noqa: E731
+    assert "tables.table4.rows[1].steps" in broken(lambda c: t4(c)[1].update(steps=[30]))  # not exported
+    assert "tables.table4.rows[1]" in broken(lambda c: t4(c)[1].update(ctx=1024))  # no such extension
+    assert "needs ctx" in broken(lambda c: t4(c)[1].pop("ctx"))
+    assert "tables.table4.rows[0].ctx" in broken(lambda c: t4(c)[0].update(ctx=256))  # the base model has none
+    assert "tables.table4.rows[0].size" in broken(lambda c: t4(c)[0].update(size="7B"))
+    assert "tables.table4.rows[1]" in broken(lambda c: t4(c)[1].update(window=[256]))  # misspelt key
+    assert "same model twice" in broken(lambda c: t4(c).append(dict(t4(c)[1])))
+    assert "tables.table4.dataset" in broken(lambda c: c["tables"]["table4"].update(dataset="pg19"))
+    assert "passkey.threshold" in broken(lambda c: c["passkey"].update(threshold=1.5))
+    assert "passkey" in broken(lambda c: c["passkey"].update(num_keys=3))
+
+
 def test_hyperparameters_merge_train_size_extension():
     cfg = load("config.yaml")
     ext = copy.deepcopy(cfg["extensions"][0])

@@ -67,7 +67,7 @@ def test_one_perplexity_job_per_checkpoint_of_tables_1_to_3(counts):
     assert counts["perplexity"] == 2 * len(TABLE1_ROWS) + table3_extra == 42
     for t in ("findings", "figure_ppl_vs_window"):
         assert counts[t] == 1
-    assert counts["table"] == 3  # one job of the wildcard rule per table of the config
+    assert counts["table"] == 4  # one job of the wildcard rule per table of the config
     assert counts["fetch_dataset"] == 5  # PG19, proof-pile, Pile subset, RedPajama sample, GovReport
 
 
@@ -112,6 +112,28 @@ def test_evaluated_cells_are_exactly_the_papers(counts):
     dag = {(d, size, model, int(w)) for size, model, d, ws in jobs for w in ws.split(",")}
     want = paper_cells()
     assert dag == want, f"missing {sorted(want - dag)}, extra {sorted(dag - want)}"
+
+
+def test_one_passkey_job_per_checkpoint_of_table_4():
+    """`snakemake table4` on the paper config: one passkey job per checkpoint of the paper's Table 4 (written out
+    above), each at its own window, on the GPUs of its size; nothing of Tables 1-3."""
+    p = subprocess.run([sys.executable, "-m", "snakemake", "table4", "--configfile", "config/paper.yaml", "-n", "-p"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = p.stdout + p.stderr
+    jobs = re.findall(r"passkey\.py --model results/paper/models/(\S+?)/(\S+)-(\d+)/step(\d+) --windows ([\d,]+)"
+                      r" --num-k 32 --trials 10 --threshold 0.2 --intro", out)
+    cells = {(size, method, int(ctx), int(step)) for size, method, ctx, step, _ in jobs}
+    want = {(size, method, ctx, s) for (size, method, ctx), steps in TABLE4_ROWS.items() for s in steps}
+    assert len(jobs) == len(cells) == len(want) == 36
+    assert cells == want, f"missing {sorted(want - cells)}, extra {sorted(cells - want)}"
+    assert all(ws == ctx for _, _, ctx, _, ws in jobs)  # each at its own window L'
+    assert "perplexity.py" not in out and "rule perplexity" not in out
+    res = re.findall(r"rule passkey:\n(?:    .*\n)*?    wildcards: size=(\w+), model=\S+\n    resources: (.*)", out)
+    assert len(res) == 36
+    for size, resources in res:
+        want_gpus = PAPER["sizes"][size]["resources"]["eval_gpus"]
+        assert f"gpu={want_gpus}" in resources and "nodes=1" in resources, (size, resources)
 
 
 def test_hyperparameters_and_gpus_are_the_papers():

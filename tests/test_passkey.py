@@ -163,3 +163,66 @@ def test_segments_tokenized_apart_are_the_whole_prompts_tokens(tok, which, intro
     text = passkey.prompt("40721", 3, 2)
     text = text if intro else text[len(passkey.INTRO):]  # without the intro the first filler keeps its space
     assert trial.ids == [t.bos_token_id] + t(text, add_special_tokens=False)["input_ids"]
+
+
+# --- Table 4's protocol: prompts that fill the window, exact k at token granularity ----------------------------
+
+def test_prompts_fill_the_window_less_the_answer_and_k_is_exact(tok):
+    filler = enc(tok, " " + passkey.FILLER)
+    for window, intro in ((128, False), (256, True), (512, False)):
+        lay = passkey.layout(tok, window, intro)
+        answer = max(len(enc(tok, f" {k}")) for k in ("10000", "55555", "99999"))
+        assert lay.prompt_len + answer + 1 <= window  # the key and one more token are generated inside the window
+        ks = passkey.k_values(lay, 32)
+        assert len(set(ks)) == 32 and ks == sorted(ks) and ks[-1] == lay.k_hi and ks[0] > lay.k_lo
+        for k in (ks[0], ks[13], ks[-1], lay.k_lo):
+            t = passkey.trial_at(tok, "40721", k, lay.prompt_len, intro)
+            assert len(t.ids) == lay.prompt_len and t.k == k
+            tail = tok.decode(t.ids[-k:])
+            assert tail.lstrip().startswith(passkey.needle("40721")) and tail.endswith(passkey.QUESTION)
+            head = len(passkey.make_trial(tok, "40721", 0, 0, intro).ids) - len(passkey.make_trial(
+                tok, "40721", 0, 0, intro).ids[-passkey.make_trial(tok, "40721", 0, 0, intro).k:])
+            before = t.ids[head:len(t.ids) - k]
+            # the filler before the needle ends with a whole sentence, the filler after it starts with one
+            assert not before or before == (filler * (len(before) // len(filler) + 1))[-len(before):]
+            after = t.ids[len(t.ids) - k + len(enc(tok, " " + passkey.needle("40721"))):-len(enc(tok, " " + passkey.QUESTION))]
+            assert after == (filler * (len(after) // len(filler) + 1))[:len(after)]
+    with pytest.raises(ValueError, match="not possible"):
+        passkey.trial_at(tok, "40721", lay.k_lo - 10, lay.prompt_len)
+
+
+def test_the_default_window_needs_the_prompt_without_its_intro(tok):
+    """At L = 128 the paper's intro leaves fewer than 32 distinct k: a clear error naming the setting."""
+    assert len(passkey.k_values(passkey.layout(tok, 128, intro=False))) == 32
+    with pytest.raises(ValueError, match="passkey.num_k"):
+        passkey.k_values(passkey.layout(tok, 128, intro=True))
+
+
+def test_wilson_interval():
+    assert passkey.wilson(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert passkey.wilson(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert passkey.wilson(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert passkey.wilson(0, 0) == (0.0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def mini():
+    return modeling.load_model(MINI).eval()
+
+
+def test_evaluation_retrieves_within_L_fails_past_it_and_reruns_identically(tok, mini):
+    """Table 4's protocol on the shipped base model: within its window every k up to the largest is retrieved
+    (k_max = the largest k tested), at 2L nothing is (extrapolation); every trial is recorded; the same seed asks
+    the same prompts and gets the same answers, another seed other keys."""
+    L = mini.config.max_position_embeddings
+    at_l = passkey.evaluate(mini, tok, L, n_k=32, trials=10, seed=3, intro=False, batch_size=32)
+    assert at_l["k_max"] == at_l["k_top"] == passkey.layout(tok, L, False).k_hi
+    assert len(at_l["trials"]) == 320 and {t["k"] for t in at_l["trials"]} == {r["k"] for r in at_l["per_k"]}
+    assert all(r["ci95"][0] <= r["accuracy"] <= r["ci95"][1] for r in at_l["per_k"])
+    assert sum(t["correct"] for t in at_l["trials"]) == sum(r["correct"] for r in at_l["per_k"])
+    past = passkey.evaluate(mini, tok, 2 * L, n_k=8, trials=5, seed=3, intro=False, batch_size=40)
+    assert past["k_max"] == 0 and sum(r["correct"] for r in past["per_k"]) <= 2, past["per_k"]
+    again = passkey.evaluate(mini, tok, 2 * L, n_k=8, trials=5, seed=3, intro=False, batch_size=8)
+    assert again["trials"] == past["trials"]  # same prompts, same greedy answers, whatever the batch size
+    other = passkey.evaluate(mini, tok, 2 * L, n_k=8, trials=5, seed=4, intro=False, batch_size=40)
+    assert [t["key"] for t in other["trials"]] != [t["key"] for t in past["trials"]]

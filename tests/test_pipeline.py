@@ -1,4 +1,5 @@
 """The Snakemake DAG itself: lint, targets, upstream-only rebuilds, config errors, and the smoke run end to end."""
+import json
 import os
 import re
 import subprocess
@@ -43,7 +44,7 @@ def test_lint_is_clean():
 def test_target_rules_are_the_papers_artefacts():
     p = snakemake("--list-target-rules")
     out = (p.stdout + p.stderr).split()
-    for rule in ("all", "table1", "table2", "table3"):
+    for rule in ("all", "table1", "table2", "table3", "table4"):
         assert rule in out
 
 
@@ -57,6 +58,24 @@ def test_table3_builds_only_its_upstream(tmp_path):
     assert counts["perplexity"] == sum(len(e["checkpoints"]) for e in cfg["extensions"]
                                        if {"size": e["size"], "method": e["method"], "ctx": e["ctx"]} in rows)
     assert "FT-" not in out and "CT-" not in out and "eval/ppl/proofpile" not in out
+
+
+def test_table4_builds_only_its_upstream():
+    """`snakemake table4`: the base model, the fine-tunes Table 4 reads and one passkey job per checkpoint it
+    lists (each at all of its windows); no perplexity, no evaluation data, no other table."""
+    out = snakemake("table4", "-n", "-p", "--config", "run=dag-check4").stdout
+    counts = job_counts(out)
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    rows = cfg["tables"]["table4"]["rows"]
+    tuned = [r for r in rows if r["method"] != "None"]
+    assert counts["finetune"] == len(tuned) == 4
+    exts = {(e["method"], e["ctx"]): e for e in cfg["extensions"]}
+    want = 1 + sum(len(r.get("steps", [s for s in exts[r["method"], r["ctx"]]["checkpoints"] if s > 0]))
+                   if r["method"] != "CT" else 1 for r in tuned)
+    assert counts["passkey"] == want == 10
+    assert "perplexity" not in counts and "findings" not in counts and "table1" not in counts
+    assert "eval/ppl" not in out  # (tokenization writes the evaluation split with the training split)
+    assert "--windows 128,256" in out  # the base model within L and at 2L, in one job
 
 
 def test_users_slurm_command_runs_the_profiles_settings():
@@ -115,6 +134,13 @@ def test_smoke_pipeline_end_to_end(smoke_run):
     t3 = pd.read_csv(out / "tables/table3.csv")
     assert list(t3.columns[3:]) == ["0", "3", "6"] and len(t3) == 1
     assert (out / "figures/ppl_vs_window.png").stat().st_size > 10_000
+    t4 = pd.read_csv(out / "tables/table4.csv", keep_default_na=False, na_values=[""])
+    assert list(t4["method"]) == ["None", "FT", "PI"] and set(t4["window"]) == {128}
+    rec = json.loads((out / "eval/passkey/synthetic/tiny/PI-64/step6/passkey.json").read_text())
+    trials = rec["windows"]["128"]["trials"]
+    assert len(trials) == 4 * 2 and {"k", "key", "generated", "correct"} <= set(trials[0])  # every trial kept
+    assert rec["model_sha256"] and rec["protocol"]["intro"] is False
+    assert (out / "figures/passkey.png").stat().st_size > 10_000
     assert "Findings" in (out / "findings.md").read_text()
     # every rule left a log and a benchmark
     logs = [p for p in (out / "logs").rglob("*.log") if not p.name.endswith(".attempts.log")]  # fine-tune history

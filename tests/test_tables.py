@@ -145,7 +145,8 @@ def frame(cells, change):
 def test_each_branch_of_the_findings_on_a_constructed_table(t1, t3, changed):
     table1 = frame(BASE_T1, t1)
     res = run_findings(table1, table1.iloc[:0], frame(BASE_T3, t3), 32)  # an empty Table 2: each finding once
-    expected = {f: "PASS" for f in ("1", "1m", "0", "3a", "3b", "3c", "2")} | changed
+    expected = {f: "PASS" for f in ("1", "1m", "0", "3a", "3b", "3c", "2")} | changed | {
+        f: "n/a" for f in ("4a", "4b", "4c")}
     assert {r["finding"]: r["status"] for r in res} == expected
 
 
@@ -155,7 +156,8 @@ def test_findings_without_a_table_of_their_kind_are_not_applicable_with_the_reas
     two = [r for r in res if r["finding"] == "2"]
     assert [r["status"] for r in two] == ["n/a"] and "no table of kind steps" in two[0]["reason"]
     res = findings.check({"table3": {"kind": "steps", "dataset": "pg19", "frame": frame(BASE_T3, {})}}, 32)
-    assert {r["finding"]: r["status"] for r in res} == {"0": "n/a", "1": "n/a", "1m": "n/a", "3": "n/a", "2": "n/a"}
+    assert {r["finding"]: r["status"] for r in res} == {"0": "n/a", "1": "n/a", "1m": "n/a", "3": "n/a", "2": "n/a",
+                                                        "4a": "n/a", "4b": "n/a", "4c": "n/a"}
     assert "no windows table on this dataset" in findings.to_markdown(res)
 
 
@@ -180,3 +182,72 @@ def test_magnitude_is_the_papers_absolute_statement_for_a_hub_llama_and_relative
     here = next(r for r in findings.check(tabs, 2048) if r["finding"] == "1m")
     assert hub["status"] == "FAIL" and "10^3" in hub["claim"] and "absolute" not in hub["claim"]  # 500 < 1000
     assert here["status"] == "PASS" and "relative" in here["claim"]  # 500 / 7.2 > 10x
+
+
+def passkey_record(size, method, ctx, step, windows):
+    """A passkey record as rule passkey writes it: {window: (k_top, k_max)}."""
+    return {"task": "passkey", "dataset": "synthetic", "size": size, "method": method, "ctx": ctx, "tag": None,
+            "step": step, "protocol": {"num_k": 32, "trials": 10, "threshold": 0.2, "intro": True, "seed": 0},
+            "windows": {str(w): {"k_top": top, "k_max": km, "per_k": []} for w, (top, km) in windows.items()}}
+
+
+def papers_table4(pi_32k_600=18432, ft_10000=2560, base_2l=0):
+    """The paper's Table 4 as records (k_top = the window: the paper's grid), plus a base-model row at 2L."""
+    recs = [passkey_record("7B", "None", 2048, 0, {2048: (2048, 2048), 4096: (4096, base_2l)})]
+    ft = {200: 1792, 400: 2048, 600: 2048, 800: 2048, 1000: 2304, 10000: ft_10000}
+    recs += [passkey_record("7B", "FT", 8192, s, {8192: (8192, k)}) for s, k in ft.items()]
+    for ctx in (8192, 16384, 32768):
+        recs += [passkey_record("7B", "PI", ctx, s, {ctx: (ctx, pi_32k_600 if (ctx, s) == (32768, 600) else ctx)})
+                 for s in (200, 400, 600, 800, 1000)]
+    return recs
+
+
+def test_passkey_table_has_the_papers_layout(tmp_path):
+    from pi_repro.kinds import KINDS
+
+    t = KINDS["passkey"].frame(papers_table4())
+    assert list(t.columns) == ["size", "model_ctx", "method", "window", "k_top", "0", "200", "400", "600", "800",
+                               "1000", "10000"]
+    assert [(r.method, r.model_ctx, r.window) for r in t.itertuples()] == [
+        ("None", 2048, 2048), ("None", 2048, 4096), ("FT", 8192, 8192), ("PI", 8192, 8192), ("PI", 16384, 16384),
+        ("PI", 32768, 32768)]
+    assert t.iloc[5]["600"] == 18432 and pd.isna(t.iloc[3]["10000"]) and t.iloc[2]["10000"] == 2560
+    tables.write_table(t, "Table 4", "note", md=tmp_path / "t.md", csv=tmp_path / "t.csv", tex=tmp_path / "t.tex",
+                       fmt=KINDS["passkey"].fmt)
+    md = (tmp_path / "t.md").read_text()
+    assert "| 18432 " in md and "18432.00" not in md and "Largest k" in md
+    back = tables.read_table(tmp_path / "t.csv")
+    assert back.iloc[5]["600"] == 18432 and list(back["method"])[0] == "None"
+    with pytest.raises(ValueError, match="passkey records for the cell"):
+        KINDS["passkey"].frame(papers_table4() + papers_table4()[:1])
+
+
+@pytest.mark.parametrize("kw, want", [
+    ({}, {"4a": ["PASS"] * 3, "4b": ["PASS"], "4c": ["PASS"]}),  # the paper's own numbers hold
+    ({"pi_32k_600": 18432}, {"4a": ["PASS"] * 3}),  # one bad checkpoint before the last: the paper's exception
+    ({"ft_10000": 8192}, {"4b": ["FAIL"]}),  # FT reaching its window: not the paper's picture
+    ({"ft_10000": 4096}, {"4b": ["FAIL"]}),  # below its window but 2L: beyond "about L"
+    ({"base_2l": 3000}, {"4c": ["FAIL"]}),  # extrapolation retrieving past L
+])
+def test_finding_4_on_the_papers_table_4_and_its_failures(kw, want):
+    from pi_repro.kinds import KINDS
+
+    t = KINDS["passkey"].frame(papers_table4(**kw))
+    res = findings.check({"Table 4": {"kind": "passkey", "dataset": None, "frame": t}}, 2048)
+    got = {}
+    for r in res:
+        if r["finding"].startswith("4"):
+            got.setdefault(r["finding"], []).append(r["status"])
+    assert {k: v for k, v in got.items() if k in want} == want
+    pi = next(r for r in res if r["finding"] == "4a" and "32768" in r["where"])
+    assert pi["numbers"]["k_max step 600"] == kw.get("pi_32k_600", 18432) and pi["numbers"]["largest k tested"] == 32768
+
+
+def test_finding_4a_fails_when_pi_does_not_reach_its_window():
+    from pi_repro.kinds import KINDS
+
+    recs = [passkey_record("mini", "PI", 256, s, {256: (248, k)}) for s, k in ((0, 0), (100, 120))]
+    t = KINDS["passkey"].frame(recs)
+    res = findings.check({"Table 4": {"kind": "passkey", "dataset": None, "frame": t}}, 128)
+    assert [(r["finding"], r["status"]) for r in res if r["finding"].startswith("4")] == [
+        ("4a", "FAIL"), ("4b", "n/a"), ("4c", "n/a")]

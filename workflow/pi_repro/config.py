@@ -229,7 +229,7 @@ def cluster_plan(cfg: dict) -> list[dict]:
                      "cpus": f"{j['cpus_per_node']}/node" if j["cpus_per_node"] else "rule",
                      "mem_mb": f"{j['mem_mb']}/node" + (" (exclusive)" if j["exclusive"] else ""),
                      "runtime": j["runtime"], "submissions": j["submissions"]})
-    evals = {r[1:] for t in cfg["tables"] for r in table_records(cfg, t)}  # (dataset, size, model)
+    evals = {r[1:] for t in cfg["tables"] for r in table_records(cfg, t)}  # (dataset, size, model) of every task
     for size in dict.fromkeys([e["size"] for e in cfg["extensions"]] + list(cfg["sizes"])):  # config order
         e, d = eval_job(cfg, size), data_job(cfg, size)
         n = sum(1 for _, s, _ in evals if s == size)
@@ -238,7 +238,7 @@ def cluster_plan(cfg: dict) -> list[dict]:
                          "gpus": e["gpus"] or "-", "cpus": e["cpus"] or "rule", "mem_mb": e["mem_mb"],
                          "runtime": e["runtime"], "submissions": 1})
         n = len({ds for ext in cfg["extensions"] if ext["size"] == size for ds in ext.get("data", cfg["finetune_data"])}
-                | {ds for ds, s, _ in evals if s == size})
+                | {ds for ds, s, _ in evals if s == size and ds in cfg["datasets"]})
         rows.append({"job": f"tokenize {size}", "count": n, "partition": "CPU", "nodes": 1, "gpus": "-",
                      "cpus": d["cpus"], "mem_mb": d["mem_mb"], "runtime": d["runtime"], "submissions": 1})
     return rows
@@ -256,9 +256,11 @@ def train_tokens_needed(cfg: dict, dataset: str) -> int:
 
 
 def model_windows(cfg: dict) -> list[int]:
-    """Largest evaluation window of each model: its ctx, or (base models) the largest a table asks of them."""
+    """Largest perplexity window of each model: its ctx, or (base models) the largest a perplexity table asks of
+    them (passkey prompts are generated at any length and need no documents that long)."""
     out = [ext["ctx"] for ext in cfg["extensions"]]
-    out += [kind(spec).largest_window(cfg, spec, s) for spec in cfg["tables"].values() for s in cfg["sizes"]]
+    out += [kind(spec).largest_window(cfg, spec, s) for spec in cfg["tables"].values() for s in cfg["sizes"]
+            if kind(spec).task == "ppl"]
     return out or [cfg["base_window"]]
 
 
@@ -315,6 +317,14 @@ def eval_windows(cfg: dict, task: str, dataset: str, size: str, model: str) -> l
     them all: loading a model once per window would cost more than the evaluation itself on small models)."""
     need = {c[4] for t in cfg["tables"] for c in table_cells(cfg, t) if c[:4] == (task, dataset, size, model)}
     return sorted(need)
+
+
+PASSKEY_DEFAULTS = {"num_k": 32, "trials": 10, "threshold": 0.2, "intro": True, "batch_size": 8}
+
+
+def passkey_protocol(cfg: dict) -> dict:
+    """The config's ``passkey`` block with the paper's protocol as defaults."""
+    return {**PASSKEY_DEFAULTS, **cfg.get("passkey", {})}
 
 
 def model_coords(cfg: dict, size: str, model: str) -> dict:

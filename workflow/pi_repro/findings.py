@@ -13,6 +13,10 @@ Each finding reads tables of given kinds (pi_repro.kinds) and runs only on those
 (3) After fine-tuning, PI at L' is at or below PI at L and below FT at L', each read against the control CT
     (the base model trained further at L on the same tokens): PI at L' is also below CT at L, so the gain is not
     just more training.
+(4) Passkey retrieval (tables of kind passkey): (4a) after fine-tuning, PI's k_max reaches its window L' (the
+    largest k tested; paper: at every checkpoint but one), (4b) FT's does not extend past about L: below its window, at most
+    NEAR_L x L (paper: 1792-2560 from L = 2048 after up to 10000 steps), (4c) without fine-tuning the base model's
+    k_max does not pass L at windows beyond L.
 """
 from __future__ import annotations
 
@@ -25,10 +29,11 @@ BLOW_UP = 10.0
 PAPER_BLOW_UP = 1e3  # the paper's statement for LLaMA at 2L (absolute perplexity)
 RISE = 1.5
 CONVERGED = 0.05
+NEAR_L = 1.25  # the paper's largest FT k_max, 2560, over L = 2048
 
 
 def _fmt(x):
-    return "n/a" if x is None else f"{x:.3f}"
+    return "n/a" if x is None else (str(x) if isinstance(x, int) else f"{x:.3f}")
 
 
 def windows_findings(name: str, t: pd.DataFrame, L: int, hub_sizes: set) -> list[dict]:
@@ -95,7 +100,42 @@ def steps_findings(name: str, t: pd.DataFrame, windows: dict, L: int) -> list[di
     return out
 
 
-READS = {"0": "base model converged (windows tables)", "1": "extrapolation fails (windows tables)",
+def _steps(row) -> dict:
+    return {int(c): (None if pd.isna(row[c]) else int(row[c])) for c in row.index if str(c).isdigit()}
+
+
+def passkey_findings(name: str, t: pd.DataFrame, L: int) -> list[dict]:
+    """Finding 4 on one table of kind passkey: each PI and FT row at its own window after its last fine-tuning
+    step, each base-model row at a window beyond L."""
+    out = []
+    for _, row in t.iterrows():
+        size, method, ctx, window, top = str(row["size"]), row["method"], int(row["model_ctx"]), int(row["window"]), \
+            int(row["k_top"])
+        steps = _steps(row)
+        tuned = {s: v for s, v in steps.items() if s > 0 and v is not None}
+        last = tuned[max(tuned)] if tuned else None
+        nums = {f"k_max step {s}": v for s, v in steps.items() if v is not None} | {"largest k tested": top, "L": L}
+        where = f"{name} {size} {method}-{ctx} window {window}"
+        if method == "PI" and window == ctx:
+            out.append(_result("4a", where, "after fine-tuning, PI's k_max reaches its window L' (the largest k "
+                               "tested)", None if last is None else last >= top, nums,
+                               reason=None if tuned else "no fine-tuned step in this row"))
+        elif method == "FT" and window == ctx:
+            out.append(_result("4b", where, f"after fine-tuning, FT's k_max does not extend past about L: below its "
+                               f"window L' and at most {NEAR_L:g} x L", None if last is None else (last < top and last <= NEAR_L * L),
+                               nums, reason=None if tuned else "no fine-tuned step in this row"))
+        elif method == "None" and window > L:
+            out.append(_result("4c", where, "without fine-tuning, the base model's k_max does not pass L",
+                               steps[0] <= L, nums))
+    for fid, what in (("4a", "PI at its own window"), ("4b", "FT at its own window"), ("4c", "base model past L")):
+        if not any(r["finding"] == fid for r in out):
+            out.append(_result(fid, name, READS[fid], None, {}, reason=f"the table has no row of {what}"))
+    return out
+
+
+READS = {"4a": "PI's k_max reaches L' after fine-tuning (passkey tables)",
+         "4b": "FT's k_max does not extend past about L (passkey tables)", "4c": "the base model's k_max does not pass L (passkey tables)",
+         "0": "base model converged (windows tables)", "1": "extrapolation fails (windows tables)",
          "1m": "magnitude of the failure (windows tables)", "3": "PI after fine-tuning (windows tables)",
          "2": "PI without fine-tuning (a steps table and a windows table on its dataset)"}
 
@@ -117,6 +157,11 @@ def check(tables: dict, L: int, hub_sizes=()) -> list[dict]:
         same = [(n, w) for n, w in by_kind.get("windows", []) if w["dataset"] == t["dataset"]]
         windows = {"name": same[0][0], "frame": same[0][1]["frame"]} if same else None
         out += steps_findings(name, t["frame"], windows, L)
+    if not by_kind.get("passkey"):
+        out += [_result(f, "-", READS[f], None, {}, reason="the config has no table of kind passkey")
+                for f in ("4a", "4b", "4c")]
+    for name, t in by_kind.get("passkey", []):
+        out += passkey_findings(name, t["frame"], L)
     return out
 
 

@@ -16,6 +16,7 @@ class Windows:
     models ("None" rows) are evaluated up to the entry's ``extrapolate_to`` of their size, L if none."""
 
     task = "ppl"
+    fmt = "{:.2f}"  # how the Markdown and LaTeX show a cell
 
     def validate(self, cfg: dict, name: str, spec: dict) -> None:
         _check_dataset(cfg, name, spec)
@@ -55,6 +56,7 @@ class Steps:
     included (the paper's Table 3)."""
 
     task = "ppl"
+    fmt = "{:.2f}"  # how the Markdown and LaTeX show a cell
 
     def validate(self, cfg: dict, name: str, spec: dict) -> None:
         _check_dataset(cfg, name, spec)
@@ -83,7 +85,85 @@ class Steps:
                 "window; columns: fine-tuning steps.")
 
 
-KINDS = {"windows": Windows(), "steps": Steps()}
+class Passkey:
+    """The effective context window k_max of passkey retrieval (the paper's Table 4): one row per (model, window k
+    spans), one column per fine-tuning step. Rows name the base model (method None, at any windows: past L it is
+    extrapolation) or an extension at its exported steps."""
+
+    task = "passkey"
+    fmt = "{:.0f}"
+    dataset = "synthetic"  # the prompts are generated (pi_repro.passkey), not read from a dataset
+
+    def validate(self, cfg: dict, name: str, spec: dict) -> None:
+        for k in ("dataset", "extrapolate_to"):
+            if k in spec:
+                C.fail(f"tables.{name}.{k}", "a passkey table generates its prompts (no dataset); list the base "
+                       "model's windows in its row instead")
+        for i, row in enumerate(spec["rows"]):
+            key = f"tables.{name}.rows[{i}]"
+            if row["size"] not in cfg["sizes"]:
+                C.fail(f"{key}.size", f"unknown size {row['size']!r}")
+            if row["method"] == "None":
+                for k in ("ctx", "tag", "steps"):
+                    if k in row:
+                        C.fail(f"{key}.{k}", "the base model (method None) has no " + k)
+                continue
+            if "ctx" not in row:
+                C.fail(key, f"an extension row needs ctx (method {row['method']})")
+            ext = C.find_extension(cfg, row["size"], row["method"], row["ctx"], row.get("tag"))
+            if ext is None:
+                C.fail(key, f"no extension {row} in extensions")
+            for s in self.steps(ext, row):
+                if s not in ext["checkpoints"]:
+                    C.fail(f"{key}.steps", f"step {s} is not one of the extension's checkpoints {ext['checkpoints']}")
+        seen = set()
+        for i, row in enumerate(spec["rows"]):
+            ident = tuple(row.get(k) for k in ("size", "method", "ctx", "tag"))
+            if ident in seen:
+                C.fail(f"tables.{name}.rows[{i}]", "the same model twice (list all its windows in one row)")
+            seen.add(ident)
+
+    @staticmethod
+    def steps(ext: dict, row: dict) -> list[int]:
+        """The paper's Table 4 reads fine-tuned checkpoints only (from step 200); CT is read at its final step."""
+        if "steps" in row:
+            return sorted(row["steps"])
+        if ext["method"] == "CT":
+            return [ext["steps"]]
+        return sorted(s for s in ext["checkpoints"] if s > 0)
+
+    def windows(self, cfg: dict, row: dict, ext: dict | None) -> list[int]:
+        if "windows" in row:
+            return sorted(row["windows"])
+        return [cfg["base_window"] if ext is None or ext["method"] == "CT" else ext["ctx"]]
+
+    def cells(self, cfg: dict, spec: dict) -> list[tuple]:
+        out = []
+        for row in spec["rows"]:
+            if row["method"] == "None":
+                models, ext = ["base"], None
+            else:
+                ext = C.find_extension(cfg, row["size"], row["method"], row["ctx"], row.get("tag"))
+                models = [f"{C.extension_name(ext)}/step{s}" for s in self.steps(ext, row)]
+            out += [(self.task, self.dataset, row["size"], m, w) for m in models for w in self.windows(cfg, row, ext)]
+        return out
+
+    def frame(self, records: list[dict]):
+        from . import tables
+
+        return tables.passkey_table(records)
+
+    def note(self, records: list[dict]) -> str:
+        p = records[0]["protocol"]
+        return (f"Passkey retrieval: k_max, the largest distance k (tokens from the needle to the end of the prompt) "
+                f"such that every k' <= k is retrieved in >= {p['threshold']:.0%} of {p['trials']} trials; "
+                f"{p['num_k']} k per window, evenly spaced up to 'Largest k' (the window less the prompt's fixed "
+                f"parts{', intro included' if p['intro'] else ', without the intro'}); greedy decoding. Window: the "
+                "prompt's length plus the answer (past the model's own window it is extrapolation). None = base "
+                "model.")
+
+
+KINDS = {"windows": Windows(), "steps": Steps(), "passkey": Passkey()}
 
 
 def _check_dataset(cfg: dict, name: str, spec: dict) -> None:

@@ -207,6 +207,19 @@ def load_verified(path: str | Path, dtype=None, device_map=None):
     return model, {"sha256": got, "recorded_in": str(source), "probe_error": err}
 
 
+def load_for_eval(path: str | Path):
+    """An evaluation's checkpoint: checked by :func:`load_verified` (weights against their record, logits against
+    the probe), in bf16 spread over the job's GPUs when there are any (33B/65B need several), fp32 on CPU.
+    Returns (model, the fields a record keeps about which checkpoint it read)."""
+    cuda = torch.cuda.is_available()
+    model, check = load_verified(path, dtype=torch.bfloat16 if cuda else torch.float32,
+                                 device_map="auto" if cuda else None)
+    facts = {"model": str(path), "model_sha256": check["sha256"], "model_record": check["recorded_in"],
+             "rope_parameters": model.config.rope_parameters, "model_window": model.config.max_position_embeddings,
+             "probe_error": check["probe_error"]}
+    return model, facts
+
+
 def load_tokenizer(path: str | Path):
     return AutoTokenizer.from_pretrained(str(path))
 

@@ -106,9 +106,124 @@ def retrieved(model, tokenizer, t: Trial) -> bool:
     with torch.no_grad():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_new, do_sample=False,
                              pad_token_id=tokenizer.eos_token_id or 0)
-    text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    return first_number(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)) == t.key
+
+
+# --- Table 4's evaluation: prompts that fill the window, exact k, every trial recorded -----------------------------
+# At the paper's windows a filler sentence (~30 tokens) is nothing; at the default's (L = 128) whole sentences allow
+# only two or three distinct k. So the filler is cut at token granularity: the part before the needle is the end
+# of a run of filler sentences (it ends with a whole sentence), the part after it the start of one. Every prompt
+# has the same length, the window less the answer's room (so the answer is generated inside the window, and
+# prompts batch without padding), so a base model evaluated past L really reads a prompt longer than L; k, the
+# tokens from the needle's first token to the end of the input, is exact.
+
+
+@dataclass
+class Layout:
+    """Where a ``window``-token passkey prompt leaves room for k (same for every key)."""
+    window: int
+    prompt_len: int  # window - answer room
+    k_lo: int        # needle + question, no filler after the needle (the longest needle of any key)
+    k_hi: int        # prompt_len - head: no filler before the needle
+
+
+def layout(tokenizer, window: int, intro: bool = True) -> Layout:
+    seg = _segments(tokenizer, intro)
+    keys = [str(k) for k in range(10000, 100000)]
+    needles = tokenizer([" " + needle(k) for k in keys], add_special_tokens=False)["input_ids"]
+    answers = tokenizer([" " + k for k in keys], add_special_tokens=False)["input_ids"]
+    prompt_len = window - max(map(len, answers)) - 1  # the key and one more token (the number must end)
+    return Layout(window, prompt_len, max(map(len, needles)) + len(seg["question"]), prompt_len - len(seg["head"]))
+
+
+def k_values(lay: Layout, n: int = 32) -> list[int]:
+    """``n`` distinct k evenly spaced over the feasible range (k_lo, k_hi]: the paper's grid L'/n, 2L'/n, ..., L'
+    over (0, L'], mapped onto what the prompt's fixed parts leave (needle and question below k_lo; intro and the
+    answer's room above k_hi). At the paper's windows this is within about k_lo of the paper's values."""
+    if lay.k_hi - lay.k_lo < n:
+        raise ValueError(f"a {lay.window}-token passkey prompt allows k from {lay.k_lo} to {lay.k_hi} only: fewer "
+                         f"than {n} distinct distances (passkey.num_k); use a longer window, no intro or a smaller "
+                         "num_k")
+    return [lay.k_lo + round((lay.k_hi - lay.k_lo) * i / n) for i in range(1, n + 1)]
+
+
+def trial_at(tokenizer, key: str, k: int, length: int, intro: bool = True) -> Trial:
+    """The paper's prompt, exactly ``length`` tokens long, with the needle exactly ``k`` tokens from the end."""
+    seg = _segments(tokenizer, intro)
+    needle_ids = _enc(tokenizer, " " + needle(key))
+    n_after = k - len(needle_ids) - len(seg["question"])
+    n_before = length - len(seg["head"]) - k
+    if n_after < 0 or n_before < 0:
+        raise ValueError(f"k = {k} is not possible in a {length}-token prompt with key {key} "
+                         f"(needle + question take {len(needle_ids) + len(seg['question'])} tokens, the head "
+                         f"{len(seg['head'])})")
+    f = seg["filler"]
+    stream = f * (max(n_before, n_after) // len(f) + 1)
+    before = stream[len(stream) - n_before:] if n_before else []
+    return Trial(ids=seg["head"] + before + needle_ids + stream[:n_after] + seg["question"], key=key, k=k)
+
+
+def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% by default)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    # exact at the ends (0 of n: lower bound 0; n of n: upper bound 1), where rounding would leave 1e-16 off
+    return (0.0 if successes == 0 else centre - half), (1.0 if successes == n else centre + half)
+
+
+def first_number(text: str) -> str | None:
     m = re.search(r"\d+", text)
-    return bool(m) and m.group(0) == t.key
+    return m.group(0) if m else None
+
+
+def generate_answers(model, tokenizer, trials: list[Trial], batch_size: int = 8) -> list[str]:
+    """Greedy continuations of equally long prompts (no padding), as many tokens as the longest key needs + 1."""
+    import torch
+
+    n_new = max(len(_enc(tokenizer, " " + t.key)) for t in trials) + 1
+    out = []
+    for i in range(0, len(trials), batch_size):
+        ids = torch.tensor([t.ids for t in trials[i:i + batch_size]], device=model.device)
+        with torch.no_grad():
+            gen = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_new, do_sample=False,
+                                 pad_token_id=tokenizer.eos_token_id or 0)
+        out += tokenizer.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
+    return out
+
+
+def evaluate(model, tokenizer, window: int, n_k: int = 32, trials: int = 10, seed: int = 0, intro: bool = True,
+             threshold: float = 0.2, batch_size: int = 8, progress: bool = False) -> dict:
+    """Table 4's protocol at one window: ``n_k`` distances, ``trials`` random keys each (seeded by seed and window,
+    so a rerun asks the same prompts), greedy decoding, success = the first number generated is the key. Returns
+    per-k accuracy with its Wilson 95% interval, k_max, and every trial."""
+    lay = layout(tokenizer, window, intro)
+    ks = k_values(lay, n_k)
+    rng = random.Random(f"passkey:{seed}:{window}")
+    plan = [trial_at(tokenizer, random_key(rng), k, lay.prompt_len, intro) for k in ks for _ in range(trials)]
+    answers = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(plan), desc=f"passkey w={window}", mininterval=5)
+    for i in range(0, len(plan), batch_size):
+        answers += generate_answers(model, tokenizer, plan[i:i + batch_size], batch_size)
+        if bar:
+            bar.update(len(plan[i:i + batch_size]))
+    if bar:
+        bar.close()
+    records = [{"k": t.k, "key": t.key, "generated": a, "correct": first_number(a) == t.key}
+               for t, a in zip(plan, answers)]
+    per_k = []
+    for k in ks:
+        hits = sum(r["correct"] for r in records if r["k"] == k)
+        lo, hi = wilson(hits, trials)
+        per_k.append({"k": k, "correct": hits, "trials": trials, "accuracy": hits / trials, "ci95": [lo, hi]})
+    return {"window": window, "prompt_tokens": lay.prompt_len, "k_lo": lay.k_lo, "k_top": ks[-1],
+            "k_max": k_max(per_k, threshold), "per_k": per_k, "trials": records}
 
 
 def k_grid(window: int, n: int = 32) -> list[int]:

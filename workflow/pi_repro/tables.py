@@ -32,10 +32,11 @@ def load_records(paths: list[str | Path]) -> list[dict]:
     return [read_json(p) for p in paths]
 
 
-def _row_order(df: pd.DataFrame) -> pd.DataFrame:
+def _row_order(df: pd.DataFrame, then: list[str] = ()) -> pd.DataFrame:
+    """Sizes in the order they come, then model window, then the paper's method order, then ``then``."""
     sizes = list(dict.fromkeys(df["size"]))
     key = df["size"].map(sizes.index) * 10**9 + df["ctx"] * 10 + df["method"].map(METHOD_ORDER)
-    return df.assign(_k=key).sort_values("_k").drop(columns="_k")
+    return df.assign(_k=key).sort_values(["_k", *then], kind="stable").drop(columns="_k")
 
 
 def _wide(cells: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -62,19 +63,46 @@ def steps_table(cells: pd.DataFrame) -> pd.DataFrame:
     return _wide(cells, "step")
 
 
-def _display(df: pd.DataFrame) -> pd.DataFrame:
+def passkey_table(records: list[dict]) -> pd.DataFrame:
+    """Table 4: one row per (size, model window, method, window k spans), its largest k tested, one column per
+    fine-tuning step: k_max."""
+    rows = []
+    for rec in records:
+        for w, r in rec["windows"].items():
+            rows.append({"size": rec["size"], "ctx": rec["ctx"], "method": rec["method"], "window": int(w),
+                         "k_top": r["k_top"], "step": rec["step"], "k_max": r["k_max"]})
+    if not rows:
+        raise ValueError("no passkey records given")
+    cells = pd.DataFrame(rows)
+    keys = ["size", "ctx", "method", "window", "step"]
+    dup = cells[cells.duplicated(keys, keep=False)]
+    if not dup.empty:
+        raise ValueError(f"{len(dup)} passkey records for the cell {dict(dup.iloc[0][keys])}: give each cell one record")
+    wide = cells.pivot_table(index=["size", "ctx", "method", "window", "k_top"], columns="step", values="k_max",
+                             sort=False)
+    wide = _row_order(wide[sorted(wide.columns)].reset_index(), then=["window"])
+    wide.columns = [str(c) for c in wide.columns]
+    return wide.rename(columns={"ctx": "model_ctx"})
+
+
+LABELS = {"size": "Size", "model_ctx": "Model ctx", "method": "Method", "window": "Window", "k_top": "Largest k"}
+
+
+def _display(df: pd.DataFrame, fmt: str = "{:.2f}") -> pd.DataFrame:
+    """Labels of the paper; values as ``fmt`` ('-' where there is no cell) in every column but the row keys."""
     out = df.copy()
     out["method"] = out["method"].map(METHOD_LABEL)
-    out = out.rename(columns={"size": "Size", "model_ctx": "Model ctx", "method": "Method"})
-    for c in out.columns[3:]:
-        out[c] = out[c].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}")
-    return out
+    for c in out.columns:
+        if c not in LABELS:
+            out[c] = out[c].map(lambda v: "-" if pd.isna(v) else fmt.format(v))
+    return out.rename(columns=LABELS)
 
 
-def write_table(df: pd.DataFrame, title: str, note: str, md: str | Path, csv: str | Path, tex: str | Path) -> None:
-    """CSV (full precision: every float reads back exactly), Markdown and LaTeX (two decimals, '-' where the paper
-    has no cell)."""
-    disp = _display(df)
+def write_table(df: pd.DataFrame, title: str, note: str, md: str | Path, csv: str | Path, tex: str | Path,
+                fmt: str = "{:.2f}") -> None:
+    """CSV (full precision: every float reads back exactly), Markdown and LaTeX (values as ``fmt``, '-' where the
+    paper has no cell)."""
+    disp = _display(df, fmt)
     with atomic_path(csv) as tmp:
         df.to_csv(tmp, index=False)
     text = f"# {title}\n\n" + (note + "\n\n" if note else "") + disp.to_markdown(index=False) + "\n"

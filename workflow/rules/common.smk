@@ -6,6 +6,7 @@ import sys
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from pi_repro import METHODS  # noqa: E402
 from pi_repro import config as pcfg  # noqa: E402
+from pi_repro.kinds import KINDS  # noqa: E402
 
 pcfg.validate(config)  # stops with a message naming the key before any job is scheduled
 
@@ -17,6 +18,7 @@ DATASETS = list(config["datasets"])
 
 
 TABLES = list(config["tables"])
+PASSKEY_DATASET = KINDS["passkey"].dataset
 EXT = rf"({'|'.join(METHODS)})-\d+(-[a-z0-9]+)?"
 
 
@@ -151,9 +153,9 @@ def eval_record(task, dataset="{dataset}", size="{size}", model="{model}"):
     return pcfg.eval_path(R, task, dataset, size, model)
 
 
-def eval_params(w, task):
+def eval_params(w, task, dataset=None):
     """What an evaluation job writes into its record besides its results: its task, dataset and coordinates."""
-    return as_json({"task": task, "dataset": w.dataset, **pcfg.model_coords(config, w.size, w.model)})
+    return as_json({"task": task, "dataset": dataset or w.dataset, **pcfg.model_coords(config, w.size, w.model)})
 
 
 # ------------------------------------------------------------------------------------------------ targets
@@ -172,10 +174,16 @@ def window_table_inputs():
     return [p for t in pcfg.tables_of_kind(config, "windows") for p in table_inputs(t)]
 
 
+def passkey_table_inputs():
+    return list(dict.fromkeys(p for t in pcfg.tables_of_kind(config, "passkey") for p in table_inputs(t)))
+
+
 def all_targets():
     out = [f for t in TABLES for f in table_outputs(t).values()]
     if pcfg.tables_of_kind(config, "windows"):
         out.append(f"{R}/figures/ppl_vs_window.png")
+    if pcfg.tables_of_kind(config, "passkey"):
+        out.append(f"{R}/figures/passkey.png")
     out.append(f"{R}/findings.md")
     # every fine-tune the config lists (including variants no table of this issue reads yet, e.g. Table 5's
     # RedPajama model) and every dataset it names

@@ -18,7 +18,8 @@ def main():
     ap.add_argument("records", nargs="+")
     a = ap.parse_args()
     kind, records = KINDS[a.kind], tables.load_records(a.records)
-    tables.write_table(kind.frame(records), a.title, kind.note(records), md=a.md, csv=a.csv, tex=a.tex)
+    tables.write_table(kind.frame(records), a.title, kind.note(records), md=a.md, csv=a.csv, tex=a.tex,
+                       fmt=kind.fmt)
     print(open(a.md).read())
 
 

@@ -7,9 +7,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-import _common  # noqa: F401,E402
+import _common  # noqa: E402
 from pi_repro import tables  # noqa: E402
-from pi_repro.io import atomic_path  # noqa: E402
 
 STYLE = {"None": ("black", "o"), "FT": ("tab:orange", "s"), "PI": ("tab:blue", "^"), "CT": ("tab:gray", "x")}
 
@@ -41,10 +40,7 @@ def main():
         ax.set_title(ds)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    with atomic_path(a.out) as tmp:
-        fig.savefig(tmp, dpi=120)
-    print(f"wrote {a.out}")
+    _common.save_figure(fig, a.out, dpi=120)
 
 
 if __name__ == "__main__":
