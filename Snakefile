@@ -26,6 +26,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/perplexity.smk"
 include: "workflow/rules/passkey.smk"
+include: "workflow/rules/benchmarks.smk"
 include: "workflow/rules/tables.smk"
 
 

@@ -27,7 +27,9 @@ def long_finetune_config(tmp_path: Path, run: str, steps: int = 40, resume_every
     cfg["extensions"] = [ext]
     if cluster:
         cfg["cluster"] = cluster
-    cfg["tables"]["table3"]["rows"] = [{"size": "tiny", "method": "PI", "ctx": 64}]
+    for spec in cfg["tables"].values():  # rows of the models this config keeps: the base model and PI-64
+        if "rows" in spec:
+            spec["rows"] = [r for r in spec["rows"] if r["method"] in ("None", "PI")]
     path = tmp_path / f"{run}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path, f"results/{run}/models/tiny/PI-64/finetune.json"

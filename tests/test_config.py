@@ -145,6 +145,28 @@ def test_passkey_entries_are_checked():
     assert "passkey" in broken(lambda c: c["passkey"].update(num_keys=3))
 
 
+def test_benchmarks_table_cells_and_errors():
+    """Table 5 (kind benchmarks): one record per row's model at its final step, all at the original window."""
+    cfg = load("config.yaml")
+    L = cfg["base_window"]
+    assert [c[2:] for c in C.table_cells(cfg, "table5")] == [
+        ("mini", "base", L), ("mini", f"FT-{2 * L}/step100", L), ("mini", f"PI-{2 * L}/step100", L),
+        ("mini", f"PI-{4 * L}/step100", L), ("mini", f"CT-{2 * L}/step100", L)]
+    assert all(c[:2] == ("bench", "zeroshot") for c in C.table_cells(cfg, "table5"))
+    assert C.model_finetune_data(cfg, "mini", f"PI-{2 * L}/step100") == cfg["finetune_data"]
+    assert C.harness_benchmarks(cfg) == [] and set(C.built_benchmarks(cfg)) == {"cloze_pg19", "cloze_coq"}
+    t5 = lambda c: c["tables"]["table5"]["rows"]  # noqa: E731
+    assert "tables.table5.rows[1]" in broken(lambda c: t5(c)[1].update(ctx=1024))
+    assert "tables.table5.rows[0].ctx" in broken(lambda c: t5(c)[0].update(ctx=128))
+    assert "tables.table5.rows[1]" in broken(lambda c: t5(c)[1].update(steps=[25]))  # no steps in this kind
+    assert "benchmarks block" in broken(lambda c: c.pop("benchmarks"))
+    bt = lambda c: c["benchmarks"]["tasks"]["cloze_pg19"]["build"]  # noqa: E731
+    assert "benchmarks.tasks.cloze_pg19.build.dataset" in broken(lambda c: bt(c).update(dataset="arxiv"))
+    assert "benchmarks.tasks.cloze_pg19.build.context_tokens" in broken(lambda c: bt(c).update(context_tokens=120))
+    assert "benchmarks.tasks.cloze_pg19.build" in broken(lambda c: bt(c).update(kind="lambada"))
+    assert "benchmarks.tasks.cloze_pg19" in broken(lambda c: c["benchmarks"]["tasks"]["cloze_pg19"].pop("label"))
+
+
 def test_hyperparameters_merge_train_size_extension():
     cfg = load("config.yaml")
     ext = copy.deepcopy(cfg["extensions"][0])

@@ -1,5 +1,6 @@
 """config/paper.yaml: its DAG (dry run) has exactly one job per cell of the paper's tables, no more, no less,
 with the paper's hyperparameters and GPU counts; the user's SLURM command finds the profile and this config."""
+import json
 import re
 import subprocess
 import sys
@@ -27,6 +28,10 @@ TABLE4_ROWS = {  # (size, method, ctx) -> fine-tuning steps with a passkey cell
     ("7B", "PI", 32768): [200, 400, 600, 800, 1000], ("33B", "PI", 8192): [200, 400, 600, 800, 1000],
     ("33B", "PI", 16384): [200, 400, 600, 800, 1000]}
 TABLE5_VARIANTS = [("7B", "PI", 8192, "redpajama")]  # fine-tuned on RedPajama instead of the Pile
+TABLE5_ROWS = [  # (size, model ctx, fine-tune on) of the paper's Table 5
+    ("7B", 2048, "None"), ("7B", 8192, "Pile"), ("7B", 16384, "Pile"), ("7B", 32768, "Pile"),
+    ("7B", 8192, "RedPajama"), ("33B", 2048, "None"), ("33B", 8192, "Pile")]
+TABLE5_TASKS = ["BoolQ", "PIQA", "Race-M", "Race-H", "WinoGrande"]
 STEPS = {"PI": 1000, "FT": 10000}
 
 
@@ -67,7 +72,7 @@ def test_one_perplexity_job_per_checkpoint_of_tables_1_to_3(counts):
     assert counts["perplexity"] == 2 * len(TABLE1_ROWS) + table3_extra == 42
     for t in ("findings", "figure_ppl_vs_window"):
         assert counts[t] == 1
-    assert counts["table"] == 4  # one job of the wildcard rule per table of the config
+    assert counts["table"] == 5  # one job of the wildcard rule per table of the config
     assert counts["fetch_dataset"] == 5  # PG19, proof-pile, Pile subset, RedPajama sample, GovReport
 
 
@@ -114,13 +119,18 @@ def test_evaluated_cells_are_exactly_the_papers(counts):
     assert dag == want, f"missing {sorted(want - dag)}, extra {sorted(dag - want)}"
 
 
+def planned_commands(target: str) -> str:
+    """The dry run of ``target`` on the paper config, with every job's shell command."""
+    p = subprocess.run([sys.executable, "-m", "snakemake", target, "--configfile", "config/paper.yaml", "-n", "-p"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stdout + p.stderr
+
+
 def test_one_passkey_job_per_checkpoint_of_table_4():
     """`snakemake table4` on the paper config: one passkey job per checkpoint of the paper's Table 4 (written out
     above), each at its own window, on the GPUs of its size; nothing of Tables 1-3."""
-    p = subprocess.run([sys.executable, "-m", "snakemake", "table4", "--configfile", "config/paper.yaml", "-n", "-p"],
-                       cwd=ROOT, capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr[-3000:]
-    out = p.stdout + p.stderr
+    out = planned_commands("table4")
     jobs = re.findall(r"passkey\.py --model results/paper/models/(\S+?)/(\S+)-(\d+)/step(\d+) --windows ([\d,]+)"
                       r" --num-k 32 --trials 10 --threshold 0.2 --intro", out)
     cells = {(size, method, int(ctx), int(step)) for size, method, ctx, step, _ in jobs}
@@ -134,6 +144,24 @@ def test_one_passkey_job_per_checkpoint_of_table_4():
     for size, resources in res:
         want_gpus = PAPER["sizes"][size]["resources"]["eval_gpus"]
         assert f"gpu={want_gpus}" in resources and "nodes=1" in resources, (size, resources)
+
+
+def test_one_benchmark_job_per_model_of_table_5():
+    """`snakemake table5` on the paper config: one benchmark job per model of the paper's Table 5 (written out
+    above), at the original window 2048, on the five tasks in the paper's order, reading the datasets fetched by
+    fetch_benchmarks offline; nothing of the other tables."""
+    out = planned_commands("table5")
+    jobs = re.findall(r"HF_DATASETS_OFFLINE=1 python -u workflow/scripts/benchmark.py --model results/paper/models/"
+                      r"(\w+)/(\S+) --tasks '(.*?)' --include '(\S*)' --window (\d+) .*? --finetune-data '(\S*)'", out)
+    data = {"": "None", "pile": "Pile", "redpajama": "RedPajama"}
+    rows = sorted((size, 2048 if m == "base" else int(m.split("-")[1].split("/")[0]), data[d])
+                  for size, m, _, _, _, d in jobs)
+    assert rows == sorted(TABLE5_ROWS) and len(jobs) == 7
+    for _, model, tasks, include, window, _ in jobs:
+        assert [lab for _, lab in json.loads(tasks)] == TABLE5_TASKS and window == "2048"
+        assert model == "base" or model.endswith("/step1000")
+        assert "resources/lm_eval_tasks" in include
+    assert "fetch_benchmarks" in out and "perplexity.py" not in out and "passkey.py" not in out
 
 
 def test_hyperparameters_and_gpus_are_the_papers():

@@ -44,7 +44,7 @@ def test_lint_is_clean():
 def test_target_rules_are_the_papers_artefacts():
     p = snakemake("--list-target-rules")
     out = (p.stdout + p.stderr).split()
-    for rule in ("all", "table1", "table2", "table3", "table4"):
+    for rule in ("all", "table1", "table2", "table3", "table4", "table5"):
         assert rule in out
 
 
@@ -76,6 +76,18 @@ def test_table4_builds_only_its_upstream():
     assert "perplexity" not in counts and "findings" not in counts and "table1" not in counts
     assert "eval/ppl" not in out  # (tokenization writes the evaluation split with the training split)
     assert "--windows 128,256" in out  # the base model within L and at 2L, in one job
+
+
+def test_table5_builds_only_its_upstream():
+    """`snakemake table5`: the task files built once, one benchmark job per row's model; no other evaluation."""
+    out = snakemake("table5", "-n", "-p", "--config", "run=dag-check5").stdout
+    counts = job_counts(out)
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    assert counts["benchmark"] == len(cfg["tables"]["table5"]["rows"]) == 5
+    assert counts["benchmark_task"] == len(cfg["benchmarks"]["tasks"]) == 2
+    assert counts["finetune"] == 4 and "perplexity" not in counts and "passkey" not in counts
+    assert "fetch_benchmarks" not in counts  # every default task is built here, offline
+    assert len(re.findall(r"benchmark\.py .*--window 128 ", out)) == 5  # at the original window L
 
 
 def test_users_slurm_command_runs_the_profiles_settings():
@@ -141,6 +153,10 @@ def test_smoke_pipeline_end_to_end(smoke_run):
     assert len(trials) == 4 * 2 and {"k", "key", "generated", "correct"} <= set(trials[0])  # every trial kept
     assert rec["model_sha256"] and rec["protocol"]["intro"] is False
     assert (out / "figures/passkey.png").stat().st_size > 10_000
+    t5 = pd.read_csv(out / "tables/table5.csv", keep_default_na=False, na_values=[""])
+    assert list(t5["method"]) == ["None", "PI"] and {"Cloze-PG19", "Cloze-PG19 stderr"} <= set(t5.columns)
+    rec = json.loads((out / "eval/bench/zeroshot/tiny/PI-64/step6/bench.json").read_text())
+    assert rec["scale_factor"] == 2.0 and rec["window"] == 32 and len(rec["samples"]["cloze_pg19"]) == 12
     assert "Findings" in (out / "findings.md").read_text()
     # every rule left a log and a benchmark
     logs = [p for p in (out / "logs").rglob("*.log") if not p.name.endswith(".attempts.log")]  # fine-tune history

@@ -146,7 +146,7 @@ def test_each_branch_of_the_findings_on_a_constructed_table(t1, t3, changed):
     table1 = frame(BASE_T1, t1)
     res = run_findings(table1, table1.iloc[:0], frame(BASE_T3, t3), 32)  # an empty Table 2: each finding once
     expected = {f: "PASS" for f in ("1", "1m", "0", "3a", "3b", "3c", "2")} | changed | {
-        f: "n/a" for f in ("4a", "4b", "4c")}
+        f: "n/a" for f in ("4a", "4b", "4c", "5")}
     assert {r["finding"]: r["status"] for r in res} == expected
 
 
@@ -157,7 +157,7 @@ def test_findings_without_a_table_of_their_kind_are_not_applicable_with_the_reas
     assert [r["status"] for r in two] == ["n/a"] and "no table of kind steps" in two[0]["reason"]
     res = findings.check({"table3": {"kind": "steps", "dataset": "pg19", "frame": frame(BASE_T3, {})}}, 32)
     assert {r["finding"]: r["status"] for r in res} == {"0": "n/a", "1": "n/a", "1m": "n/a", "3": "n/a", "2": "n/a",
-                                                        "4a": "n/a", "4b": "n/a", "4c": "n/a"}
+                                                        "4a": "n/a", "4b": "n/a", "4c": "n/a", "5": "n/a"}
     assert "no windows table on this dataset" in findings.to_markdown(res)
 
 
@@ -251,3 +251,63 @@ def test_finding_4a_fails_when_pi_does_not_reach_its_window():
     res = findings.check({"Table 4": {"kind": "passkey", "dataset": None, "frame": t}}, 128)
     assert [(r["finding"], r["status"]) for r in res if r["finding"].startswith("4")] == [
         ("4a", "FAIL"), ("4b", "n/a"), ("4c", "n/a")]
+    assert [r["status"] for r in res if r["finding"] == "5"] == ["n/a"]
+
+
+PAPER_T5 = {  # the paper's Table 5: (size, ctx, data) -> BoolQ, PIQA, Race-M, Race-H, WinoGrande
+    ("7B", 2048, "None"): (76.1, 78.9, 55.7, 42.2, 69.6), ("7B", 8192, "pile"): (73.2, 78.2, 53.8, 41.7, 69.0),
+    ("7B", 16384, "pile"): (69.8, 77.6, 53.3, 40.9, 67.8), ("7B", 32768, "pile"): (64.7, 77.2, 50.1, 39.6, 66.9),
+    ("7B", 8192, "redpajama"): (75.5, 77.4, 54.5, 41.5, 68.1), ("33B", 2048, "None"): (81.6, 80.2, 61.1, 45.9, 76.2),
+    ("33B", 8192, "pile"): (80.2, 80.7, 60.2, 45.7, 75.9)}
+T5_TASKS = [("boolq", "BoolQ"), ("piqa", "PIQA"), ("race_middle", "Race-M"), ("race_high", "Race-H"),
+            ("winogrande", "WinoGrande")]
+
+
+def bench_records(cells=PAPER_T5):
+    recs = []
+    for (size, ctx, data), accs in cells.items():
+        recs.append({"task": "bench", "dataset": "zeroshot", "size": size, "ctx": ctx, "tag": None, "step": 1000,
+                     "method": "None" if data == "None" else "PI", "finetune_data": [] if data == "None" else [data],
+                     "window": 2048, "harness_version": "0.4.13", "task_order": [n for n, _ in T5_TASKS],
+                     "tasks": {n: {"label": lab, "acc": a / 100, "acc_stderr": 0.008} for (n, lab), a in zip(T5_TASKS, accs)}})
+    return recs
+
+
+def test_benchmarks_table_has_the_papers_layout(tmp_path):
+    from pi_repro.kinds import KINDS
+
+    kind = KINDS["benchmarks"]
+    t = kind.frame(bench_records())
+    assert [(r.size, r.model_ctx, r.finetune_data) for r in t.itertuples()] == [
+        ("7B", 2048, "None"), ("7B", 8192, "pile"), ("7B", 8192, "redpajama"), ("7B", 16384, "pile"),
+        ("7B", 32768, "pile"), ("33B", 2048, "None"), ("33B", 8192, "pile")]
+    assert [c for c in t.columns if "stderr" not in c][4:] == ["BoolQ", "PIQA", "Race-M", "Race-H", "WinoGrande"]
+    assert t.iloc[0]["BoolQ"] == pytest.approx(76.1) and t.iloc[0]["BoolQ stderr"] == pytest.approx(0.8)
+    tables.write_table(t, "Table 5", kind.note(bench_records()), md=tmp_path / "t.md", csv=tmp_path / "t.csv",
+                       tex=tmp_path / "t.tex", disp=kind.display(t))
+    md = (tmp_path / "t.md").read_text()
+    assert "| 76.1 ± 0.8 " in md and "Fine-tune on" in md and "stderr" not in md.split("\n\n", 2)[2]
+    back = tables.read_table(tmp_path / "t.csv")
+    assert back.iloc[0]["finetune_data"] == "None" and back.iloc[4]["Race-M"] == pytest.approx(50.1)
+
+
+def t5_findings(cells):
+    from pi_repro.kinds import KINDS
+
+    t = KINDS["benchmarks"].frame(bench_records(cells))
+    res = findings.check({"Table 5": {"kind": "benchmarks", "dataset": None, "frame": t}}, 2048)
+    return [(r["finding"], r["where"].split(" ", 2)[2], r["status"]) for r in res if r["finding"].startswith("5")], res
+
+
+def test_finding_5_holds_on_the_papers_table_5_and_fails_otherwise():
+    got, res = t5_findings(PAPER_T5)
+    assert got == [("5a", "7B PI-8192 (pile)", "PASS"), ("5b", "7B PI (pile)", "PASS"),
+                   ("5a", "7B PI-8192 (redpajama)", "PASS"), ("5a", "33B PI-8192 (pile)", "PASS")]
+    nums = res[[r["finding"] for r in res].index("5b")]["numbers"]
+    assert nums["PI-8192 mean change"] == pytest.approx(-1.32) and nums["PI-32768 mean change"] == pytest.approx(-4.8)
+    worse = {**PAPER_T5, ("7B", 8192, "pile"): (70.0, 75.0, 50.0, 39.0, 66.0)}  # -3.9 at 8192
+    assert ("5a", "7B PI-8192 (pile)", "FAIL") in t5_findings(worse)[0]
+    flat = {**PAPER_T5, ("7B", 32768, "pile"): (75.0, 78.9, 55.7, 42.2, 69.6)}  # 32768 better than 16384
+    assert ("5b", "7B PI (pile)", "FAIL") in t5_findings(flat)[0]
+    no_base = {k: v for k, v in PAPER_T5.items() if k[0] == "33B" and k[2] != "None"}
+    assert t5_findings(no_base)[0] == [("5", "33B", "n/a")]

@@ -125,6 +125,14 @@ def _semantic_checks(cfg: dict) -> None:
             used = max(model_windows(cfg))
             if ev["doc_tokens"] < used:
                 fail(f"datasets.{name}.eval.doc_tokens", f"{ev['doc_tokens']} is shorter than the largest evaluation window {used}")
+    for name, b in built_benchmarks(cfg).items():
+        if b["dataset"] not in datasets:
+            fail(f"benchmarks.tasks.{name}.build.dataset", f"unknown dataset {b['dataset']!r}")
+        if datasets[b["dataset"]]["source"] == "hub" and "test" not in datasets[b["dataset"]]["hub"]["splits"]:
+            fail(f"benchmarks.tasks.{name}.build.dataset", f"dataset {b['dataset']!r} has no test split to build from")
+        if b.get("context_tokens", 64) + 16 > benchmark_window(cfg):
+            fail(f"benchmarks.tasks.{name}.build.context_tokens", f"{b.get('context_tokens', 64)} context tokens and "
+                 f"an option do not fit the benchmark window {benchmark_window(cfg)}")
     c = cluster(cfg)
     if c.get("time_limit_min") and c["stop_margin_min"] >= c["time_limit_min"]:
         fail("cluster.stop_margin_min", f"{c['stop_margin_min']} min leaves no training time within the time limit"
@@ -325,6 +333,30 @@ PASSKEY_DEFAULTS = {"num_k": 32, "trials": 10, "threshold": 0.2, "intro": True, 
 def passkey_protocol(cfg: dict) -> dict:
     """The config's ``passkey`` block with the paper's protocol as defaults."""
     return {**PASSKEY_DEFAULTS, **cfg.get("passkey", {})}
+
+
+def benchmark_window(cfg: dict) -> int:
+    """Table 5's window: the original one, L, unless the benchmarks block says otherwise."""
+    return cfg.get("benchmarks", {}).get("window", cfg["base_window"])
+
+
+def built_benchmarks(cfg: dict) -> dict:
+    """The benchmark tasks this pipeline builds from a dataset (name -> build recipe); the others are the
+    harness's or shipped definitions."""
+    return {n: t["build"] for n, t in cfg.get("benchmarks", {}).get("tasks", {}).items() if "build" in t}
+
+
+def harness_benchmarks(cfg: dict) -> list[str]:
+    """The benchmark tasks read from the harness's (or a shipped) definition: they need the hub or its cache."""
+    return [n for n, t in cfg.get("benchmarks", {}).get("tasks", {}).items() if "build" not in t]
+
+
+def model_finetune_data(cfg: dict, size: str, model: str) -> list[str]:
+    """The datasets checkpoint ``model`` was fine-tuned on (none for the base model)."""
+    if model == "base":
+        return []
+    ext = extension_by_name(cfg, size, model.split("/")[0])
+    return list(ext.get("data", cfg["finetune_data"]))
 
 
 def model_coords(cfg: dict, size: str, model: str) -> dict:

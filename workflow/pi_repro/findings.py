@@ -17,6 +17,10 @@ Each finding reads tables of given kinds (pi_repro.kinds) and runs only on those
     largest k tested; paper: at every checkpoint but one), (4b) FT's does not extend past about L: below its window, at most
     NEAR_L x L (paper: 1792-2560 from L = 2048 after up to 10000 steps), (4c) without fine-tuning the base model's
     k_max does not pass L at windows beyond L.
+(5) Zero-shot benchmarks at the original window (tables of kind benchmarks): (5a) PI at its smallest extension
+    keeps its quality: the mean change over the tasks from None is within SMALL_CHANGE points (paper: -1.3 for 7B
+    at 8192, -0.5 for 33B); (5b) the loss grows with the extension (paper, 7B: -1.3, -2.6, -4.8 points at 8192,
+    16384, 32768), each printed against the control CT's change (training alone) when the table has it.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ BLOW_UP = 10.0
 PAPER_BLOW_UP = 1e3  # the paper's statement for LLaMA at 2L (absolute perplexity)
 RISE = 1.5
 CONVERGED = 0.05
+SMALL_CHANGE = 2.0  # points of accuracy
 NEAR_L = 1.25  # the paper's largest FT k_max, 2560, over L = 2048
 
 
@@ -133,7 +138,46 @@ def passkey_findings(name: str, t: pd.DataFrame, L: int) -> list[dict]:
     return out
 
 
-READS = {"4a": "PI's k_max reaches L' after fine-tuning (passkey tables)",
+def benchmarks_findings(name: str, t: pd.DataFrame) -> list[dict]:
+    """Finding 5 on one table of kind benchmarks: each PI row's mean accuracy change from None over the tasks."""
+    tasks = [c for c in t.columns if f"{c} stderr" in t.columns]
+    out = []
+    for size in dict.fromkeys(t["size"].astype(str)):
+        rows = t[t["size"].astype(str) == size]
+        none = rows[rows["method"] == "None"]
+        if none.empty:
+            out.append(_result("5", f"{name} {size}", READS["5"], None, {},
+                               reason="no base-model (None) row to compare with"))
+            continue
+
+        def change(r):
+            return sum(r[c] - none.iloc[0][c] for c in tasks) / len(tasks)
+
+        ct = rows[rows["method"] == "CT"]
+        control = {f"CT-{int(r['model_ctx'])} mean change": change(r) for _, r in ct.iterrows()}
+        pi = rows[rows["method"] == "PI"]
+        for data, group in pi.groupby("finetune_data", sort=False):
+            group = group.sort_values("model_ctx")
+            changes = {int(r["model_ctx"]): change(r) for _, r in group.iterrows()}
+            per_task = {f"PI-{int(r['model_ctx'])} {c}": r[c] - none.iloc[0][c] for _, r in group.iterrows()
+                        for c in tasks}
+            nums = {f"PI-{c} mean change": v for c, v in changes.items()} | control | per_task
+            first = min(changes)
+            out.append(_result("5a", f"{name} {size} PI-{first} ({data})", f"PI at its smallest extension keeps its "
+                               f"quality at the original window: mean change from None within {SMALL_CHANGE:g} "
+                               "points", changes[first] >= -SMALL_CHANGE, nums))
+            if len(changes) > 1:
+                seq = [changes[c] for c in sorted(changes)]
+                out.append(_result("5b", f"{name} {size} PI ({data})", "the loss at the original window grows with "
+                                   "the extension (mean change falls as L' grows)",
+                                   all(b <= a for a, b in zip(seq, seq[1:])), nums))
+    if not out:
+        out.append(_result("5", name, READS["5"], None, {}, reason="the table has no PI row"))
+    return out
+
+
+READS = {"5": "PI keeps its quality at the original window (benchmarks tables)",
+         "4a": "PI's k_max reaches L' after fine-tuning (passkey tables)",
          "4b": "FT's k_max does not extend past about L (passkey tables)", "4c": "the base model's k_max does not pass L (passkey tables)",
          "0": "base model converged (windows tables)", "1": "extrapolation fails (windows tables)",
          "1m": "magnitude of the failure (windows tables)", "3": "PI after fine-tuning (windows tables)",
@@ -162,6 +206,10 @@ def check(tables: dict, L: int, hub_sizes=()) -> list[dict]:
                 for f in ("4a", "4b", "4c")]
     for name, t in by_kind.get("passkey", []):
         out += passkey_findings(name, t["frame"], L)
+    if not by_kind.get("benchmarks"):
+        out.append(_result("5", "-", READS["5"], None, {}, reason="the config has no table of kind benchmarks"))
+    for name, t in by_kind.get("benchmarks", []):
+        out += benchmarks_findings(name, t["frame"])
     return out
 
 

@@ -100,28 +100,12 @@ class Passkey:
                 C.fail(f"tables.{name}.{k}", "a passkey table generates its prompts (no dataset); list the base "
                        "model's windows in its row instead")
         for i, row in enumerate(spec["rows"]):
-            key = f"tables.{name}.rows[{i}]"
-            if row["size"] not in cfg["sizes"]:
-                C.fail(f"{key}.size", f"unknown size {row['size']!r}")
-            if row["method"] == "None":
-                for k in ("ctx", "tag", "steps"):
-                    if k in row:
-                        C.fail(f"{key}.{k}", "the base model (method None) has no " + k)
-                continue
-            if "ctx" not in row:
-                C.fail(key, f"an extension row needs ctx (method {row['method']})")
-            ext = C.find_extension(cfg, row["size"], row["method"], row["ctx"], row.get("tag"))
-            if ext is None:
-                C.fail(key, f"no extension {row} in extensions")
-            for s in self.steps(ext, row):
+            ext = _row_extension(cfg, name, i, row, extra=("steps",))
+            for s in self.steps(ext, row) if ext else []:
                 if s not in ext["checkpoints"]:
-                    C.fail(f"{key}.steps", f"step {s} is not one of the extension's checkpoints {ext['checkpoints']}")
-        seen = set()
-        for i, row in enumerate(spec["rows"]):
-            ident = tuple(row.get(k) for k in ("size", "method", "ctx", "tag"))
-            if ident in seen:
-                C.fail(f"tables.{name}.rows[{i}]", "the same model twice (list all its windows in one row)")
-            seen.add(ident)
+                    C.fail(f"tables.{name}.rows[{i}].steps", f"step {s} is not one of the extension's checkpoints "
+                           f"{ext['checkpoints']}")
+        _unique_rows(name, spec)
 
     @staticmethod
     def steps(ext: dict, row: dict) -> list[int]:
@@ -163,7 +147,79 @@ class Passkey:
                 "model.")
 
 
-KINDS = {"windows": Windows(), "steps": Steps(), "passkey": Passkey()}
+class Benchmarks:
+    """Zero-shot multiple-choice accuracy at the original window (the paper's Table 5): one row per model (the base
+    model, or an extension at its final step), one column per task of the config's ``benchmarks`` block."""
+
+    task = "bench"
+    dataset = "zeroshot"  # the tasks are the config's `benchmarks.tasks`, scored by lm-evaluation-harness
+    fmt = "{:.1f}"
+
+    def validate(self, cfg: dict, name: str, spec: dict) -> None:
+        if "benchmarks" not in cfg:
+            C.fail(f"tables.{name}", "a benchmarks table needs the config's benchmarks block (its tasks)")
+        for k in ("dataset", "extrapolate_to"):
+            if k in spec:
+                C.fail(f"tables.{name}.{k}", "a benchmarks table reads the tasks of the benchmarks block")
+        for i, row in enumerate(spec["rows"]):
+            _row_extension(cfg, name, i, row)
+        _unique_rows(name, spec)
+
+    def cells(self, cfg: dict, spec: dict) -> list[tuple]:
+        window = C.benchmark_window(cfg)
+        out = []
+        for row in spec["rows"]:
+            ext = None if row["method"] == "None" else C.find_extension(cfg, row["size"], row["method"], row["ctx"],
+                                                                         row.get("tag"))
+            out.append((self.task, self.dataset, row["size"], "base" if ext is None else C.final_model(ext), window))
+        return out
+
+    def frame(self, records: list[dict]):
+        from . import tables
+
+        return tables.benchmarks_table(records)
+
+    def display(self, frame):
+        from . import tables
+
+        return tables.benchmarks_display(frame)
+
+    def note(self, records: list[dict]) -> str:
+        r = records[0]
+        return (f"Zero-shot accuracy (%, lm-evaluation-harness {r['harness_version']}: log-likelihood of each "
+                f"option, acc ± its standard error) at the original window ({r['window']} tokens: inputs are "
+                "limited to it, extended models keep their position scaling). Fine-tune on: the data of the "
+                "extension's fine-tuning; None = base model.")
+
+
+KINDS = {"windows": Windows(), "steps": Steps(), "passkey": Passkey(), "benchmarks": Benchmarks()}
+
+
+def _row_extension(cfg: dict, name: str, i: int, row: dict, extra: tuple = ()) -> dict | None:
+    """The extension a ``rows`` entry names (None for the base model, method None), checked."""
+    key = f"tables.{name}.rows[{i}]"
+    if row["size"] not in cfg["sizes"]:
+        C.fail(f"{key}.size", f"unknown size {row['size']!r}")
+    if row["method"] == "None":
+        for k in ("ctx", "tag") + extra:
+            if k in row:
+                C.fail(f"{key}.{k}", "the base model (method None) has no " + k)
+        return None
+    if "ctx" not in row:
+        C.fail(key, f"an extension row needs ctx (method {row['method']})")
+    ext = C.find_extension(cfg, row["size"], row["method"], row["ctx"], row.get("tag"))
+    if ext is None:
+        C.fail(key, f"no extension {row} in extensions")
+    return ext
+
+
+def _unique_rows(name: str, spec: dict) -> None:
+    seen = set()
+    for i, row in enumerate(spec["rows"]):
+        ident = tuple(row.get(k) for k in ("size", "method", "ctx", "tag"))
+        if ident in seen:
+            C.fail(f"tables.{name}.rows[{i}]", "the same model twice (list all its windows in one row)")
+        seen.add(ident)
 
 
 def _check_dataset(cfg: dict, name: str, spec: dict) -> None:

@@ -68,6 +68,17 @@ def scale_factor(config: LlamaConfig) -> float:
     return float(params.get("factor", 1.0)) if params.get("rope_type") == "linear" else 1.0
 
 
+def check_scaling(config: LlamaConfig, method: str, ctx: int, base_window: int) -> float:
+    """The position scaling a checkpoint must carry (PI: L'/L, every other method and the base model: none);
+    raises naming both if the loaded config says otherwise. Returns the factor."""
+    want = ctx / base_window if method == "PI" else 1.0
+    got = scale_factor(config)
+    if abs(got - want) > 1e-9:
+        raise RuntimeError(f"the loaded model's position scaling is {got} ({config.rope_parameters}); a {method} "
+                           f"model of window {ctx} from L = {base_window} must have {want}")
+    return got
+
+
 def load_model(path: str | Path, dtype=torch.float32, device_map=None) -> LlamaForCausalLM:
     """Load a checkpoint directory; fail with a message naming it if it is not a complete checkpoint.
     ``device_map="auto"`` spreads a large model over the visible GPUs (evaluation of the paper's 33B/65B)."""

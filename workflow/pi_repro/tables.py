@@ -85,7 +85,41 @@ def passkey_table(records: list[dict]) -> pd.DataFrame:
     return wide.rename(columns={"ctx": "model_ctx"})
 
 
-LABELS = {"size": "Size", "model_ctx": "Model ctx", "method": "Method", "window": "Window", "k_top": "Largest k"}
+def benchmarks_table(records: list[dict]) -> pd.DataFrame:
+    """Table 5: one row per model (size, model window, method, fine-tuning data), per task its accuracy and the
+    harness's standard error, in percent (the paper's unit); tasks in the config's order."""
+    rows = []
+    for rec in records:
+        row = {"size": rec["size"], "ctx": rec["ctx"], "method": rec["method"],
+               "finetune_data": "+".join(rec.get("finetune_data") or []) or "None"}
+        for name in rec["task_order"]:
+            t = rec["tasks"][name]
+            row[t["label"]] = 100 * t["acc"]
+            row[f"{t['label']} stderr"] = 100 * t["acc_stderr"]
+        rows.append(row)
+    if not rows:
+        raise ValueError("no benchmark records given")
+    df = pd.DataFrame(rows)
+    keys = ["size", "ctx", "method", "finetune_data"]
+    dup = df[df.duplicated(keys, keep=False)]
+    if not dup.empty:
+        raise ValueError(f"{len(dup)} benchmark records for the row {dict(dup.iloc[0][keys])}: give each row one record")
+    return _row_order(df, then=["finetune_data"]).rename(columns={"ctx": "model_ctx"}).reset_index(drop=True)
+
+
+def benchmarks_display(df: pd.DataFrame) -> pd.DataFrame:
+    """Table 5 as printed: accuracy ± standard error, one column per task."""
+    out = df[["size", "model_ctx", "method", "finetune_data"]].copy()
+    out["method"] = out["method"].map(METHOD_LABEL)
+    for c in df.columns:
+        if c.endswith(" stderr") or c in out.columns:
+            continue
+        out[c] = [f"{a:.1f} ± {e:.1f}" for a, e in zip(df[c], df[f"{c} stderr"])]
+    return out.rename(columns=LABELS)
+
+
+LABELS = {"size": "Size", "model_ctx": "Model ctx", "method": "Method", "window": "Window", "k_top": "Largest k",
+          "finetune_data": "Fine-tune on"}
 
 
 def _display(df: pd.DataFrame, fmt: str = "{:.2f}") -> pd.DataFrame:
@@ -99,10 +133,10 @@ def _display(df: pd.DataFrame, fmt: str = "{:.2f}") -> pd.DataFrame:
 
 
 def write_table(df: pd.DataFrame, title: str, note: str, md: str | Path, csv: str | Path, tex: str | Path,
-                fmt: str = "{:.2f}") -> None:
-    """CSV (full precision: every float reads back exactly), Markdown and LaTeX (values as ``fmt``, '-' where the
-    paper has no cell)."""
-    disp = _display(df, fmt)
+                fmt: str = "{:.2f}", disp: pd.DataFrame | None = None) -> None:
+    """CSV (full precision: every float reads back exactly), Markdown and LaTeX (``disp`` if given, else values as
+    ``fmt``, '-' where the paper has no cell)."""
+    disp = _display(df, fmt) if disp is None else disp
     with atomic_path(csv) as tmp:
         df.to_csv(tmp, index=False)
     text = f"# {title}\n\n" + (note + "\n\n" if note else "") + disp.to_markdown(index=False) + "\n"

@@ -19,6 +19,8 @@ DATASETS = list(config["datasets"])
 
 TABLES = list(config["tables"])
 PASSKEY_DATASET = KINDS["passkey"].dataset
+BENCH_DATASET = KINDS["benchmarks"].dataset
+BENCH_CACHE = f"{R}/data/benchmarks/hf-datasets"  # the harness tasks' hub datasets (rule fetch_benchmarks)
 EXT = rf"({'|'.join(METHODS)})-\d+(-[a-z0-9]+)?"
 
 
@@ -29,6 +31,7 @@ wildcard_constraints:
     ext=EXT,
     step=r"\d+",
     window=r"\d+",
+    task="|".join(pcfg.built_benchmarks(config)) or "no-task",
     model=rf"base|{EXT}/step\d+",
     table="|".join(TABLES) or "no-table",
 
@@ -145,7 +148,8 @@ def base_model_inputs(w):
 def downloads():
     """Everything fetched from the Hugging Face hub: run `snakemake downloads` where there is internet."""
     hub = [f"{R}/models/{s}/download" for s, c in config["sizes"].items() if c["base"]["source"] == "hub"]
-    return hub + [f"{R}/data/{d}/corpus.jsonl.gz" for d, c in config["datasets"].items() if c["source"] == "hub"]
+    bench = [f"{R}/data/benchmarks/fetch.json"] if pcfg.harness_benchmarks(config) else []
+    return hub + bench + [f"{R}/data/{d}/corpus.jsonl.gz" for d, c in config["datasets"].items() if c["source"] == "hub"]
 
 
 def eval_record(task, dataset="{dataset}", size="{size}", model="{model}"):
@@ -156,6 +160,18 @@ def eval_record(task, dataset="{dataset}", size="{size}", model="{model}"):
 def eval_params(w, task, dataset=None):
     """What an evaluation job writes into its record besides its results: its task, dataset and coordinates."""
     return as_json({"task": task, "dataset": dataset or w.dataset, **pcfg.model_coords(config, w.size, w.model)})
+
+
+def benchmark_task_files(w):
+    """The task files of the benchmarks built here (their items and definitions), for this size's tokenizer."""
+    return [f"{R}/data/benchmarks/{w.size}/{t}.{ext}" for t in pcfg.built_benchmarks(config) for ext in ("jsonl", "yaml")]
+
+
+def benchmark_includes(w):
+    """Folders of task definitions the harness reads besides its own: the built tasks', the config's include."""
+    out = [f"{R}/data/benchmarks/{w.size}"] if pcfg.built_benchmarks(config) else []
+    inc = config.get("benchmarks", {}).get("include")
+    return out + ([inc] if inc else [])
 
 
 # ------------------------------------------------------------------------------------------------ targets

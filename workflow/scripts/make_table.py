@@ -18,8 +18,9 @@ def main():
     ap.add_argument("records", nargs="+")
     a = ap.parse_args()
     kind, records = KINDS[a.kind], tables.load_records(a.records)
-    tables.write_table(kind.frame(records), a.title, kind.note(records), md=a.md, csv=a.csv, tex=a.tex,
-                       fmt=kind.fmt)
+    frame = kind.frame(records)
+    disp = kind.display(frame) if hasattr(kind, "display") else None  # else each cell as kind.fmt
+    tables.write_table(frame, a.title, kind.note(records), md=a.md, csv=a.csv, tex=a.tex, fmt=kind.fmt, disp=disp)
     print(open(a.md).read())
 
 
