@@ -2,7 +2,7 @@
 #   snakemake --cores all                      the embedded default (config/config.yaml), laptop CPU
 #   snakemake --profile slurm all              on a SLURM cluster (profiles/slurm)
 #   snakemake --configfile config/paper.yaml   the paper-scale configuration
-#   snakemake table3                           one table, touching only its upstream
+#   snakemake table3                           one table, touching only its upstream (table1 ... table5, figure2)
 from pathlib import Path
 
 # A --configfile replaces the default config rather than being merged into it (a merge would leave keys of
@@ -27,6 +27,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/perplexity.smk"
 include: "workflow/rules/passkey.smk"
 include: "workflow/rules/benchmarks.smk"
+include: "workflow/rules/theory.smk"
 include: "workflow/rules/tables.smk"
 
 

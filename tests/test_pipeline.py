@@ -44,7 +44,7 @@ def test_lint_is_clean():
 def test_target_rules_are_the_papers_artefacts():
     p = snakemake("--list-target-rules")
     out = (p.stdout + p.stderr).split()
-    for rule in ("all", "table1", "table2", "table3", "table4", "table5"):
+    for rule in ("all", "table1", "table2", "table3", "table4", "table5", "figure2"):
         assert rule in out
 
 
@@ -153,6 +153,8 @@ def test_smoke_pipeline_end_to_end(smoke_run):
     assert len(trials) == 4 * 2 and {"k", "key", "generated", "correct"} <= set(trials[0])  # every trial kept
     assert rec["model_sha256"] and rec["protocol"]["intro"] is False
     assert (out / "figures/passkey.png").stat().st_size > 10_000
+    assert (out / "figures/figure2.png").stat().st_size > 10_000
+    assert "| 6b |" in (out / "findings.md").read_text()
     t5 = pd.read_csv(out / "tables/table5.csv", keep_default_na=False, na_values=[""])
     assert list(t5["method"]) == ["None", "PI"] and {"Cloze-PG19", "Cloze-PG19 stderr"} <= set(t5.columns)
     rec = json.loads((out / "eval/bench/zeroshot/tiny/PI-64/step6/bench.json").read_text())

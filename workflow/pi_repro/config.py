@@ -359,6 +359,14 @@ def model_finetune_data(cfg: dict, size: str, model: str) -> list[str]:
     return list(ext.get("data", cfg["finetune_data"]))
 
 
+THEORY_DEFAULTS = {"d": 128, "c": 10000.0, "window": 2048, "points": 2049, "seed": 0}
+
+
+def theory(cfg: dict) -> dict:
+    """Figure 2's setting: the paper's (LLaMA 7B: head dimension 128, RoPE base 10000, L = 2048) by default."""
+    return {**THEORY_DEFAULTS, **cfg.get("theory", {})}
+
+
 def model_coords(cfg: dict, size: str, model: str) -> dict:
     """What a record says about its checkpoint (so that nothing parses paths): size, method (None for the base
     model), ctx (its window), tag, step."""

@@ -21,6 +21,10 @@ Each finding reads tables of given kinds (pi_repro.kinds) and runs only on those
     keeps its quality: the mean change over the tasks from None is within SMALL_CHANGE points (paper: -1.3 for 7B
     at 8192, -0.5 for 33B); (5b) the loss grows with the extension (paper, 7B: -1.3, -2.6, -4.8 points at 8192,
     16384, 32768), each printed against the control CT's change (training alone) when the table has it.
+(6) Theory (Figure 2, Theorem 2.1): (6a) the least-squares fit stays within [-1, 1] on [0, L] and exceeds 10^3
+    beyond it (paper: > 8000); (6b) Theorem 2.1's bound holds at every fractional point tested, on the fit and on
+    random coefficients; (6c) on the integer grid the extrapolation bound is hundreds of times the interpolation
+    bound (paper: about 600x).
 """
 from __future__ import annotations
 
@@ -176,6 +180,24 @@ def benchmarks_findings(name: str, t: pd.DataFrame) -> list[dict]:
     return out
 
 
+def theory_findings(t: dict) -> list[dict]:
+    """Finding 6 on Figure 2's numbers (rule figure2)."""
+    where = f"Figure 2 (d = {t['d']}, L = {t['window']})"
+    return [
+        _result("6a", where, "the least-squares fit stays within [-1, 1] on [0, L] and exceeds 10^3 beyond L",
+                t["max_abs_inside"] <= 1 and t["max_abs_beyond"] > 1e3,
+                {"max |a| on [0, L]": t["max_abs_inside"], "max |a| on [L, 2L]": t["max_abs_beyond"]}),
+        _result("6b", where, "Theorem 2.1: |a(s) - a_linear(s)| <= d max|h| (s-s1)(s2-s)/(8 ln c) at every "
+                "fractional point tested (the fit and random h)",
+                max(t["thm21_worst_ratio_fit"], t["thm21_worst_ratio_random"]) <= 1,
+                {"worst deviation / bound, fit": t["thm21_worst_ratio_fit"],
+                 "worst deviation / bound, random h": t["thm21_worst_ratio_random"]}),
+        _result("6c", where, "the extrapolation bound is hundreds of times the interpolation bound on the integer "
+                "grid (paper: about 600x)", t["extrapolation_over_interpolation_bound"] >= 300,
+                {"ratio": t["extrapolation_over_interpolation_bound"], "min B(s)/d beyond L": t["B_over_d_min_beyond"]}),
+    ]
+
+
 READS = {"5": "PI keeps its quality at the original window (benchmarks tables)",
          "4a": "PI's k_max reaches L' after fine-tuning (passkey tables)",
          "4b": "FT's k_max does not extend past about L (passkey tables)", "4c": "the base model's k_max does not pass L (passkey tables)",
@@ -184,9 +206,10 @@ READS = {"5": "PI keeps its quality at the original window (benchmarks tables)",
          "2": "PI without fine-tuning (a steps table and a windows table on its dataset)"}
 
 
-def check(tables: dict, L: int, hub_sizes=()) -> list[dict]:
+def check(tables: dict, L: int, hub_sizes=(), theory: dict | None = None) -> list[dict]:
     """Every finding on a run's tables: ``tables`` maps a table's name to {"kind", "dataset", "frame"}. A finding
-    runs on the tables of the kinds it reads and is n/a, with the reason, when the config has none."""
+    runs on the tables of the kinds it reads and is n/a, with the reason, when the config has none; finding 6
+    reads Figure 2's numbers (``theory``)."""
     hub_sizes = set(hub_sizes)
     by_kind = {k: [(n, t) for n, t in tables.items() if t["kind"] == k] for k in {t["kind"] for t in tables.values()}}
     out = []
@@ -210,6 +233,8 @@ def check(tables: dict, L: int, hub_sizes=()) -> list[dict]:
         out.append(_result("5", "-", READS["5"], None, {}, reason="the config has no table of kind benchmarks"))
     for name, t in by_kind.get("benchmarks", []):
         out += benchmarks_findings(name, t["frame"])
+    out += theory_findings(theory) if theory else [_result("6", "-", "theory (Figure 2)", None, {},
+                                                            reason="no Figure 2 numbers given")]
     return out
 
 
@@ -227,7 +252,8 @@ def to_markdown(results: list[dict]) -> str:
     for r in results:
         nums = "; ".join(filter(None, [", ".join(f"{k} = {_fmt(v)}" for k, v in r["numbers"].items()),
                                        r.get("reason")]))
-        lines.append(f"| {r['finding']} | {r['where']} | {r['claim']} | **{r['status']}** | {nums} |")
+        cells = [r["finding"], r["where"], r["claim"], f"**{r['status']}**", nums]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")  # a "|" inside is text
     passed = sum(r["status"] == "PASS" for r in results)
     failed = sum(r["status"] == "FAIL" for r in results)
     lines += ["", f"{passed} passed, {failed} failed, {len(results) - passed - failed} not applicable."]

@@ -200,7 +200,7 @@ def all_targets():
         out.append(f"{R}/figures/ppl_vs_window.png")
     if pcfg.tables_of_kind(config, "passkey"):
         out.append(f"{R}/figures/passkey.png")
-    out.append(f"{R}/findings.md")
+    out += [f"{R}/figures/figure2.png", f"{R}/findings.md"]
     # every fine-tune the config lists (including variants no table of this issue reads yet, e.g. Table 5's
     # RedPajama model) and every dataset it names
     out += [f"{R}/models/{e['size']}/{pcfg.extension_name(e)}/finetune.json" for e in config["extensions"]]

@@ -56,7 +56,8 @@ rule findings:
     """The paper's findings checked on this run's tables: each printed with its numbers, pass, fail or n/a (with
     the reason: e.g. the config has no table of the kind it reads)."""
     input:
-        [table_outputs(t)["csv"] for t in TABLES],
+        tables=[table_outputs(t)["csv"] for t in TABLES],
+        theory=f"{R}/theory/figure2.json",
     output:
         md=f"{R}/findings.md",
         json=f"{R}/findings.json",
@@ -73,4 +74,4 @@ rule findings:
         "../envs/pi.yaml"
     shell:
         "python -u workflow/scripts/findings.py --base-window {params.L} --tables {params.tables}"
-        " --hub-sizes '{params.hub}' --out-md {output.md} --out-json {output.json} > {log} 2>&1; cat {output.md}"
+        " --hub-sizes '{params.hub}' --theory {input.theory} --out-md {output.md} --out-json {output.json} > {log} 2>&1; cat {output.md}"

@@ -5,7 +5,7 @@ import json
 
 import _common  # noqa: F401
 from pi_repro import findings, tables
-from pi_repro.io import atomic_path, write_json
+from pi_repro.io import atomic_path, read_json, write_json
 
 
 def main():
@@ -13,11 +13,13 @@ def main():
     ap.add_argument("--base-window", type=int, required=True)
     ap.add_argument("--tables", type=json.loads, required=True, help="{title: {kind, dataset, csv}} (JSON)")
     ap.add_argument("--hub-sizes", default="", help="comma-separated sizes whose base model is a hub LLaMA")
+    ap.add_argument("--theory", help="Figure 2's numbers (JSON file of rule figure2)")
     ap.add_argument("--out-md", required=True)
     ap.add_argument("--out-json", required=True)
     a = ap.parse_args()
     frames = {n: dict(t, frame=tables.read_table(t["csv"])) for n, t in a.tables.items()}
-    res = findings.check(frames, a.base_window, [s for s in a.hub_sizes.split(",") if s])
+    theory = read_json(a.theory) if a.theory else None
+    res = findings.check(frames, a.base_window, [s for s in a.hub_sizes.split(",") if s], theory)
     md = findings.to_markdown(res)
     write_json(a.out_json, res)
     with atomic_path(a.out_md) as tmp:
