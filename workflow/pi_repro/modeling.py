@@ -88,7 +88,8 @@ def load_model(path: str | Path, dtype=torch.float32, device_map=None) -> LlamaF
     if not weight_files(path):
         raise FileNotFoundError(f"{path} is not a complete checkpoint: model.safetensors is missing "
                                 "(nor model.safetensors.index.json with its shards)")
-    model = LlamaForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa", device_map=device_map)
+    model = LlamaForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa", device_map=device_map,
+                                             use_safetensors=True)  # never a pickle
     model.eval()
     return model
 
