@@ -32,6 +32,18 @@ def main():
     except StoppedBeforeTimeLimit as e:
         print(e, flush=True)
         sys.exit(EXIT_RESUBMIT)
+    finally:
+        close_process_group()
+
+
+def close_process_group():
+    """Tear the process group down before the interpreter exits: a rank left to exit with it alive can abort in
+    its C++ destructors ("terminate called without an active exception", SIGABRT seen under torchrun + gloo),
+    which fails the job after its work is done."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
