@@ -3,6 +3,7 @@
 #   snakemake --profile slurm all              on a SLURM cluster (profiles/slurm)
 #   snakemake --configfile config/paper.yaml   the paper-scale configuration
 #   snakemake table3                           one table, touching only its upstream (table1 ... table5, figure2)
+#   snakemake audit                            provenance, determinism re-execution, claims (and the paper's cells)
 from pathlib import Path
 
 # A --configfile replaces the default config rather than being merged into it (a merge would leave keys of
@@ -12,6 +13,9 @@ if not workflow.overwrite_configfiles:
 
 
 include: "workflow/rules/common.smk"
+
+
+report: "workflow/report/workflow.rst"
 
 
 localrules:
@@ -29,6 +33,7 @@ include: "workflow/rules/passkey.smk"
 include: "workflow/rules/benchmarks.smk"
 include: "workflow/rules/theory.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/audit.smk"
 
 
 rule all:

@@ -22,6 +22,8 @@ def tiny_llama():
 
 
 SMOKE_RUN = "smoke-shared"
+# the shared smoke run has this (fake) Hugging Face token in its environment: no output may contain it
+FAKE_HF_TOKEN = "hf_FAKEtokenForTheSecretsTest0123456789"
 
 
 @pytest.fixture(scope="session")
@@ -33,9 +35,13 @@ def smoke_run():
 
     out = ROOT / "results" / SMOKE_RUN
     shutil.rmtree(out, ignore_errors=True)
+    import os
+
     p = subprocess.run([sys.executable, "-m", "snakemake", "--configfile", "config/smoke.yaml", "--config",
-                        f"run={SMOKE_RUN}", "--cores", "2"], cwd=ROOT, capture_output=True, text=True)
+                        f"run={SMOKE_RUN}", "--cores", "2"], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, HF_TOKEN=FAKE_HF_TOKEN))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    (out / "snakemake.log").write_text(p.stdout + p.stderr)  # what the user saw, searched for secrets too
     return out
 
 

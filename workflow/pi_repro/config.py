@@ -13,6 +13,7 @@ import yaml
 from . import METHODS
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+ROOT = Path(__file__).resolve().parents[2]  # the repository: config paths are relative to it
 
 
 class ConfigError(ValueError):
@@ -113,6 +114,9 @@ def _semantic_checks(cfg: dict) -> None:
         fail("perplexity.windows", f"must include the base window L = {L}")
     for name, spec in cfg["tables"].items():
         kind(spec).validate(cfg, name, spec)
+    paper = cfg.get("audit", {}).get("paper")
+    if paper and not (ROOT / paper).is_file():
+        fail("audit.paper", f"{paper}: no such file (the paper's cells, e.g. resources/paper/tables.csv)")
     for i, ext in enumerate(cfg["extensions"]):
         if ext["ctx"] not in windows:
             fail(f"extensions[{i}].ctx", f"{ext['ctx']} is not one of perplexity.windows {windows}")
@@ -360,6 +364,17 @@ def model_finetune_data(cfg: dict, size: str, model: str) -> list[str]:
 
 
 THEORY_DEFAULTS = {"d": 128, "c": 10000.0, "window": 2048, "points": 2049, "seed": 0}
+
+
+AUDIT_DEFAULTS = {"determinism": {"jobs": {"tokenize": 1, "perplexity": 1, "table": 1}, "tolerance": {}},
+                  "paper": None}
+
+
+def audit(cfg: dict) -> dict:
+    """The audit's setting: which jobs to re-execute (by rule), their tolerances, the paper's cells (if any)."""
+    a = cfg.get("audit", {})
+    return {"determinism": {**AUDIT_DEFAULTS["determinism"], **a.get("determinism", {})},
+            "paper": a.get("paper", AUDIT_DEFAULTS["paper"])}
 
 
 def theory(cfg: dict) -> dict:

@@ -67,5 +67,24 @@ def write_json(path: str | Path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+HTML_STYLE = ("body{font-family:sans-serif;max-width:80em;margin:1em auto;padding:0 1em}"
+              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:2px 6px;text-align:right}"
+              "th{background:#eee}td:first-child,th:first-child{text-align:left}")
+
+
+def write_html(path: str | Path, markdown_text: str, title: str) -> None:
+    """A Markdown text (tables included) as one self-contained HTML page, written atomically: what Snakemake's
+    report shows of the tables, the findings and the audit."""
+    import html
+
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables"])
+    page = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{HTML_STYLE}</style></head>\n<body>\n{body}\n</body></html>\n")
+    with atomic_path(path) as tmp:
+        tmp.write_text(page)
+
+
 def read_json(path: str | Path):
     return json.loads(Path(path).read_text())

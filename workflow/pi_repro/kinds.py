@@ -218,7 +218,7 @@ def _unique_rows(name: str, spec: dict) -> None:
     for i, row in enumerate(spec["rows"]):
         ident = tuple(row.get(k) for k in ("size", "method", "ctx", "tag"))
         if ident in seen:
-            C.fail(f"tables.{name}.rows[{i}]", "the same model twice (list all its windows in one row)")
+            C.fail(f"tables.{name}.rows[{i}]", "the same model twice (give each model one row)")
         seen.add(ident)
 
 

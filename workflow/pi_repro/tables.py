@@ -39,14 +39,17 @@ def _row_order(df: pd.DataFrame, then: list[str] = ()) -> pd.DataFrame:
     return df.assign(_k=key).sort_values(["_k", *then], kind="stable").drop(columns="_k")
 
 
-def _wide(cells: pd.DataFrame, column: str) -> pd.DataFrame:
-    """One row per (size, model window, method), one column per value of ``column``; a cell given by more than
-    one record is a ``ValueError`` (never an average)."""
-    dup = cells[cells.duplicated(["size", "ctx", "method", column], keep=False)]
+def _one_record_each(df: pd.DataFrame, keys: list[str], what: str, unit: str = "cell") -> None:
+    """A cell (or row) given by more than one record is a ``ValueError`` naming it: never an average."""
+    dup = df[df.duplicated(keys, keep=False)]
     if not dup.empty:
-        r = dup.iloc[0]
-        raise ValueError(f"{len(dup)} perplexity records for the cell size {r['size']}, model window {r['ctx']}, "
-                         f"method {r['method']}, {column} {r[column]}: give each cell one record")
+        first = {k: (v.item() if hasattr(v, "item") else v) for k, v in dup.iloc[0][keys].items()}
+        raise ValueError(f"{len(dup)} {what} records for the {unit} {first}: give each {unit} one record")
+
+
+def _wide(cells: pd.DataFrame, column: str) -> pd.DataFrame:
+    """One row per (size, model window, method), one column per value of ``column``; one record per cell."""
+    _one_record_each(cells, ["size", "ctx", "method", column], "perplexity")
     wide = cells.pivot_table(index=["size", "ctx", "method"], columns=column, values="perplexity", sort=False)
     wide = _row_order(wide[sorted(wide.columns)].reset_index())
     wide.columns = [str(c) for c in wide.columns]
@@ -74,10 +77,7 @@ def passkey_table(records: list[dict]) -> pd.DataFrame:
     if not rows:
         raise ValueError("no passkey records given")
     cells = pd.DataFrame(rows)
-    keys = ["size", "ctx", "method", "window", "step"]
-    dup = cells[cells.duplicated(keys, keep=False)]
-    if not dup.empty:
-        raise ValueError(f"{len(dup)} passkey records for the cell {dict(dup.iloc[0][keys])}: give each cell one record")
+    _one_record_each(cells, ["size", "ctx", "method", "window", "step"], "passkey")
     wide = cells.pivot_table(index=["size", "ctx", "method", "window", "k_top"], columns="step", values="k_max",
                              sort=False)
     wide = _row_order(wide[sorted(wide.columns)].reset_index(), then=["window"])
@@ -100,10 +100,7 @@ def benchmarks_table(records: list[dict]) -> pd.DataFrame:
     if not rows:
         raise ValueError("no benchmark records given")
     df = pd.DataFrame(rows)
-    keys = ["size", "ctx", "method", "finetune_data"]
-    dup = df[df.duplicated(keys, keep=False)]
-    if not dup.empty:
-        raise ValueError(f"{len(dup)} benchmark records for the row {dict(dup.iloc[0][keys])}: give each row one record")
+    _one_record_each(df, ["size", "ctx", "method", "finetune_data"], "benchmark", unit="row")
     return _row_order(df, then=["finetune_data"]).rename(columns={"ctx": "model_ctx"}).reset_index(drop=True)
 
 

@@ -1,4 +1,5 @@
 # Config validation and input functions: every path of the DAG is computed here, from the config alone.
+import hashlib
 import json
 import shlex
 import sys
@@ -16,6 +17,12 @@ L = config["base_window"]
 SIZES = list(config["sizes"])
 DATASETS = list(config["datasets"])
 
+
+CONFIG_SHA256 = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+# Every job's shell knows its run folder and the config's digest: the entry points record their provenance there
+# (pi_repro.provenance; the audit reads it). Bash's strict mode is Snakemake's own default prefix.
+shell.prefix(f"set -euo pipefail; export PI_RUN_DIR={R} PI_CONFIG_SHA256={CONFIG_SHA256}; ")
 
 TABLES = list(config["tables"])
 PASSKEY_DATASET = KINDS["passkey"].dataset
@@ -174,6 +181,40 @@ def benchmark_includes(w):
     return out + ([inc] if inc else [])
 
 
+# -------------------------------------------------------------------------------------------------- audit
+AUDIT_GPU_RULES = ("perplexity", "passkey", "benchmark", "finetune", "init_extension")
+
+
+def rule_scripts():
+    """Rule name -> the entry point that records its jobs (the last script its shell command runs)."""
+    import re
+
+    out = {}
+    for r in workflow.rules:
+        found = re.findall(r"workflow/scripts/(\w+)\.py", r.shellcmd or "")
+        if found:
+            out[r.name] = found[-1]
+    return out
+
+
+def check_audit_rules():
+    """The audit re-executes jobs of rules named in the config: each must exist (called once all rules are read)."""
+    known = rule_scripts()
+    for section in ("jobs", "tolerance"):
+        for name in pcfg.audit(config)["determinism"][section]:
+            if name not in known:
+                raise pcfg.ConfigError(f"config error at audit.determinism.{section}.{name}: no rule {name!r} with an"
+                                       f" entry point (rules: {', '.join(sorted(known))})")
+
+
+def audit_job():
+    """The audit's resources: those of an evaluation job of the smallest size when it re-executes a GPU rule's
+    jobs (it picks the cheapest, in practice the smallest size's), else none."""
+    on_gpu = any(n and r in AUDIT_GPU_RULES for r, n in pcfg.audit(config)["determinism"]["jobs"].items())
+    job = pcfg.eval_job(config, SIZES[0])
+    return dict(job, gpus=job["gpus"] if on_gpu else 0)
+
+
 # ------------------------------------------------------------------------------------------------ targets
 def table_inputs(table):
     """The evaluation records a table reads (one per checkpoint; each holds all of that checkpoint's windows)."""
@@ -183,7 +224,7 @@ def table_inputs(table):
 
 
 def table_outputs(table):
-    return {ext: f"{R}/tables/{table}.{ext}" for ext in ("md", "csv", "tex")}
+    return {ext: f"{R}/tables/{table}.{ext}" for ext in ("md", "csv", "tex", "html")}
 
 
 def window_table_inputs():
@@ -194,7 +235,8 @@ def passkey_table_inputs():
     return list(dict.fromkeys(p for t in pcfg.tables_of_kind(config, "passkey") for p in table_inputs(t)))
 
 
-def all_targets():
+def audit_targets():
+    """What the audit accounts for: every target of `all` but the audit's own outputs."""
     out = [f for t in TABLES for f in table_outputs(t).values()]
     if pcfg.tables_of_kind(config, "windows"):
         out.append(f"{R}/figures/ppl_vs_window.png")
@@ -206,3 +248,7 @@ def all_targets():
     out += [f"{R}/models/{e['size']}/{pcfg.extension_name(e)}/finetune.json" for e in config["extensions"]]
     out += [f"{R}/data/{d}/corpus.jsonl.gz" for d in DATASETS]
     return out
+
+
+def all_targets():
+    return audit_targets() + [f"{R}/audit/summary.md"]

@@ -11,6 +11,7 @@ rule table:
         md=f"{R}/tables/{{table}}.md",
         csv=f"{R}/tables/{{table}}.csv",
         tex=f"{R}/tables/{{table}}.tex",
+        html=report(f"{R}/tables/{{table}}.html", category="Tables", labels=lambda w: {"table": w.table}),
     params:
         kind=lambda w: config["tables"][w.table]["kind"],
         title=lambda w: shlex.quote(pcfg.table_title(w.table, config["tables"][w.table])),
@@ -22,7 +23,7 @@ rule table:
         "../envs/pi.yaml"
     shell:
         "python -u workflow/scripts/make_table.py --kind {params.kind} --title {params.title} --md {output.md}"
-        " --csv {output.csv} --tex {output.tex} {input} > {log} 2>&1"
+        " --csv {output.csv} --tex {output.tex} --html {output.html} {input} > {log} 2>&1"
 
 
 for _table in TABLES:  # target rules named after the paper's artefacts: snakemake table1 ... table6
@@ -61,6 +62,7 @@ rule findings:
     output:
         md=f"{R}/findings.md",
         json=f"{R}/findings.json",
+        html=report(f"{R}/findings.html", category="Findings", labels={"page": "the paper's claims on this run"}),
     params:
         L=L,
         tables=as_json({pcfg.table_title(t, s): {"kind": s["kind"], "dataset": s.get("dataset"),
@@ -74,4 +76,4 @@ rule findings:
         "../envs/pi.yaml"
     shell:
         "python -u workflow/scripts/findings.py --base-window {params.L} --tables {params.tables}"
-        " --hub-sizes '{params.hub}' --theory {input.theory} --out-md {output.md} --out-json {output.json} > {log} 2>&1; cat {output.md}"
+        " --hub-sizes '{params.hub}' --theory {input.theory} --out-md {output.md} --out-json {output.json} --out-html {output.html} > {log} 2>&1; cat {output.md}"

@@ -5,7 +5,7 @@ import json
 
 import _common  # noqa: F401
 from pi_repro import findings, tables
-from pi_repro.io import atomic_path, read_json, write_json
+from pi_repro.io import atomic_path, read_json, write_html, write_json
 
 
 def main():
@@ -16,6 +16,7 @@ def main():
     ap.add_argument("--theory", help="Figure 2's numbers (JSON file of rule figure2)")
     ap.add_argument("--out-md", required=True)
     ap.add_argument("--out-json", required=True)
+    ap.add_argument("--out-html", required=True, help="the findings as a page of the HTML report")
     a = ap.parse_args()
     frames = {n: dict(t, frame=tables.read_table(t["csv"])) for n, t in a.tables.items()}
     theory = read_json(a.theory) if a.theory else None
@@ -24,6 +25,7 @@ def main():
     write_json(a.out_json, res)
     with atomic_path(a.out_md) as tmp:
         tmp.write_text(md)
+    write_html(a.out_html, md, "Findings")
     print(md)
 
 

@@ -41,6 +41,7 @@ def main():
             os.environ[STOP_AT_ENV] = f"{stop:.0f}"
             print(f"launch: stop at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(stop))}"
                   f" ({a.stop_margin_min:g} min before the job's time limit)", flush=True)
+    _common.hand_over()
     os.execvp(cmd[0], cmd)
 
 

@@ -5,6 +5,7 @@ import argparse
 
 import _common  # noqa: F401
 from pi_repro import tables
+from pi_repro.io import write_html
 from pi_repro.kinds import KINDS
 
 
@@ -15,13 +16,16 @@ def main():
     ap.add_argument("--md", required=True)
     ap.add_argument("--csv", required=True)
     ap.add_argument("--tex", required=True)
+    ap.add_argument("--html", required=True, help="the Markdown table as a page of the HTML report")
     ap.add_argument("records", nargs="+")
     a = ap.parse_args()
     kind, records = KINDS[a.kind], tables.load_records(a.records)
     frame = kind.frame(records)
     disp = kind.display(frame) if hasattr(kind, "display") else None  # else each cell as kind.fmt
     tables.write_table(frame, a.title, kind.note(records), md=a.md, csv=a.csv, tex=a.tex, fmt=kind.fmt, disp=disp)
-    print(open(a.md).read())
+    text = open(a.md).read()
+    write_html(a.html, text, a.title)
+    print(text)
 
 
 if __name__ == "__main__":

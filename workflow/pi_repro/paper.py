@@ -1,0 +1,132 @@
+"""The paper's published cells (resources/paper/tables.csv) beside a run's tables: which reproduced cell each
+paper cell corresponds to, the difference, and pass / fail against the table's tolerance.
+
+A paper cell is (table, size, model_ctx, method, finetune_data, column, value): ``column`` is the table's column
+as our tables name it (evaluation window for Tables 1-2, fine-tuning step for Tables 3-4, the task's label for
+Table 5); ``value`` is the printed number, or ``>1000`` for the paper's ">10^3".
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from . import config as C
+from .kinds import KINDS
+
+# a kind's tolerance when its table entry gives none: relative for perplexity, one grid step (window / num_k) for
+# k_max, accuracy points for the benchmarks
+DEFAULT_TOLERANCE = {"windows": {"relative": 0.03}, "steps": {"relative": 0.03}, "passkey": {"grid_steps": 1},
+                     "benchmarks": {"absolute": 2.0}}
+
+
+def load_cells(path: str | Path) -> list[dict]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["model_ctx"] = int(r["model_ctx"])
+        r["finetune_data"] = r.get("finetune_data") or None
+    return rows
+
+
+def tolerance(cfg: dict, table: str) -> dict:
+    spec = cfg["tables"][table]
+    return spec.get("tolerance") or DEFAULT_TOLERANCE[spec["kind"]]
+
+
+def _extension(cfg: dict, cell: dict) -> dict | None:
+    """The config's extension a paper row names (its fine-tuning data tells the RedPajama variant apart)."""
+    for e in cfg["extensions"]:
+        data = "+".join(e.get("data", cfg["finetune_data"]))
+        if (e["size"], e["method"], e["ctx"]) == (cell["size"], cell["method"], cell["model_ctx"]) and \
+                (cell["finetune_data"] is None and not e.get("tag") or cell["finetune_data"] == data):
+            return e
+    return None
+
+
+def planned_cell(cfg: dict, cell: dict) -> tuple | None:
+    """The (task, dataset, size, model, window) the config evaluates for a paper cell (None if it evaluates no such
+    checkpoint); benchmarks cells add the task's label."""
+    spec = cfg["tables"].get(cell["table"])
+    if spec is None:
+        return None
+    kind = KINDS[spec["kind"]]
+    ext = None if cell["method"] == "None" else _extension(cfg, cell)
+    if cell["method"] != "None" and ext is None:
+        return None
+    name = None if ext is None else C.extension_name(ext)
+    if spec["kind"] == "windows":
+        return (kind.task, spec["dataset"], cell["size"], "base" if ext is None else C.final_model(ext), int(cell["column"]))
+    if spec["kind"] in ("steps", "passkey"):
+        dataset = spec.get("dataset", getattr(kind, "dataset", None))
+        return (kind.task, dataset, cell["size"], f"{name}/step{cell['column']}", cell["model_ctx"])
+    if spec["kind"] == "benchmarks":
+        model = "base" if ext is None else C.final_model(ext)
+        return (kind.task, kind.dataset, cell["size"], model, C.benchmark_window(cfg), cell["column"])
+    return None
+
+
+def counterparts(cfg: dict, cells: list[dict]) -> dict[int, int]:
+    """For each paper cell (by index), how many cells of the run's plan stand for it (1 = reproduced)."""
+    planned = {}
+    for table, spec in cfg["tables"].items():
+        kind = KINDS[spec["kind"]]
+        keys = kind.cells(cfg, spec)
+        if spec["kind"] == "benchmarks":
+            labels = [t.get("label", n) for n, t in cfg["benchmarks"]["tasks"].items()]
+            keys = [k + (label,) for k in keys for label in labels]
+        planned[table] = keys
+    return {i: planned.get(c["table"], []).count(planned_cell(cfg, c)) for i, c in enumerate(cells)}
+
+
+def reproduced(cfg: dict, cell: dict, frames: dict) -> float | None:
+    """Our value of a paper cell from the run's table CSVs (``frames``: table name → DataFrame), None if absent."""
+    df = frames.get(cell["table"])
+    if df is None or cell["column"] not in df.columns:
+        return None
+    m = (df["size"].astype(str) == cell["size"]) & (df["model_ctx"] == cell["model_ctx"]) & \
+        (df["method"].astype(str) == cell["method"])
+    if "window" in df.columns:  # passkey: the paper reads each model at its own window
+        m &= df["window"] == cell["model_ctx"]
+    if "finetune_data" in df.columns:
+        m &= df["finetune_data"].astype(str) == (cell["finetune_data"] or "None")
+    hit = df.loc[m, cell["column"]].dropna()
+    return float(hit.iloc[0]) if len(hit) == 1 else None
+
+
+def judge(paper: str, ours: float | None, tol: dict, model_ctx: int, num_k: int = 32) -> tuple[str, float | None]:
+    """(PASS / FAIL / missing, the difference ours - paper)."""
+    if ours is None:
+        return "missing", None
+    if paper.startswith(">"):
+        return ("PASS" if ours > float(paper[1:]) else "FAIL"), None
+    p = float(paper)
+    diff = ours - p
+    if "relative" in tol:
+        ok = abs(diff) <= tol["relative"] * abs(p)
+    elif "grid_steps" in tol:
+        ok = abs(diff) <= tol["grid_steps"] * model_ctx / num_k
+    else:
+        ok = abs(diff) <= tol["absolute"]
+    return ("PASS" if ok else "FAIL"), diff
+
+
+def side_by_side(cfg: dict, cells: list[dict], table_csvs: dict[str, str]) -> list[dict]:
+    """Every paper cell beside ours: value, difference, tolerance, status (missing when the run has no such cell)."""
+    from .tables import read_table
+
+    frames = {}
+    for t, p in table_csvs.items():
+        df = read_table(p)
+        df.columns = [str(c) for c in df.columns]
+        frames[t] = df
+    num_k = cfg.get("passkey", {}).get("num_k", 32)
+    out = []
+    for c in cells:
+        if c["table"] not in cfg["tables"]:
+            out.append({**c, "ours": None, "diff": None, "tolerance": None, "status": "missing"})
+            continue
+        tol = tolerance(cfg, c["table"])
+        ours = reproduced(cfg, c, frames)
+        status, diff = judge(c["value"], ours, tol, c["model_ctx"], num_k)
+        out.append({**c, "ours": ours, "diff": diff, "tolerance": tol, "status": status})
+    return out
