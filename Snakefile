@@ -18,6 +18,10 @@ include: "workflow/rules/common.smk"
 report: "workflow/report/workflow.rst"
 
 
+onstart:
+    check_cluster_settings()  # placeholders of the SLURM profile, before the first job is submitted
+
+
 localrules:
     all,
     base_models,

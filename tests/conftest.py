@@ -21,6 +21,19 @@ def tiny_llama():
     return model
 
 
+def save_word_tokenizer(out_dir, vocab_size: int) -> None:
+    """A word-level tokenizer of exactly ``vocab_size`` tokens (``<s>``, ``</s>``, ``<unk>``, w3, w4, ...) saved as
+    a checkpoint carries it: for checkpoints of random tiny models, which have no trained tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<s>": 0, "</s>": 1, "<unk>": 2, **{f"w{i}": i for i in range(3, vocab_size)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                            pad_token="</s>").save_pretrained(str(out_dir))
+
+
 SMOKE_RUN = "smoke-shared"
 # the shared smoke run has this (fake) Hugging Face token in its environment: no output may contain it
 FAKE_HF_TOKEN = "hf_FAKEtokenForTheSecretsTest0123456789"

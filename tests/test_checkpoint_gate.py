@@ -13,6 +13,7 @@ import pytest
 
 from pi_repro import data, modeling
 from pi_repro.io import sha256_weights, write_json
+from conftest import save_word_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +23,7 @@ def checkpoints(tmp_path, tiny_llama):
     """A sealed base model, its PI step 0 (sealed by init_extension), a 'fine-tuned' step 2 recorded in
     finetune.json, and evaluation documents."""
     tiny_llama.save_pretrained(tmp_path / "base")
+    save_word_tokenizer(tmp_path / "base", tiny_llama.config.vocab_size)  # every checkpoint carries its tokenizer
     modeling.seal_checkpoint(tmp_path / "base", 16)
     run = tmp_path / "PI-32"
     modeling.init_extension(tmp_path / "base", "PI", 32, 16, run / "step0")

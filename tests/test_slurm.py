@@ -199,3 +199,20 @@ def test_finetune_longer_than_its_time_limit_is_resubmitted_to_identical_weights
     assert "before the job's time limit" in history
     b = final_weights("timelimit-test", LONG["steps"])
     assert long_reference.keys() == b.keys() and all(torch.equal(long_reference[k], b[k]) for k in b)
+
+
+def test_a_profile_placeholder_left_unset_stops_before_any_submission(tmp_path):
+    """`snakemake --profile slurm` without PI_SLURM_ACCOUNT (a user who skipped the README's set-up): stopped
+    before the first sbatch, naming the variable and where the profile reads it; nothing is queued."""
+    env = {k: v for k, v in user_env().items() if k != "PI_SLURM_ACCOUNT"}
+    cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(dict(cfg, run="slurm-unset")))
+    shutil.rmtree(ROOT / "results/slurm-unset", ignore_errors=True)
+    p = subprocess.run([sys.executable, "-m", "snakemake", "table1", "--profile", "slurm", *FAST_STATUS,
+                        "--configfile", str(path)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0, out[-3000:]
+    assert "set PI_SLURM_ACCOUNT in the environment" in out and "default-resources.slurm_account" in out, out[-3000:]
+    assert not re.findall(r"SLURM jobid (\d+)", out)  # nothing submitted
+    assert not (ROOT / "results/slurm-unset/data").exists()

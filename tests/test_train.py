@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from pi_repro import finetune, modeling, train
+from conftest import save_word_tokenizer
 
 
 def test_warmup_from_ten_percent_then_constant():
@@ -34,6 +35,7 @@ HP = dict(global_batch=4, micro_batch=2, warmup_steps=2, warmup_start=0.1, sched
 
 def _setup(tmp_path, tiny_llama, method="PI"):
     tiny_llama.save_pretrained(tmp_path / "base")
+    save_word_tokenizer(tmp_path / "base", tiny_llama.config.vocab_size)
     modeling.init_extension(tmp_path / "base", method, 32, 16, tmp_path / "step0")
     rng = np.random.default_rng(0)
     offsets = np.array([0, 300, 1000])
@@ -90,3 +92,35 @@ def test_resumed_run_is_bitwise_equal_to_uninterrupted(tmp_path, tiny_llama, one
     a = load_file(tmp_path / "full/step6/model.safetensors")
     b = load_file(part / "step6/model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_non_finite_loss_stops_the_run_at_its_step_and_the_rerun_resumes(tmp_path, tiny_llama, one_thread,
+                                                                           monkeypatch):
+    """A NaN loss at step 5 (fault injection: the loss of that step is multiplied by NaN before backward): the run
+    stops naming step 5 before the optimizer step; the resume state of step 4 and the exports of steps 2 and 4
+    stay, nothing of step 5 or later is exported, no manifest is written. The rerun (cause fixed) resumes from
+    step 4 and ends with the weights of a run that never failed."""
+    data = _setup(tmp_path, tiny_llama)
+    args = (str(tmp_path / "step0"), "PI", 32, 16, dict(HP, steps=6), [2, 4, 6])
+    finetune.finetune(*args, str(tmp_path / "clean"), str(tmp_path / "clean/f.json"), data)
+    run = tmp_path / "run"
+    monkeypatch.setenv(train.INJECT_NAN_ENV, "5")
+    with pytest.raises(train.NonFiniteLoss, match=r"non-finite training loss \(nan\) at step 5: .*checkpoint-4"):
+        finetune.finetune(*args, str(run), str(run / "f.json"), data)
+    assert (run / "step2").is_dir() and (run / "step4").is_dir() and not (run / "step6").exists()
+    assert not (run / "f.json").exists() and train.last_checkpoint(run / "_trainer").endswith("checkpoint-4")
+    w4 = load_file(run / "step4/model.safetensors")
+    assert all(torch.isfinite(v).all() for v in w4.values())
+    monkeypatch.delenv(train.INJECT_NAN_ENV)
+    rec = finetune.finetune(*args, str(run), str(run / "f.json"), data)
+    assert rec["resumed_from"].endswith("checkpoint-4")
+    a, b = load_file(tmp_path / "clean/step6/model.safetensors"), load_file(run / "step6/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_non_finite_weights_are_never_exported(tmp_path, tiny_llama):
+    with torch.no_grad():
+        next(tiny_llama.parameters()).fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=r"logits are not finite; this checkpoint is not written"):
+        modeling.record_probe(tiny_llama, tmp_path / "x", 16)
+    assert not (tmp_path / "x").exists()

@@ -27,6 +27,16 @@ def _where(path) -> str:
     return out or "(top level)"
 
 
+def _did_you_mean(e) -> str:
+    """For an unknown key: the closest allowed keys at that place, if any are close."""
+    import difflib
+
+    allowed = list((e.schema.get("properties") or {}))
+    unknown = [k for k in (e.instance or {}) if k not in allowed] if isinstance(e.instance, dict) else []
+    hints = [f"{k!r} -> {m[0]!r}" for k in unknown if (m := difflib.get_close_matches(k, allowed, n=1, cutoff=0.6))]
+    return f"; did you mean {', '.join(hints)}?" if hints else ""
+
+
 def validate(cfg: dict) -> dict:
     """Raise :class:`ConfigError` naming the key of the first problem found; return ``cfg`` otherwise."""
     import jsonschema
@@ -39,7 +49,7 @@ def validate(cfg: dict) -> dict:
         e = errors[0]
         msg = e.message
         if e.validator == "additionalProperties":
-            msg = f"unknown key ({msg})"
+            msg = f"unknown key ({msg}){_did_you_mean(e)}"
         if e.validator == "oneOf" and isinstance(e.instance, dict):
             msg = f"does not match any allowed form for source {e.instance.get('source')!r}: {e.instance}"
         raise ConfigError(f"config error at {_where(e.absolute_path)}: {msg}")

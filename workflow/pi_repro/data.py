@@ -16,19 +16,25 @@ def read_corpus(path: str | Path) -> list[dict]:
     """Documents ``{"id", "split", "text"}`` of a JSON-lines corpus (optionally gzip-compressed)."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    docs = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e})") from None
-            missing = {"id", "split", "text"} - set(d)
-            if missing or d["split"] not in ("train", "test"):
-                raise ValueError(f"{path}:{n}: a document needs id, text and split train|test; got keys {sorted(d)}")
-            docs.append(d)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such corpus file")
+    docs, n = [], 0
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    d = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{n}: not valid JSON ({e})") from None
+                missing = {"id", "split", "text"} - set(d)
+                if missing or d["split"] not in ("train", "test"):
+                    raise ValueError(f"{path}:{n}: a document needs id, text and split train|test; got keys {sorted(d)}")
+                docs.append(d)
+    except (EOFError, gzip.BadGzipFile, UnicodeDecodeError, OSError) as e:  # cut mid-stream, not gzip, not UTF-8
+        raise ValueError(f"{path}: unreadable after line {n} ({type(e).__name__}: {e}); the file is truncated or "
+                         "corrupt: fetch it again") from None
     if not docs:
         raise ValueError(f"{path}: no documents")
     return docs
@@ -92,10 +98,37 @@ def select_eval_docs(ids: list[str], arrays: list[np.ndarray], style: str, seed:
     raise ValueError(f"unknown evaluation style {style!r}")
 
 
-def save_docs(path: str | Path, ids: list[str], arrays: list[np.ndarray], vocab_size: int) -> None:
+def tokenizer_digest(tok) -> str:
+    """sha256 of a tokenizer's vocabulary (token → id) and special tokens: what makes token ids mean the same."""
+    import hashlib
+
+    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    special = [tok.bos_token, tok.eos_token, tok.pad_token, tok.unk_token]
+    return hashlib.sha256(json.dumps([vocab, special]).encode()).hexdigest()
+
+
+def save_docs(path: str | Path, ids: list[str], arrays: list[np.ndarray], vocab_size: int,
+              tokenizer: str = "") -> None:
+    """Packed documents, with the digest of the tokenizer that made them (checked against the model's)."""
     tokens, offsets = pack(arrays, vocab_size)
     with open(path, "wb") as f:
-        np.savez(f, tokens=tokens, offsets=offsets, ids=np.asarray(ids, dtype=str))
+        np.savez(f, tokens=tokens, offsets=offsets, ids=np.asarray(ids, dtype=str), tokenizer=np.asarray(tokenizer))
+
+
+def check_tokenizer(files: list[str | Path], tok, model: str | Path) -> None:
+    """Refuse token files made by another tokenizer than the model's, before any model is loaded: a mismatch would
+    otherwise be an index error inside the embedding, or silently wrong numbers with an equal vocabulary size."""
+    want, size = tokenizer_digest(tok), len(tok)
+    for f in files:
+        with np.load(f, allow_pickle=False) as z:
+            made_by = str(z["tokenizer"]) if "tokenizer" in z.files else ""
+            top = int(z["tokens"].max()) if z["tokens"].size else -1
+        if made_by and made_by != want:
+            raise ValueError(f"{f} was tokenized by another tokenizer (vocabulary digest {made_by[:12]}) than the "
+                             f"one of {model} ({want[:12]}): tokenize it with the model's tokenizer")
+        if top >= size:
+            raise ValueError(f"{f} holds token id {top}, beyond the vocabulary of {model} ({size} tokens): it was "
+                             "tokenized by another tokenizer")
 
 
 def load_packed_docs(files: list[str | Path]) -> list[np.ndarray]:

@@ -91,6 +91,7 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
 
     rank, world = _distributed(bool(hp.get("deepspeed")))
     outdir = Path(outdir)
+    data.check_tokenizer(data_files, modeling.load_tokenizer(init), init)
     tokens = training_tokens(data_files, hp["seed"])
     needed = hp["steps"] * hp["global_batch"] * ctx
     if len(tokens) < needed:

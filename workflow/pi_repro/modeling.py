@@ -132,6 +132,8 @@ def record_probe(model, out_dir: str | Path, ctx: int, device=None, max_len: int
     """Run the probe through ``model`` (on every rank under ZeRO-3) and, where ``write``, store it in ``out_dir``."""
     ids, keep = probe_batch(model.config.vocab_size, min(ctx, max_len))
     logits = probe_logits(model, ids, keep, device)
+    if not torch.isfinite(logits).all():  # non-finite weights: never exported as a result
+        raise FloatingPointError(f"{out_dir}: the model's logits are not finite; this checkpoint is not written")
     if write:
         write_probe(out_dir, ids, keep, logits, next(model.parameters()).dtype)
 
@@ -233,7 +235,14 @@ def load_for_eval(path: str | Path):
 
 
 def load_tokenizer(path: str | Path):
-    return AutoTokenizer.from_pretrained(str(path))
+    """The tokenizer a model folder carries (every checkpoint has its own copy); a clear error if it has none."""
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"{p}: no such model folder")
+    if not any((p / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
+        raise FileNotFoundError(f"{p}: no tokenizer (tokenizer.json / tokenizer_config.json); every checkpoint "
+                                "carries its tokenizer: rebuild this one")
+    return AutoTokenizer.from_pretrained(str(p))
 
 
 def copy_tokenizer(src: str | Path | None, dst: str | Path) -> None:

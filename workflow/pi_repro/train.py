@@ -65,6 +65,13 @@ class SplitCollator:
         return {"input_ids": ids, "labels": ids.clone()}
 
 
+INJECT_NAN_ENV = "PI_REPRO_INJECT_NAN_AT_STEP"
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A fine-tune's loss became NaN or infinite: the run stops at that step with its last good state kept."""
+
+
 def lr_lambda(step: int, warmup_steps: int, warmup_start: float, schedule: str = "constant", total_steps: int = 1,
               min_lr_ratio: float = 0.1) -> float:
     """Multiplier of the max learning rate at optimizer step ``step`` (0-based)."""
@@ -154,7 +161,28 @@ def build_trainer(model, dataset, hp: dict, work_dir: str | Path, export_dir: st
                 control.should_training_stop = True
             return control
 
+    nan_at = int(os.environ.get(INJECT_NAN_ENV, "0") or 0)  # fault injection (tests): a NaN loss at this step
+
     class PITrainer(Trainer):
+        def compute_loss(self, model, inputs, *a, **kw):
+            out = super().compute_loss(model, inputs, *a, **kw)
+            if nan_at and self.state.global_step + 1 == nan_at:
+                out = (out[0] * float("nan"), *out[1:]) if isinstance(out, tuple) else out * float("nan")
+            return out
+
+        def training_step(self, model, inputs, *a, **kw):
+            # after backward, before the optimizer step: the weights of this step are still those of the last
+            loss = super().training_step(model, inputs, *a, **kw)
+            if not torch.isfinite(loss).all():
+                step = self.state.global_step + 1
+                kept = last_checkpoint(work_dir)
+                raise NonFiniteLoss(
+                    f"non-finite training loss ({float(loss)}) at step {step}: stopped before the optimizer step, "
+                    f"so no weights were updated with it; kept: the resume state {kept or '(none yet)'} and the "
+                    f"exports written so far. Fix the cause (learning rate, data, hardware) and rerun: the run "
+                    f"resumes from {Path(kept).name if kept else 'step 0'}")
+            return loss
+
         def create_scheduler(self, num_training_steps, optimizer=None):
             if self.lr_scheduler is None:
                 self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(

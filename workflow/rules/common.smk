@@ -181,6 +181,40 @@ def benchmark_includes(w):
     return out + ([inc] if inc else [])
 
 
+# ---------------------------------------------------------------------------------------------- cluster
+def unset_profile_variables():
+    """(where, resource, variable) for each resource of the profile that reads an environment variable that is
+    not set (e.g. the SLURM profile's $PI_SLURM_ACCOUNT): sbatch would be handed the placeholder itself."""
+    import os
+    import re
+
+    rs = workflow.resource_settings
+    sources = [("default-resources", rs.default_resources or {})]
+    sources += [(f"set-resources.{r}", m) for r, m in (rs.overwrite_resources or {}).items()]
+    out = []
+    for where, mapping in sources:
+        for key, res in mapping.items():
+            raw = getattr(res, "raw", res)
+            for var in re.findall(r"\$\{?([A-Za-z_]\w*)", raw if isinstance(raw, str) else ""):
+                if not os.environ.get(var):
+                    out.append((where, key, var))
+    return out
+
+
+def check_cluster_settings():
+    """Before the first submission to SLURM: every placeholder of the profile is set (a job submitted with the
+    account "$PI_SLURM_ACCOUNT" fails in the queue, or waits there)."""
+    plugin = workflow.executor_plugin
+    if plugin is None or plugin.name != "slurm" or workflow.remote_exec:
+        return
+    missing = unset_profile_variables()
+    if missing:
+        names = sorted({v for _, _, v in missing})
+        where = "; ".join(f"{w}.{k} reads ${v}" for w, k, v in missing[:6])
+        raise pcfg.ConfigError(f"cluster settings: set {', '.join(names)} in the environment before submitting "
+                               f"({where}; see profiles/slurm and README 'Running the paper on a cluster')")
+
+
 # -------------------------------------------------------------------------------------------------- audit
 AUDIT_GPU_RULES = ("perplexity", "passkey", "benchmark", "finetune", "init_extension")
 

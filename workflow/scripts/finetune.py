@@ -9,6 +9,7 @@ import sys
 
 import _common  # noqa: F401
 from pi_repro.finetune import StoppedBeforeTimeLimit, finetune
+from pi_repro.train import NonFiniteLoss
 
 # exit status of a run that stopped before its time limit with its state saved (EX_TEMPFAIL: try again)
 EXIT_RESUBMIT = 75
@@ -32,6 +33,9 @@ def main():
     except StoppedBeforeTimeLimit as e:
         print(e, flush=True)
         sys.exit(EXIT_RESUBMIT)
+    except NonFiniteLoss as e:
+        print(f"{a.method}-{a.ctx}: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
     finally:
         close_process_group()
 

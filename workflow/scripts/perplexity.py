@@ -20,6 +20,7 @@ def main():
     ap.add_argument("--bootstrap", type=int, default=1000)
     a = _common.eval_args(ap).parse_args()
     model_dir = Path(a.model)
+    data.check_tokenizer([a.docs], modeling.load_tokenizer(model_dir), model_dir)  # before loading the weights
     model, facts = modeling.load_for_eval(model_dir)
     ids, arrays = data.load_docs(a.docs)
     docs = [torch.from_numpy(x) for x in arrays]

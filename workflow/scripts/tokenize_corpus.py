@@ -34,7 +34,7 @@ def main():
             ev = a.eval
             ids, arrays = data.select_eval_docs(ids, arrays, ev["style"], a.seed, ev.get("num_docs"), ev.get("doc_tokens"))
         with atomic_path(out) as tmp:
-            data.save_docs(tmp, ids, arrays, len(tok))
+            data.save_docs(tmp, ids, arrays, len(tok), data.tokenizer_digest(tok))
         lens = np.array([len(x) for x in arrays] or [0])
         stats[split] = {"documents": len(ids), "tokens": int(lens.sum()), "min_doc_tokens": int(lens.min()),
                         "max_doc_tokens": int(lens.max())}
