@@ -137,3 +137,48 @@ def test_a_missing_model_folder_or_tokenizer_is_named(tmp_path, tiny_llama):
     tiny_llama.save_pretrained(tmp_path / "ckpt")
     with pytest.raises(FileNotFoundError, match=r"ckpt: no tokenizer"):
         modeling.load_tokenizer(tmp_path / "ckpt")
+
+
+@pytest.mark.slow
+def test_a_second_run_on_the_same_results_is_refused_while_the_first_runs(tmp_path):
+    """Two `snakemake` processes on the same run folder: the second stops at once with Snakemake's lock message
+    (its outputs overlap the first's), and the first completes undisturbed."""
+    import subprocess
+    import sys
+    import time
+
+    cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(dict(cfg, run="lock-test")))
+    import shutil
+
+    shutil.rmtree(ROOT / "results/lock-test", ignore_errors=True)
+    cmd = [sys.executable, "-m", "snakemake", "table1", "--configfile", str(path), "--cores", "1"]
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    locks = ROOT / ".snakemake/locks"
+    deadline = time.time() + 120
+    while not (locks.is_dir() and any(locks.iterdir())) and time.time() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = second.stdout + second.stderr
+    assert second.returncode != 0 and "Directory cannot be locked" in out, out[-3000:]
+    assert first.wait(timeout=600) == 0, first.stdout.read()[-3000:]
+    assert (ROOT / "results/lock-test/tables/table1.csv").is_file()
+
+
+def test_check_config_names_the_line_of_a_yaml_syntax_error(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run: x\nseed: [1, 2\nbase_window: 128\n")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump(dict(DEFAULT, train=dict(DEFAULT["train"], warmup_step=3))))
+    p = subprocess.run([sys.executable, "workflow/scripts/check_config.py", str(bad), str(typo),
+                        "config/paper.yaml"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 1
+    assert re.search(r"bad\.yaml:3:\d+: YAML syntax error", p.stderr), p.stderr
+    assert "typo.yaml: config error at train: unknown key" in p.stderr and "paper.yaml" not in p.stderr
+    ok = subprocess.run([sys.executable, "workflow/scripts/check_config.py", "config/config.yaml"], cwd=ROOT,
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.strip() == "valid"
