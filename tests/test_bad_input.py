@@ -182,3 +182,35 @@ def test_check_config_names_the_line_of_a_yaml_syntax_error(tmp_path):
     ok = subprocess.run([sys.executable, "workflow/scripts/check_config.py", "config/config.yaml"], cwd=ROOT,
                         capture_output=True, text=True)
     assert ok.returncode == 0 and ok.stdout.strip() == "valid"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target, victim", [("eval/ppl/pg19/tiny/base/ppl.json", "ppl.json"),
+                                            ("tables/table1.csv", "table1.md")])
+def test_a_job_killed_while_writing_leaves_nothing_taken_for_a_result(tmp_path, target, victim):
+    """A perplexity job and a table job SIGKILLed after writing an output and before renaming it into place (fault
+    injection at the worst moment): Snakemake reports the job failed, no output of it exists under its name (only
+    a hidden temporary, which no table, audit or rerun reads), and the rerun completes."""
+    import os
+    import subprocess
+    import sys
+
+    from pi_repro.io import KILL_ENV
+
+    cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    path = tmp_path / "c.yaml"
+    run = f"kill-{victim.split('.')[0]}"
+    path.write_text(yaml.safe_dump(dict(cfg, run=run)))
+    import shutil
+
+    out = ROOT / "results" / run
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "snakemake", f"results/{run}/{target}", "--configfile", str(path), "--cores", "2"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, **{KILL_ENV: victim}))
+    assert p.returncode != 0 and "Error in rule" in p.stdout + p.stderr
+    written = out / target
+    assert not written.exists() and not (written.parent / victim).exists()
+    assert any(f.name.startswith(f".{victim}.") for f in written.parent.iterdir())  # the hidden temporary
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert written.is_file()

@@ -47,6 +47,9 @@ def verify_sha256(path: str | Path, expected: str | None) -> str:
     return actual
 
 
+KILL_ENV = "PI_REPRO_INJECT_KILL_WRITING"  # tests: SIGKILL the process between writing this file and renaming it
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path beside ``path``; move it into place only if the block finishes."""
@@ -55,6 +58,10 @@ def atomic_path(path: str | Path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / path.name
     try:
         yield tmp
+        if os.environ.get(KILL_ENV) and os.environ[KILL_ENV] == path.name:  # fault injection (tests)
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)  # written, not yet in place: as a kill at the worst moment
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         os.replace(tmp, path)
