@@ -216,3 +216,23 @@ def test_a_profile_placeholder_left_unset_stops_before_any_submission(tmp_path):
     assert "set PI_SLURM_ACCOUNT in the environment" in out and "default-resources.slurm_account" in out, out[-3000:]
     assert not re.findall(r"SLURM jobid (\d+)", out)  # nothing submitted
     assert not (ROOT / "results/slurm-unset/data").exists()
+
+
+def test_a_job_no_partition_can_run_stops_before_any_submission(tmp_path):
+    """Evaluations asking 16 GPUs on one node of a cluster whose nodes have 8: the run stops before the first
+    sbatch (SLURM would keep the job PENDING forever; seen on this cluster: Snakemake waits silently), naming the
+    rule, SLURM's reason and the request."""
+    cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    cfg["run"] = "slurm-unsatisfiable"
+    cfg["sizes"]["tiny"]["resources"] = {"eval_gpus": 16}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    shutil.rmtree(ROOT / "results/slurm-unsatisfiable", ignore_errors=True)
+    p = subprocess.run([sys.executable, "-m", "snakemake", "results/slurm-unsatisfiable/eval/ppl/pg19/tiny/base/ppl.json",
+                        "--profile", "slurm", *FAST_STATUS, "--configfile", str(path)], cwd=ROOT, capture_output=True,
+                       text=True, env=user_env(), timeout=300)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0, out[-3000:]
+    assert "SLURM would never start these jobs" in out and "perplexity (1 jobs)" in out, out[-3000:]
+    assert "sbatch --test-only" in out and "gpu:16" in out.replace("gpu:16", "gpu:16"), out[-3000:]
+    assert not re.findall(r"SLURM jobid (\d+)", out)  # nothing submitted

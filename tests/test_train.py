@@ -124,3 +124,40 @@ def test_non_finite_weights_are_never_exported(tmp_path, tiny_llama):
     with pytest.raises(FloatingPointError, match=r"logits are not finite; this checkpoint is not written"):
         modeling.record_probe(tiny_llama, tmp_path / "x", 16)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_full_disk_while_writing_a_checkpoint_keeps_the_last_and_the_rerun_resumes(tmp_path, tiny_llama,
+                                                                                     one_thread, monkeypatch):
+    """The run's folder on a small tmpfs, filled to the last byte after step 3 (fault injection: a real ENOSPC
+    from the file system at the next write, step 4's export): a clear error; the export and resume state of step
+    2 intact; after space is freed the rerun resumes from step 2 to the weights of a run that never failed."""
+    import os
+    import subprocess
+
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(fs)], capture_output=True).returncode:
+        if os.environ.get("CI"):
+            pytest.fail("cannot mount a tmpfs (CI runs as root)")
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        data = _setup(tmp_path, tiny_llama)
+        args = (str(tmp_path / "step0"), "PI", 32, 16, dict(HP, steps=6), [2, 4, 6])
+        finetune.finetune(*args, str(tmp_path / "clean"), str(tmp_path / "clean/f.json"), data)
+        run = fs / "run"
+        monkeypatch.setenv(train.INJECT_FILL_ENV, "3")
+        with pytest.raises(train.DiskFull, match=r"no space left on the device while writing step 4 .* the resume "
+                                                 r"state .*checkpoint-2 are intact"):
+            finetune.finetune(*args, str(run), str(run / "f.json"), data)
+        assert not (run / "step4").exists() and not (run / "f.json").exists()
+        w2 = load_file(run / "step2/model.safetensors")
+        assert train.last_checkpoint(run / "_trainer").endswith("checkpoint-2")
+        monkeypatch.delenv(train.INJECT_FILL_ENV)
+        (run / "_trainer/.filler").unlink()
+        rec = finetune.finetune(*args, str(run), str(run / "f.json"), data)
+        assert rec["resumed_from"].endswith("checkpoint-2")
+        assert all(torch.equal(w2[k], v) for k, v in load_file(run / "step2/model.safetensors").items())
+        a, b = load_file(tmp_path / "clean/step6/model.safetensors"), load_file(run / "step6/model.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    finally:
+        subprocess.run(["umount", str(fs)], capture_output=True)

@@ -66,6 +66,25 @@ class SplitCollator:
 
 
 INJECT_NAN_ENV = "PI_REPRO_INJECT_NAN_AT_STEP"
+INJECT_FILL_ENV = "PI_REPRO_INJECT_FILL_DEVICE_AT_STEP"
+
+
+class DiskFull(OSError):
+    """Writing a checkpoint ran out of space: the previous export and resume state are kept."""
+
+
+def disk_full(e: BaseException) -> bool:
+    """Whether ``e`` (or its cause) is a full device: an OSError ENOSPC, or a writer's own error around one
+    (safetensors reports "No space left on device (os error 28)")."""
+    import errno
+
+    while e is not None:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(e) or "os error 28" in str(e) or "StorageFull" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -162,6 +181,19 @@ def build_trainer(model, dataset, hp: dict, work_dir: str | Path, export_dir: st
             return control
 
     nan_at = int(os.environ.get(INJECT_NAN_ENV, "0") or 0)  # fault injection (tests): a NaN loss at this step
+    fill_at = int(os.environ.get(INJECT_FILL_ENV, "0") or 0)  # fault injection (tests): fill the device here
+
+    class FillDevice(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if fill_at and state.global_step == fill_at:
+                with open(Path(work_dir) / ".filler", "wb") as f:
+                    try:
+                        while True:
+                            f.write(b"\0" * (1 << 16))
+                            f.flush()
+                    except OSError:
+                        pass
+            return control
 
     class PITrainer(Trainer):
         def compute_loss(self, model, inputs, *a, **kw):
@@ -197,9 +229,19 @@ def build_trainer(model, dataset, hp: dict, work_dir: str | Path, export_dir: st
             # between the two writes would resume after N and never export it. The other way round, a kill
             # between the writes resumes before N and exports N again (bitwise the same weights).
             step = self.state.global_step
-            if export_dir is not None and step in export_steps:
-                self.export(Path(export_dir) / f"step{step}")
-            super()._save_checkpoint(model, trial)
+            kept = last_checkpoint(work_dir)
+            try:
+                if export_dir is not None and step in export_steps:
+                    self.export(Path(export_dir) / f"step{step}")
+                super()._save_checkpoint(model, trial)
+            except Exception as e:
+                if not disk_full(e):
+                    raise
+                raise DiskFull(
+                    f"no space left on the device while writing step {step} (export to {export_dir}, resume state "
+                    f"to {work_dir}): the exports written before and the resume state {kept or '(none yet)'} are "
+                    f"intact (exports are renamed into place only once complete). Free space and rerun: the run "
+                    f"resumes from {Path(kept).name if kept else 'step 0'}") from e
 
         def export(self, out: Path):
             # save_model is collective under ZeRO-3 (weights are gathered) and writes on the main process only
@@ -217,7 +259,7 @@ def build_trainer(model, dataset, hp: dict, work_dir: str | Path, export_dir: st
 
     args = args or training_args(hp, work_dir)
     trainer = PITrainer(model=model, args=args, train_dataset=dataset, data_collator=SplitCollator(train_window),
-                        callbacks=[ExportAt(), StopBeforeLimit()])
+                        callbacks=[ExportAt(), StopBeforeLimit()] + ([FillDevice()] if fill_at else []))
     return trainer
 
 

@@ -213,6 +213,46 @@ def check_cluster_settings():
         where = "; ".join(f"{w}.{k} reads ${v}" for w, k, v in missing[:6])
         raise pcfg.ConfigError(f"cluster settings: set {', '.join(names)} in the environment before submitting "
                                f"({where}; see profiles/slurm and README 'Running the paper on a cluster')")
+    refused = unsatisfiable_jobs()
+    if refused:
+        lines = "\n".join(f"  {name} ({n} jobs): {why}\n    {call}" for (name, call), (n, why) in refused.items())
+        raise pcfg.ConfigError("cluster settings: SLURM would never start these jobs (sbatch --test-only refuses "
+                               f"them; they would wait in the queue forever):\n{lines}\nAdjust the config's "
+                               "resources blocks or the profile (`snakemake cluster_plan` prints what each job asks)")
+
+
+def unsatisfiable_jobs():
+    """The jobs to run whose sbatch request SLURM refuses (`sbatch --test-only`, one call per distinct request,
+    built as the SLURM executor builds it): {(rule, request): (jobs, SLURM's reason)}."""
+    import os
+    import shlex
+    import subprocess
+
+    try:
+        from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+        from snakemake_executor_plugin_slurm.utils import set_gres_string
+    except ImportError:
+        return {}
+    requests = {}
+    for job in workflow.dag.needrun_jobs():
+        if job.is_local:
+            continue
+        res = job.resources
+        params = {"run_uuid": "check", "slurm_logfile": os.devnull, "comment_str": job.rule.name,
+                  "account": f"-A {shlex.quote(str(res.get('slurm_account')))}" if res.get("slurm_account") else "",
+                  "partition": f"-p {shlex.quote(str(res.get('slurm_partition')))}" if res.get("slurm_partition") else "",
+                  "workdir": None}
+        call = get_submit_command(job, params, settings=None) + set_gres_string(job)
+        call = call.replace("sbatch --parsable", "sbatch --test-only", 1) + " --wrap true"
+        key = (job.rule.name, call)
+        requests[key] = requests.get(key, 0) + 1
+    refused = {}
+    for (rule, call), n in requests.items():
+        p = subprocess.run(call, shell=True, capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            reason = (p.stderr.strip().splitlines() or ["refused"])[-1]
+            refused[(rule, call)] = (n, reason)
+    return refused
 
 
 # -------------------------------------------------------------------------------------------------- audit
