@@ -110,12 +110,23 @@ def build(run_dir: str | Path, targets: list[str], config_sha: str | None = None
     return manifest
 
 
-def _input_digest(path: str, by_output: dict) -> str | None:
-    """An input's sha256: as its producer recorded it, else hashed now (shipped files and folders)."""
+def _input_digest(path: str, by_output: dict, _shipped: dict = {}) -> str | None:  # noqa: B006 (a cache)
+    """An input's sha256 as its producer recorded it (a file or folder inside a recorded folder: from that folder's
+    per-file digests, so no checkpoint is hashed twice), else hashed now once (shipped files and folders)."""
     hit = producer_of(path, by_output)
-    if hit and hit[0] == os.path.normpath(path):
+    norm = os.path.normpath(path)
+    if hit and hit[0] == norm:
         return hit[1]["outputs"][hit[0]]
-    return P.digest(path) if os.path.exists(path) else None
+    if hit and hit[0] in hit[1].get("files", {}):
+        sub = Path(norm).relative_to(hit[0]).as_posix()
+        files = hit[1]["files"][hit[0]]
+        if sub in files:
+            return files[sub]
+        inside = {f[len(sub) + 1:]: d for f, d in files.items() if f.startswith(sub + "/")}
+        return P.folder_digest(inside) if inside else None
+    if norm not in _shipped:
+        _shipped[norm] = P.digest(path) if os.path.exists(path) else None
+    return _shipped[norm]
 
 
 def verify_manifest(manifest: dict, run_dir: str | Path) -> list[dict]:
