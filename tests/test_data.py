@@ -1,10 +1,14 @@
 import gzip
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pi_repro import data, fetch, passkey
+from pi_repro.io import sha256_file
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_proofpile_style_draws_long_documents_and_truncates():
@@ -120,3 +124,24 @@ def test_hub_streaming_cuts_the_training_subset_at_the_budget(tmp_path, monkeypa
     assert docs[0]["summary"] == "s0" and len(info["sha256"]) == 64
     info = fetch.fetch_hub(hub, tmp_path / "eval-only.jsonl.gz", train_tokens=0)  # no fine-tune reads train
     assert set(info["splits"]) == {"test"}
+
+
+def test_shipped_corpora_match_their_checksums_and_the_manpages_pairs_are_sound():
+    """Every shipped corpus has the sha256 of SHA256SUMS; the summarization corpus (Table 6's stand-in, built by
+    resources/corpora/build_manpages.py) reads as a corpus, each page with a one-line summary taken out of the
+    document, unique ids, and its test split the fixed 1-in-5 by sha1 of the id."""
+    import hashlib
+
+    corpora = ROOT / "resources/corpora"
+    sums = dict(reversed(line.split("  ")) for line in (corpora / "SHA256SUMS").read_text().splitlines())
+    assert {"austen.jsonl.gz", "coq.jsonl.gz", "manpages.jsonl.gz"} <= set(sums)
+    for name, digest in sums.items():
+        assert sha256_file(corpora / name) == digest, name
+    docs = data.read_corpus(corpora / "manpages.jsonl.gz")
+    assert len(docs) >= 900 and len({d["id"] for d in docs}) == len(docs)
+    for d in docs:
+        assert d["summary"].strip() and "\n" not in d["summary"] and len(d["text"].split()) >= 150
+        assert not d["text"].startswith("NAME") and "\nNAME\n" not in d["text"]
+        test = int(hashlib.sha1(d["id"].encode()).hexdigest(), 16) % 5 == 0
+        assert d["split"] == ("test" if test else "train"), d["id"]
+    assert 150 <= sum(d["split"] == "test" for d in docs) <= 250
