@@ -181,6 +181,8 @@ class Recorder:
         self.active = bool(self.run_dir) and state is None and os.environ.get("RANK", "0") == "0"
         if self.active:
             os.environ[RECORDING_ENV] = "child"  # inherited by torchrun ranks, srun tasks, subprocesses
+            # the code as the job starts (an edit while a long job runs must not be credited to it)
+            self.code = {**git_state(), "code_sha256": code_digest()}
 
     def hand_over(self) -> None:
         """Before this process execs another program (scripts/launch.py → torchrun → the script's rank 0): the
@@ -200,7 +202,7 @@ class Recorder:
             "inputs": inputs, "outputs": {p: folder_digest(files[p]) if p in files else digest(p) for p in outputs},
             "kinds": {p: "folder" if p in files else "file" for p in outputs}, "files": files,
             "start": self.start, "end": end, "wall_s": round(end - self.start, 3),
-            "config_sha256": os.environ.get(CONFIG_ENV), **git_state(), "code_sha256": code_digest(), "packages": package_versions(),
+            "config_sha256": os.environ.get(CONFIG_ENV), **self.code, "packages": package_versions(),
             "hardware": hardware(), "env": {k: os.environ[k] for k in ENV_KEYS if k in os.environ},
             "slurm": {k: os.environ[k] for k in SLURM_KEYS if k in os.environ} or None,
         }
