@@ -33,6 +33,12 @@ def _finish():
         _recorder.finish()
 
 
+def finish_now():
+    """Write the job's record now, for a process about to leave through os._exit (which skips atexit)."""
+    _finish()
+    _recorder.active = False
+
+
 sys.exit, sys.excepthook = _record_exit, _record_exception
 atexit.register(_finish)
 
