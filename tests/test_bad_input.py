@@ -129,6 +129,8 @@ def test_tokens_of_another_tokenizer_are_refused_before_the_model_loads(tmp_path
     data.save_docs(tmp_path / "old.npz", ["a"], [np.array([5, 300])], 1000)  # no digest, id 300 >= 97
     with pytest.raises(ValueError, match=r"old\.npz holds token id 300, beyond the vocabulary of .*ours \(97 tokens\)"):
         data.check_tokenizer([tmp_path / "old.npz"], tok, ours)
+    with pytest.raises(ValueError, match=r"eval\.npz holds token id 300"):  # the fine-tune: ids of its loaded tokens
+        data.check_tokenizer([tmp_path / "eval.npz"], tok, ours, tokens=np.array([5, 300]))
 
 
 def test_a_missing_model_folder_or_tokenizer_is_named(tmp_path, tiny_llama):

@@ -92,17 +92,18 @@ def build(run_dir: str | Path, targets: list[str], config_sha: str | None = None
     jobs = P.load_jobs(run_dir)
     arts, unrecorded = upstream(targets, jobs, run_dir)
     by_output = producers(jobs)
-    artefacts, job_index = {}, {}
+    artefacts, job_index, shipped = {}, {}, {}
     for path, job in sorted(arts.items()):
         key = rel(job["record"], run_dir)
         if key not in job_index:
             job_index[key] = {k: job[k] for k in ("script", "argv", "start", "end", "wall_s", "commit", "dirty",
                                                   "code_sha256", "config_sha256", "packages", "hardware", "env",
                                                   "slurm") if k in job}
-            job_index[key]["inputs"] = {rel(i, run_dir): _input_digest(i, by_output) for i in job["inputs"]}
+            job_index[key]["inputs"] = {rel(i, run_dir): _input_digest(i, by_output, shipped) for i in job["inputs"]}
             job_index[key]["outputs"] = {rel(o, run_dir): d for o, d in job["outputs"].items()}
-        artefacts[rel(path, run_dir)] = {"sha256": job["outputs"][path], "kind": job["kinds"][path], "job": key,
-                                         **({"files": job["files"][path]} if path in job.get("files", {}) else {})}
+        files = job["files"].get(path)
+        artefacts[rel(path, run_dir)] = {"sha256": job["outputs"][path], "kind": "file" if files is None else "folder",
+                                         "job": key, **({} if files is None else {"files": files})}
     manifest = {"run_dir": run_dir.as_posix(), "created": time.time(), "config_sha256": config_sha,
                 "audit_code": P.git_state(), "targets": [rel(t, run_dir) for t in targets],
                 "unrecorded": [rel(u, run_dir) for u in unrecorded], "artefacts": artefacts, "jobs": job_index}
@@ -110,9 +111,10 @@ def build(run_dir: str | Path, targets: list[str], config_sha: str | None = None
     return manifest
 
 
-def _input_digest(path: str, by_output: dict, _shipped: dict = {}) -> str | None:  # noqa: B006 (a cache)
+def _input_digest(path: str, by_output: dict, shipped: dict) -> str | None:
     """An input's sha256 as its producer recorded it (a file or folder inside a recorded folder: from that folder's
-    per-file digests, so no checkpoint is hashed twice), else hashed now once (shipped files and folders)."""
+    per-file digests, so no checkpoint is hashed twice), else hashed now, once per build (``shipped``: the cache of
+    shipped files and folders)."""
     hit = producer_of(path, by_output)
     norm = os.path.normpath(path)
     if hit and hit[0] == norm:
@@ -124,9 +126,9 @@ def _input_digest(path: str, by_output: dict, _shipped: dict = {}) -> str | None
             return files[sub]
         inside = {f[len(sub) + 1:]: d for f, d in files.items() if f.startswith(sub + "/")}
         return P.folder_digest(inside) if inside else None
-    if norm not in _shipped:
-        _shipped[norm] = P.digest(path) if os.path.exists(path) else None
-    return _shipped[norm]
+    if norm not in shipped:
+        shipped[norm] = P.digest(path) if os.path.exists(path) else None
+    return shipped[norm]
 
 
 def verify_manifest(manifest: dict, run_dir: str | Path) -> list[dict]:
@@ -327,14 +329,14 @@ def determinism(manifest: dict, run_dir: str | Path, scratch: str | Path, plan: 
         pairs = sorted(mapping.items(), key=lambda kv: -len(kv[1]))
         others = [o for k, j in manifest["jobs"].items() if k != key for o in j["outputs"]]
         for orig, new in mapping.items():
-            if facts["returncode"] != 0:
-                comps.append({"output": rel(orig, run_dir), "equal": False, "how": "failed",
-                              "max_rel_diff": math.inf, "differences": [facts["stderr_tail"][-500:]]})
-                continue
             mine = rel(orig, run_dir)
-            nested = tuple(o[len(mine) + 1:] for o in others if o.startswith(mine + "/"))
-            c = compare(orig, new, tol, replace=pairs, exclude=nested)
-            comps.append({"output": rel(orig, run_dir), **c})
+            if facts["returncode"] != 0:
+                c = {"equal": False, "how": "failed", "max_rel_diff": math.inf,
+                     "differences": [facts["stderr_tail"][-500:]]}
+            else:
+                nested = tuple(o[len(mine) + 1:] for o in others if o.startswith(mine + "/"))
+                c = compare(orig, new, tol, replace=pairs, exclude=nested)
+            comps.append({"output": mine, **c})
         results.append({"job": key, "script": job["script"], "tolerance": tol, "recorded_wall_s": job["wall_s"],
                         **facts, "equal": all(c["equal"] for c in comps), "outputs": comps})
         progress(f"  {'same' if results[-1]['equal'] else 'DIFFERENT'}: " +

@@ -115,20 +115,30 @@ def save_docs(path: str | Path, ids: list[str], arrays: list[np.ndarray], vocab_
         np.savez(f, tokens=tokens, offsets=offsets, ids=np.asarray(ids, dtype=str), tokenizer=np.asarray(tokenizer))
 
 
-def check_tokenizer(files: list[str | Path], tok, model: str | Path) -> None:
+def check_tokenizer(files: list[str | Path], tok, model: str | Path, tokens: np.ndarray | None = None) -> None:
     """Refuse token files made by another tokenizer than the model's, before any model is loaded: a mismatch would
-    otherwise be an index error inside the embedding, or silently wrong numbers with an equal vocabulary size."""
+    otherwise be an index error inside the embedding, or silently wrong numbers with an equal vocabulary size.
+    ``tokens``: the files' tokens when the caller has loaded them already (their ids are checked there, not read
+    from the files a second time)."""
     want, size = tokenizer_digest(tok), len(tok)
     for f in files:
         with np.load(f, allow_pickle=False) as z:
             made_by = str(z["tokenizer"]) if "tokenizer" in z.files else ""
-            top = int(z["tokens"].max()) if z["tokens"].size else -1
+            ids = z["tokens"] if tokens is None else None
         if made_by and made_by != want:
             raise ValueError(f"{f} was tokenized by another tokenizer (vocabulary digest {made_by[:12]}) than the "
                              f"one of {model} ({want[:12]}): tokenize it with the model's tokenizer")
-        if top >= size:
-            raise ValueError(f"{f} holds token id {top}, beyond the vocabulary of {model} ({size} tokens): it was "
-                             "tokenized by another tokenizer")
+        if ids is not None:
+            _check_ids(ids, size, f, model)
+    if tokens is not None:
+        _check_ids(tokens, size, ", ".join(map(str, files)), model)
+
+
+def _check_ids(ids: np.ndarray, size: int, where: str, model: str | Path) -> None:
+    top = int(ids.max()) if ids.size else -1
+    if top >= size:
+        raise ValueError(f"{where} holds token id {top}, beyond the vocabulary of {model} ({size} tokens): it was "
+                         "tokenized by another tokenizer")
 
 
 def load_packed_docs(files: list[str | Path]) -> list[np.ndarray]:

@@ -91,8 +91,8 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
 
     rank, world = _distributed(bool(hp.get("deepspeed")))
     outdir = Path(outdir)
-    data.check_tokenizer(data_files, modeling.load_tokenizer(init), init)
     tokens = training_tokens(data_files, hp["seed"])
+    data.check_tokenizer(data_files, modeling.load_tokenizer(init), init, tokens=tokens)  # before the model loads
     needed = hp["steps"] * hp["global_batch"] * ctx
     if len(tokens) < needed:
         raise ValueError(f"{method}-{ctx}: the training data {data_files} has {len(tokens)} tokens; {hp['steps']} steps"

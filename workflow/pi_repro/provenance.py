@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from .io import sha256_file
+
 RUN_DIR_ENV = "PI_RUN_DIR"
 CONFIG_ENV = "PI_CONFIG_SHA256"
 RECORDING_ENV = "PI_PROVENANCE_RECORDING"  # set by a recorded job for its children; "off" disables recording
@@ -38,13 +40,7 @@ def hidden(name: str) -> bool:
 def digest(path: str | Path) -> str:
     """sha256 of a file; of a folder, the sha256 of its files' digests and relative paths (hidden names skipped)."""
     p = Path(path)
-    if p.is_file():
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-        return h.hexdigest()
-    return folder_digest(file_digests(p))
+    return sha256_file(p) if p.is_file() else folder_digest(file_digests(p))
 
 
 def file_digests(p: str | Path) -> dict[str, str]:
@@ -128,9 +124,8 @@ def code_digest() -> str:
     reruns a job when its rule's code or params change, not when library code does: this names results computed
     by other code even when the commit is the same (a dirty tree)."""
     wf = REPO / "workflow"
-    files = [REPO / "Snakefile"] + sorted(f for pat in ("*.py", "*.smk", "*.yaml") for f in wf.rglob(pat))
-    return hashlib.sha256("".join(f"{digest(f)}  {f.relative_to(REPO).as_posix()}\n" for f in files
-                                  if f.is_file()).encode()).hexdigest()
+    files = [REPO / "Snakefile"] + [f for pat in ("*.py", "*.smk", "*.yaml") for f in wf.rglob(pat)]
+    return folder_digest({f.relative_to(REPO).as_posix(): sha256_file(f) for f in files if f.is_file()})
 
 
 def package_versions() -> dict:
@@ -200,7 +195,7 @@ class Recorder:
         return {
             "script": Path(self.argv[0]).name, "argv": self.argv, "python": sys.executable, "cwd": os.getcwd(),
             "inputs": inputs, "outputs": {p: folder_digest(files[p]) if p in files else digest(p) for p in outputs},
-            "kinds": {p: "folder" if p in files else "file" for p in outputs}, "files": files,
+            "files": files,
             "start": self.start, "end": end, "wall_s": round(end - self.start, 3),
             "config_sha256": os.environ.get(CONFIG_ENV), **self.code, "packages": package_versions(),
             "hardware": hardware(), "env": {k: os.environ[k] for k in ENV_KEYS if k in os.environ},
