@@ -2,7 +2,7 @@
 #   snakemake --cores all                      the embedded default (config/config.yaml), laptop CPU
 #   snakemake --profile slurm all              on a SLURM cluster (profiles/slurm)
 #   snakemake --configfile config/paper.yaml   the paper-scale configuration
-#   snakemake table3                           one table, touching only its upstream (table1 ... table5, figure2)
+#   snakemake table3                           one table, touching only its upstream (table1 ... table6, figure2)
 #   snakemake audit                            provenance, determinism re-execution, claims (and the paper's cells)
 from pathlib import Path
 
@@ -35,6 +35,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/perplexity.smk"
 include: "workflow/rules/passkey.smk"
 include: "workflow/rules/benchmarks.smk"
+include: "workflow/rules/summarization.smk"
 include: "workflow/rules/theory.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/audit.smk"

@@ -72,7 +72,7 @@ def test_one_perplexity_job_per_checkpoint_of_tables_1_to_3(counts):
     assert counts["perplexity"] == 2 * len(TABLE1_ROWS) + table3_extra == 42
     for t in ("findings", "figure_ppl_vs_window"):
         assert counts[t] == 1
-    assert counts["table"] == 5  # one job of the wildcard rule per table of the config
+    assert counts["table"] == 6  # one job of the wildcard rule per table of the config
     assert counts["fetch_dataset"] == 5  # PG19, proof-pile, Pile subset, RedPajama sample, GovReport
 
 

@@ -251,16 +251,27 @@ def cluster_plan(cfg: dict) -> list[dict]:
                      "cpus": f"{j['cpus_per_node']}/node" if j["cpus_per_node"] else "rule",
                      "mem_mb": f"{j['mem_mb']}/node" + (" (exclusive)" if j["exclusive"] else ""),
                      "runtime": j["runtime"], "submissions": j["submissions"]})
-    evals = {r[1:] for t in cfg["tables"] for r in table_records(cfg, t)}  # (dataset, size, model) of every task
+    for name in tables_of_kind(cfg, "summarization"):  # a fine-tune per model of a summarization table
+        for _, dataset, size, model, _ in table_cells(cfg, name):
+            ext = None if model == "base" else extension_by_name(cfg, size, model.split("/")[0])
+            j = train_job(cfg, ext or {"size": size})
+            rows.append({"job": f"summarize_finetune {size} {model.split('/')[0]} ({dataset})", "count": 1,
+                         "partition": "GPU", "nodes": j["nodes"],
+                         "gpus": f"{j['gpus_per_node']}/node" if j["gpus_per_node"] else "-",
+                         "cpus": f"{j['cpus_per_node']}/node" if j["cpus_per_node"] else "rule",
+                         "mem_mb": f"{j['mem_mb']}/node" + (" (exclusive)" if j["exclusive"] else ""),
+                         "runtime": j["runtime"], "submissions": j["submissions"]})
+    # (task, dataset, size, model) of every evaluation job (a summarization record stands for its generation job)
+    evals = {r for t in cfg["tables"] for r in table_records(cfg, t)}
     for size in dict.fromkeys([e["size"] for e in cfg["extensions"]] + list(cfg["sizes"])):  # config order
         e, d = eval_job(cfg, size), data_job(cfg, size)
-        n = sum(1 for _, s, _ in evals if s == size)
+        n = sum(1 for _, _, s, _ in evals if s == size)
         if n:
             rows.append({"job": f"evaluation {size}", "count": n, "partition": "GPU", "nodes": 1,
                          "gpus": e["gpus"] or "-", "cpus": e["cpus"] or "rule", "mem_mb": e["mem_mb"],
                          "runtime": e["runtime"], "submissions": 1})
         n = len({ds for ext in cfg["extensions"] if ext["size"] == size for ds in ext.get("data", cfg["finetune_data"])}
-                | {ds for ds, s, _ in evals if s == size and ds in cfg["datasets"]})
+                | {ds for task, ds, s, _ in evals if s == size and task == "ppl"})
         rows.append({"job": f"tokenize {size}", "count": n, "partition": "CPU", "nodes": 1, "gpus": "-",
                      "cpus": d["cpus"], "mem_mb": d["mem_mb"], "runtime": d["runtime"], "submissions": 1})
     return rows
@@ -403,6 +414,31 @@ def model_coords(cfg: dict, size: str, model: str) -> dict:
         raise ValueError(f"no extension {size} {name} in the config")
     return {"size": size, "method": ext["method"], "ctx": ext["ctx"], "tag": ext.get("tag"),
             "step": int(step.removeprefix("step"))}
+
+
+def lead_path(run_dir: str, dataset: str) -> str:
+    """The LEAD baseline's ROUGE record of a summarization dataset (it belongs to no model)."""
+    return f"{run_dir}/eval/rouge/{dataset}/lead/rouge.json"
+
+
+def summarizer_dir(run_dir: str, dataset: str, size: str, model: str) -> str:
+    """Where checkpoint ``model`` of ``size`` fine-tuned to summarize ``dataset`` lives (its finetune.json, its
+    exported step)."""
+    return f"{run_dir}/models/{size}/summarize-{dataset}/{model}"
+
+
+def summarization_hparams(cfg: dict, size: str, model: str) -> dict:
+    """The summarization fine-tune's optimizer: the fine-tunes' (train block, the size's lr), with the batch and
+    lr of the summarization block where it gives them; its steps are set from the epochs in the job."""
+    from .summarization import protocol
+
+    s = protocol(cfg)
+    hp = dict(cfg["train"])
+    size_cfg = cfg["sizes"][size]
+    for k in ("global_batch", "micro_batch"):
+        hp[k] = s.get(k, size_cfg.get(k, hp[k]))
+    hp.update(lr=s.get("lr", size_cfg["lr"]), seed=cfg["seed"])
+    return hp
 
 
 def eval_path(run_dir: str, task: str, dataset: str, size: str, model: str) -> str:

@@ -38,7 +38,7 @@ def run_params(hp: dict, method: str, ctx: int, init: str, data_files: list[str]
             "data": [sha256_file(f) for f in data_files]}
 
 
-def _distributed(use_deepspeed: bool) -> tuple[int, int]:
+def distributed(use_deepspeed: bool) -> tuple[int, int]:
     """(rank, world size); under torchrun / srun the process group is set up before anything touches files
     (through DeepSpeed when it is used, so that ZeRO-3's partitioned loading sees the world size)."""
     import torch
@@ -81,25 +81,20 @@ class StoppedBeforeTimeLimit(RuntimeError):
     """The run saved its resume state and stopped before the job's time limit; the next submission continues."""
 
 
-def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps: list[int], outdir: str,
-             manifest: str, data_files: list[str]) -> dict | None:
-    """Run one extension's fine-tuning (one process, or one of ``WORLD_SIZE`` ranks under torchrun); rank 0
-    verifies every export and writes ``manifest`` last. Returns the manifest record (None on other ranks)."""
+def train_and_export(init: str, dataset, hp: dict, outdir: str | Path, exports: list[int], params: dict,
+                     probe_len: int, rank: int, world: int, collator=None, train_window: int | None = None,
+                     label: str = "") -> dict:
+    """Train ``init`` on ``dataset`` for ``hp['steps']`` steps through the Trainer (resuming from ``outdir/_trainer``
+    when its recorded ``params`` match), exporting ``outdir/step{N}`` at each step of ``exports``. Returns what the
+    manifest records about the run on rank 0 (the other ranks return after the last barrier)."""
     import gc
 
     import torch
 
-    rank, world = _distributed(bool(hp.get("deepspeed")))
     outdir = Path(outdir)
-    tokens = training_tokens(data_files, hp["seed"])
-    data.check_tokenizer(data_files, modeling.load_tokenizer(init), init, tokens=tokens)  # before the model loads
-    needed = hp["steps"] * hp["global_batch"] * ctx
-    if len(tokens) < needed:
-        raise ValueError(f"{method}-{ctx}: the training data {data_files} has {len(tokens)} tokens; {hp['steps']} steps"
-                         f" x {hp['global_batch']} sequences x {ctx} tokens need {needed} (fetch a larger subset)")
     work = outdir / "_trainer"
     if rank == 0:
-        resume = train.prepare_work_dir(work, run_params(hp, method, ctx, init, data_files))
+        resume = train.prepare_work_dir(work, params)
     _barrier(world)
     if rank != 0:
         resume = train.last_checkpoint(work)
@@ -107,39 +102,65 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
         print(f"resuming from {resume}")
     args = train.training_args(hp, work)  # before loading: under ZeRO-3 the model is then loaded partitioned
     model = modeling.load_model(init, dtype=torch.bfloat16 if args.bf16 else torch.float32)
-    if method != "CT" and model.config.max_position_embeddings != ctx:
-        raise RuntimeError(f"{init}: window {model.config.max_position_embeddings} does not match ctx {ctx}")
     model.train()
-    exports = sorted(s for s in steps if s > 0)
-    trainer = train.build_trainer(model, train.Chunks(tokens, ctx), hp, work, outdir, exports, init,
-                                  train_window=base_window if method == "CT" else None,
-                                  log_path=str(outdir / "train-log.jsonl"), args=args, probe_len=ctx,
+    trainer = train.build_trainer(model, dataset, hp, work, outdir, sorted(s for s in exports if s > 0), init,
+                                  train_window=train_window, log_path=str(outdir / "train-log.jsonl"), args=args,
+                                  probe_len=probe_len, collator=collator,
                                   stop_at=float(os.environ[STOP_AT_ENV]) if os.environ.get(STOP_AT_ENV) else None)
     result = trainer.train(resume_from_checkpoint=resume)
     if trainer.state.global_step < hp["steps"]:
         raise StoppedBeforeTimeLimit(
-            f"{method}-{ctx}: stopped at step {trainer.state.global_step} of {hp['steps']} before the job's time limit;"
+            f"{label}: stopped at step {trainer.state.global_step} of {hp['steps']} before the job's time limit;"
             f" the resume state is saved in {work}: the next submission of this job continues from it")
     plugin = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
     zero_stage = plugin.zero_stage if plugin is not None else None
     _barrier(world)
-    if rank != 0:
-        return None
     del trainer, model
     gc.collect()
     if hp.get("deepspeed"):  # reload as evaluation will: whole, not ZeRO-3-partitioned
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
         unset_hf_deepspeed_config()
+    return {"world_size": world, "deepspeed_zero_stage": zero_stage, "final_train_loss": result.training_loss,
+            "resumed_from": resume}
+
+
+def verify_exports(init: str, steps: list[int], outdir: str | Path, method: str, ctx: int, base_window: int) -> dict:
+    """Reload every export (step 0: ``init``) as evaluation will and check it (``verify_export``): the manifest's
+    ``checkpoints`` entries, with the sha256 of each one's weights."""
     entries = {}
     for s in sorted(steps):
-        path = Path(init) if s == 0 else outdir / f"step{s}"
+        path = Path(init) if s == 0 else Path(outdir) / f"step{s}"
         check = verify_export(path, method, ctx, base_window)
         entries[f"step{s}"] = {"path": str(path), "sha256": sha256_weights(path), **check}
         print(f"step{s}: verified (probe error {check['probe_error']})")
+    return entries
+
+
+def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps: list[int], outdir: str,
+             manifest: str, data_files: list[str]) -> dict | None:
+    """Run one extension's fine-tuning (one process, or one of ``WORLD_SIZE`` ranks under torchrun); rank 0
+    verifies every export and writes ``manifest`` last. Returns the manifest record (None on other ranks)."""
+    rank, world = distributed(bool(hp.get("deepspeed")))
+    tokens = training_tokens(data_files, hp["seed"])
+    data.check_tokenizer(data_files, modeling.load_tokenizer(init), init, tokens=tokens)  # before the model loads
+    needed = hp["steps"] * hp["global_batch"] * ctx
+    if len(tokens) < needed:
+        raise ValueError(f"{method}-{ctx}: the training data {data_files} has {len(tokens)} tokens; {hp['steps']} steps"
+                         f" x {hp['global_batch']} sequences x {ctx} tokens need {needed} (fetch a larger subset)")
+    window = read_json(Path(init) / "config.json")["max_position_embeddings"]
+    if method != "CT" and window != ctx:
+        raise RuntimeError(f"{init}: window {window} does not match ctx {ctx}")
+    trained = train_and_export(init, train.Chunks(tokens, ctx), hp, outdir, steps,
+                               run_params(hp, method, ctx, init, data_files), ctx, rank, world,
+                               train_window=base_window if method == "CT" else None, label=f"{method}-{ctx}")
+    if rank != 0:
+        return None
     record = {"method": method, "ctx": ctx, "base_window": base_window, "hp": hp, "data": data_files,
-              "world_size": world, "deepspeed_zero_stage": zero_stage, "tokens_per_step": hp["global_batch"] * ctx,
-              "train_tokens_available": int(len(tokens)),
-              "final_train_loss": result.training_loss, "checkpoints": entries, "resumed_from": resume}
+              "world_size": world, "deepspeed_zero_stage": trained["deepspeed_zero_stage"],
+              "tokens_per_step": hp["global_batch"] * ctx, "train_tokens_available": int(len(tokens)),
+              "final_train_loss": trained["final_train_loss"],
+              "checkpoints": verify_exports(init, steps, outdir, method, ctx, base_window),
+              "resumed_from": trained["resumed_from"]}
     write_json(manifest, record)
     return record

@@ -192,7 +192,80 @@ class Benchmarks:
                 "extension's fine-tuning; None = base model.")
 
 
-KINDS = {"windows": Windows(), "steps": Steps(), "passkey": Passkey(), "benchmarks": Benchmarks()}
+class Summarization:
+    """Long-document summarization (the paper's Table 6): one row per model, each fine-tuned to summarize the
+    dataset's train split at its own window (the base model and CT at L with the document cut to fit, an
+    extension at L' with more of it), scored by ROUGE-1/2/L on the test split; the LEAD baseline's row; the rows
+    the paper quotes (``quoted``: other works and the paper's own, marked as quoted, not computed)."""
+
+    task = "rouge"
+    fmt = "{:.1f}"
+
+    def validate(self, cfg: dict, name: str, spec: dict) -> None:
+        ds = spec["dataset"]
+        if ds not in cfg["datasets"]:
+            C.fail(f"tables.{name}.dataset", f"unknown dataset {ds!r}")
+        splits = cfg["datasets"][ds].get("hub", {}).get("splits", {"train": None, "test": None})
+        for split in ("train", "test"):
+            if split not in splits:
+                C.fail(f"tables.{name}.dataset", f"dataset {ds!r} has no {split} split (summarization fine-tunes on "
+                       "train and scores on test)")
+        if "extrapolate_to" in spec:
+            C.fail(f"tables.{name}.extrapolate_to", "a summarization table evaluates each model at its own window")
+        for i, row in enumerate(spec["rows"]):
+            ext = _row_extension(cfg, name, i, row)
+            hp = C.summarization_hparams(cfg, row["size"], "base" if ext is None else C.final_model(ext))
+            res = C.resources(cfg, row["size"], ext)
+            ranks = res.get("train_nodes", 1) * (res.get("train_gpus_per_node") or res.get("train_procs_per_node", 1))
+            if hp["global_batch"] % (hp["micro_batch"] * ranks):
+                C.fail(f"tables.{name}.rows[{i}]", f"summarization: global batch {hp['global_batch']} is not a "
+                       f"multiple of micro batch {hp['micro_batch']} x {ranks} ranks")
+        _unique_rows(name, spec)
+        if spec.get("quoted") and not (C.ROOT / spec["quoted"]).is_file():
+            C.fail(f"tables.{name}.quoted", f"{spec['quoted']}: no such file (the paper's cells)")
+
+    @staticmethod
+    def window(cfg: dict, ext: dict | None) -> int:
+        """A model summarizes at its own window: L for the base model and CT, L' for an extension."""
+        return cfg["base_window"] if ext is None or ext["method"] == "CT" else ext["ctx"]
+
+    def cells(self, cfg: dict, spec: dict) -> list[tuple]:
+        out = []
+        for row in spec["rows"]:
+            ext = None if row["method"] == "None" else C.find_extension(cfg, row["size"], row["method"], row["ctx"],
+                                                                         row.get("tag"))
+            model = "base" if ext is None else C.final_model(ext)
+            out.append((self.task, spec["dataset"], row["size"], model, self.window(cfg, ext)))
+        return out
+
+    def extra_records(self, cfg: dict, spec: dict, run_dir: str) -> list[str]:
+        """The LEAD baseline's record (rule rouge_lead), unless the entry says ``lead: false``."""
+        return [C.lead_path(run_dir, spec["dataset"])] if spec.get("lead", True) else []
+
+    def frame(self, records: list[dict], quoted: list[dict] | None = None):
+        from . import tables
+
+        return tables.summarization_table(records, quoted)
+
+    def display(self, frame):
+        from . import tables
+
+        return tables.summarization_display(frame)
+
+    def note(self, records: list[dict]) -> str:
+        r = next(r for r in records if r.get("method") != "LEAD")
+        g = r["generate"]
+        return (f"ROUGE-1/2/L F1 (points, rouge-score with stemming, mean over the {r['n_docs']} test documents of "
+                f"{_datasets(records)}) of summaries sampled at temperature {g['temperature']}, top-p {g['top_p']}, "
+                f"at most {g['max_new_tokens']} tokens, seeded, after each model was fine-tuned to summarize at its "
+                "own window (Window: the base model and CT at L, the document cut to fit; an extension at L'). "
+                "'vs None': the paired difference from the base model's row of the same size over the same "
+                "documents, with its 95% bootstrap interval. LEAD: the first sentence (of the lead section). "
+                "Quoted rows are the paper's numbers, not computed here.")
+
+
+KINDS = {"windows": Windows(), "steps": Steps(), "passkey": Passkey(), "benchmarks": Benchmarks(),
+         "summarization": Summarization()}
 
 
 def _row_extension(cfg: dict, name: str, i: int, row: dict, extra: tuple = ()) -> dict | None:

@@ -115,6 +115,83 @@ def benchmarks_display(df: pd.DataFrame) -> pd.DataFrame:
     return out.rename(columns=LABELS)
 
 
+ROUGE = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
+RUN, QUOTED = "this run", "quoted (paper)"
+
+
+def summarization_table(records: list[dict], quoted: list[dict] | None = None, seed: int = 0) -> pd.DataFrame:
+    """Table 6: one row per model (size, model window, method, the window it summarized at) and the LEAD
+    baseline's, ROUGE-1/2/L in points; each model's paired difference from the base model (None) of its size over
+    the same documents with its 95% bootstrap interval; then the ``quoted`` paper cells of this table as rows
+    marked quoted."""
+    from .summarization import paired_bootstrap
+
+    rows, per_doc = [], {}
+    for rec in records:
+        lead = rec.get("baseline") == "LEAD"
+        key = ("", 0, "LEAD") if lead else (rec["size"], rec["ctx"], rec["method"])
+        row = {"size": key[0], "ctx": key[1], "method": key[2], "window": rec.get("window") or 0,
+               **{ROUGE[t]: v for t, v in rec["scores"].items()}, "n_docs": rec["n_docs"], "source": RUN}
+        rows.append(row)
+        per_doc[key] = {d["id"]: d for d in rec["per_doc"]}
+    if not rows:
+        raise ValueError("no ROUGE records given")
+    df = pd.DataFrame(rows)
+    _one_record_each(df, ["size", "ctx", "method"], "ROUGE", unit="row")
+    n_boot = next((r.get("bootstrap") for r in records if r.get("bootstrap")), 1000)
+    for t, label in ROUGE.items():
+        for col in (f"{label} vs None", f"{label} vs None lo", f"{label} vs None hi"):
+            df[col] = float("nan")
+        for i, row in df.iterrows():
+            base = per_doc.get((row["size"], _base_ctx(df, row["size"]), "None"))
+            if row["method"] in ("None", "LEAD") or base is None:
+                continue
+            mine = per_doc[(row["size"], row["ctx"], row["method"])]
+            ids = sorted(set(mine) & set(base))
+            if len(ids) != len(mine) or len(ids) != len(base):
+                raise ValueError(f"{row['method']}-{row['ctx']} and None of {row['size']} scored different documents")
+            b = paired_bootstrap([100 * mine[k][t] for k in ids], [100 * base[k][t] for k in ids], n_boot, seed)
+            df.loc[i, [f"{label} vs None", f"{label} vs None lo", f"{label} vs None hi"]] = [b["mean"], *b["ci95"]]
+    lead_rows = df[df["method"] == "LEAD"]
+    df = pd.concat([_row_order(df[df["method"] != "LEAD"]), lead_rows])
+    if quoted:
+        q = {}
+        for c in quoted:
+            k = (c["size"], c["model_ctx"], c["method"])
+            q.setdefault(k, {"size": c["size"], "ctx": c["model_ctx"], "method": c["method"], "window": c["model_ctx"],
+                             "source": QUOTED})[c["column"]] = float(c["value"])
+        df = pd.concat([df, pd.DataFrame(list(q.values()))], ignore_index=True)
+    return df.rename(columns={"ctx": "model_ctx"}).reset_index(drop=True)
+
+
+def _base_ctx(df: pd.DataFrame, size: str):
+    hit = df[(df["size"] == size) & (df["method"] == "None")]
+    return hit.iloc[0]["ctx"] if len(hit) else None
+
+
+def summarization_display(df: pd.DataFrame) -> pd.DataFrame:
+    """Table 6 as printed: Model, Window, ROUGE-1/2/L (one decimal), ROUGE-L's paired difference from None with its
+    interval, and where the row comes from."""
+    def model(r):
+        if r["method"] == "LEAD":
+            return "LEAD (first sentence)"
+        if r["method"] not in METHOD_LABEL:  # another work the paper quotes
+            return f"{r['method']} {r['size']}"
+        return f"{r['size']} {METHOD_LABEL[r['method']]}" + ("" if r["method"] == "None" else f" ({int(r['model_ctx'])})")
+
+    def num(v):
+        return "-" if pd.isna(v) else f"{v:.1f}"
+
+    out = pd.DataFrame({"Model": [model(r) for _, r in df.iterrows()],
+                        "Window": ["-" if pd.isna(w) or not w else str(int(w)) for w in df["window"]]})
+    for label in ROUGE.values():
+        out[label] = [num(v) for v in df[label]]
+    out["ROUGE-L vs None (95% CI)"] = ["-" if pd.isna(m) else f"{m:+.1f} [{lo:+.1f}, {hi:+.1f}]" for m, lo, hi in
+                                       zip(df["ROUGE-L vs None"], df["ROUGE-L vs None lo"], df["ROUGE-L vs None hi"])]
+    out["Source"] = list(df["source"])
+    return out
+
+
 LABELS = {"size": "Size", "model_ctx": "Model ctx", "method": "Method", "window": "Window", "k_top": "Largest k",
           "finetune_data": "Fine-tune on"}
 
@@ -136,12 +213,24 @@ def write_table(df: pd.DataFrame, title: str, note: str, md: str | Path, csv: st
     disp = _display(df, fmt) if disp is None else disp
     with atomic_path(csv) as tmp:
         df.to_csv(tmp, index=False)
-    text = f"# {title}\n\n" + (note + "\n\n" if note else "") + disp.to_markdown(index=False) + "\n"
+    text = f"# {title}\n\n" + (note + "\n\n" if note else "") + markdown(disp) + "\n"
     with atomic_path(md) as tmp:
         tmp.write_text(text)
     latex = disp.to_latex(index=False, caption=title, escape=True)
     with atomic_path(tex) as tmp:
         tmp.write_text(latex)
+
+
+def markdown(disp: pd.DataFrame) -> str:
+    """A display frame as a Markdown table, cells exactly as formatted (no re-parsing of "24.0" into "24"),
+    columns of numbers right-aligned."""
+    import re
+
+    def numeric(col):
+        return all(re.fullmatch(r"[-+]?\d+(\.\d+)?|-", str(v)) for v in disp[col])
+
+    return disp.to_markdown(index=False, disable_numparse=True,
+                            colalign=["right" if numeric(c) else "left" for c in disp.columns])
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

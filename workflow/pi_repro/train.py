@@ -147,9 +147,10 @@ def training_args(hp: dict, work_dir: str | Path):
 def build_trainer(model, dataset, hp: dict, work_dir: str | Path, export_dir: str | Path | None,
                   export_steps: list[int], tokenizer_dir: str | Path | None, train_window: int | None = None,
                   log_path: str | Path | None = None, args=None, probe_len: int | None = None,
-                  stop_at: float | None = None):
+                  stop_at: float | None = None, collator=None):
     """A Trainer for ``hp`` (see ``config/*.yaml``, key ``train``) that exports checkpoints at ``export_steps``
-    and, given ``stop_at`` (a Unix time), saves its resume state and stops early once that time has passed."""
+    and, given ``stop_at`` (a Unix time), saves its resume state and stops early once that time has passed.
+    ``collator``: how a batch is made (default: equal-length sequences, split to ``train_window`` for CT)."""
     from transformers import Trainer, TrainerCallback
 
     class ExportAt(TrainerCallback):
@@ -258,7 +259,7 @@ def build_trainer(model, dataset, hp: dict, work_dir: str | Path, export_dir: st
                 os.replace(staging, out)
 
     args = args or training_args(hp, work_dir)
-    trainer = PITrainer(model=model, args=args, train_dataset=dataset, data_collator=SplitCollator(train_window),
+    trainer = PITrainer(model=model, args=args, train_dataset=dataset, data_collator=collator or SplitCollator(train_window),
                         callbacks=[ExportAt(), StopBeforeLimit()] + ([FillDevice()] if fill_at else []))
     return trainer
 

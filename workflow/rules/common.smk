@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from pi_repro import METHODS  # noqa: E402
 from pi_repro import config as pcfg  # noqa: E402
 from pi_repro.kinds import KINDS  # noqa: E402
+from pi_repro.summarization import protocol as summarization_protocol  # noqa: E402
 
 pcfg.validate(config)  # stops with a message naming the key before any job is scheduled
 
@@ -27,7 +28,8 @@ shell.prefix(f"set -euo pipefail; export PI_RUN_DIR={R} PI_CONFIG_SHA256={CONFIG
 TABLES = list(config["tables"])
 PASSKEY_DATASET = KINDS["passkey"].dataset
 BENCH_DATASET = KINDS["benchmarks"].dataset
-BENCH_CACHE = f"{R}/data/benchmarks/hf-datasets"  # the harness tasks' hub datasets (rule fetch_benchmarks)
+BENCH_CACHE = f"{R}/data/benchmarks/hf-datasets"
+SUMMARIZATION = summarization_protocol(config)  # Table 6's protocol: the config's block over the paper's  # the harness tasks' hub datasets (rule fetch_benchmarks)
 EXT = rf"({'|'.join(METHODS)})-\d+(-[a-z0-9]+)?"
 
 
@@ -59,8 +61,18 @@ def ext_cfg(w):
 # per size / extension `resources` blocks and the `cluster` block. profiles/slurm supplies account, partitions
 # and the defaults of the other jobs. A fine-tune on the srun path (several nodes, or train_launch: srun) is an
 # `mpi` job: the rule runs once on the first node and srun starts one torchrun per node (scripts/launch.py).
+def train_ext(w):
+    """The extension whose training resources a training job asks: the rule's own (finetune), or for a
+    summarization fine-tune the checkpoint's extension (the size's resources for the base model)."""
+    if hasattr(w, "ext"):
+        return ext_cfg(w)
+    if w.model == "base":
+        return {"size": w.size}
+    return pcfg.extension_by_name(config, w.size, w.model.split("/")[0])
+
+
 def tjob(w):
-    return pcfg.train_job(config, ext_cfg(w))
+    return pcfg.train_job(config, train_ext(w))
 
 
 def train_launch_args(w):
@@ -92,6 +104,21 @@ def train_tasks(w):
     if not j["srun"]:
         return {}
     return {"tasks_per_node": j["procs_per_node"]} if j["procs_per_node"] > 1 else {"tasks": j["nodes"]}
+
+
+# every training job (fine-tunes, summarization fine-tunes): its nodes, GPUs and launch path from tjob
+train_resources = dict(
+    runtime=lambda w: tjob(w)["runtime"],
+    nodes=lambda w: tjob(w)["nodes"],
+    cpus_per_task=train_cpus_per_task,
+    mem_mb=lambda w: tjob(w)["mem_mb"],
+    gpu=lambda w: None if tjob(w)["srun"] else (tjob(w)["gpus"] or None),
+    gpus_total=lambda w: tjob(w)["gpus"],
+    mpi=lambda w: "srun" if tjob(w)["srun"] else None,
+    tasks=lambda w: train_tasks(w).get("tasks"),
+    tasks_per_node=lambda w: train_tasks(w).get("tasks_per_node"),
+    slurm_extra=train_slurm_extra,
+)
 
 
 # every evaluation job: the GPUs of one node (--nodes=1, so SLURM never splits them across nodes)
@@ -291,10 +318,19 @@ def audit_job():
 
 # ------------------------------------------------------------------------------------------------ targets
 def table_inputs(table):
-    """The evaluation records a table reads (one per checkpoint; each holds all of that checkpoint's windows)."""
+    """The evaluation records a table reads (one per checkpoint; each holds all of that checkpoint's windows), and
+    those of no checkpoint its kind adds (a summarization table's LEAD baseline)."""
     if table not in config["tables"]:
         return []
-    return [eval_record(*r) for r in pcfg.table_records(config, table)]
+    spec = config["tables"][table]
+    extra = getattr(KINDS[spec["kind"]], "extra_records", lambda *a: [])(config, spec, R)
+    return [eval_record(*r) for r in pcfg.table_records(config, table)] + extra
+
+
+def quoted_input(table):
+    """The file of published cells a table shows beside its own rows (its `quoted` key), if any."""
+    q = config["tables"].get(table, {}).get("quoted")
+    return [q] if q else []
 
 
 def table_outputs(table):

@@ -120,16 +120,7 @@ rule finetune:
     # resubmissions by the main Snakemake process only: a job step must not retry inside its own (ending) allocation
     retries: None if workflow.remote_exec else pcfg.finetune_retries(config)
     resources:
-        runtime=lambda w: tjob(w)["runtime"],
-        nodes=lambda w: tjob(w)["nodes"],
-        cpus_per_task=train_cpus_per_task,
-        mem_mb=lambda w: tjob(w)["mem_mb"],
-        gpu=lambda w: None if tjob(w)["srun"] else (tjob(w)["gpus"] or None),
-        gpus_total=lambda w: tjob(w)["gpus"],
-        mpi=lambda w: "srun" if tjob(w)["srun"] else None,
-        tasks=lambda w: train_tasks(w).get("tasks"),
-        tasks_per_node=lambda w: train_tasks(w).get("tasks_per_node"),
-        slurm_extra=train_slurm_extra,
+        **train_resources,
     conda:
         "../envs/pi.yaml"
     shell:

@@ -6,7 +6,8 @@
 rule table:
     """One table of the config (`tables.<name>`), laid out by its kind from the evaluation records it needs."""
     input:
-        lambda w: table_inputs(w.table),
+        records=lambda w: table_inputs(w.table),
+        quoted=lambda w: quoted_input(w.table),
     output:
         md=f"{R}/tables/{{table}}.md",
         csv=f"{R}/tables/{{table}}.csv",
@@ -23,7 +24,8 @@ rule table:
         "../envs/pi.yaml"
     shell:
         "python -u workflow/scripts/make_table.py --kind {params.kind} --title {params.title} --md {output.md}"
-        " --csv {output.csv} --tex {output.tex} --html {output.html} {input} > {log} 2>&1"
+        " --csv {output.csv} --tex {output.tex} --html {output.html} --table {wildcards.table} --quoted '{input.quoted}'"
+        " {input.records} > {log} 2>&1"
 
 
 for _table in TABLES:  # target rules named after the paper's artefacts: snakemake table1 ... table6

@@ -63,3 +63,45 @@ def save_figure(fig, out, dpi: int = 120) -> None:
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=dpi)
     print(f"wrote {out}")
+
+
+# exit status of a training run that stopped before its time limit with its state saved (EX_TEMPFAIL: try again)
+EXIT_RESUBMIT = 75
+
+
+def run_training(call, label: str) -> None:
+    """Run a fine-tune (``call()``), the same way for every training entry point: stopped before the job's time
+    limit with its state saved -> exit 75 (the rule's retries resubmit it); a non-finite loss -> exit 1 with the
+    message; the process group torn down before the interpreter exits; the ranks of a finished multi-rank run leave
+    through os._exit after the provenance record, without the interpreter's teardown, where C++ destructors of
+    threads the libraries left running can abort a rank (SIGABRT seen in CI after the work was done)."""
+    import os
+
+    from pi_repro.finetune import StoppedBeforeTimeLimit
+    from pi_repro.train import NonFiniteLoss
+
+    try:
+        call()
+    except StoppedBeforeTimeLimit as e:
+        print(e, flush=True)
+        sys.exit(EXIT_RESUBMIT)
+    except NonFiniteLoss as e:
+        print(f"{label}: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    finally:
+        close_process_group()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        finish_now()  # the provenance record (rank 0), as at a normal exit
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def close_process_group():
+    """Tear the process group down before the interpreter exits: a rank left to exit with it alive can abort in
+    its C++ destructors ("terminate called without an active exception", SIGABRT seen under torchrun + gloo),
+    which fails the job after its work is done."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

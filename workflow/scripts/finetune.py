@@ -5,15 +5,9 @@
 """
 import argparse
 import json
-import os
-import sys
 
 import _common
-from pi_repro.finetune import StoppedBeforeTimeLimit, finetune
-from pi_repro.train import NonFiniteLoss
-
-# exit status of a run that stopped before its time limit with its state saved (EX_TEMPFAIL: try again)
-EXIT_RESUBMIT = 75
+from pi_repro.finetune import finetune
 
 
 def main():
@@ -29,33 +23,8 @@ def main():
     ap.add_argument("data", nargs="+", help="tokenized training data (train.npz)")
     a = ap.parse_args()
     steps = [int(s) for s in a.checkpoints.split(",")]
-    try:
-        finetune(a.init, a.method, a.ctx, a.base_window, a.hp, steps, a.outdir, a.manifest, a.data)
-    except StoppedBeforeTimeLimit as e:
-        print(e, flush=True)
-        sys.exit(EXIT_RESUBMIT)
-    except NonFiniteLoss as e:
-        print(f"{a.method}-{a.ctx}: {e}", file=sys.stderr, flush=True)
-        sys.exit(1)
-    finally:
-        close_process_group()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # A rank of a finished run leaves without the interpreter's teardown, where C++ destructors of threads
-        # the libraries left running can abort it (SIGABRT seen in CI after the work was done) and fail the job.
-        _common.finish_now()  # the provenance record (rank 0), as at a normal exit
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-
-
-def close_process_group():
-    """Tear the process group down before the interpreter exits: a rank left to exit with it alive can abort in
-    its C++ destructors ("terminate called without an active exception", SIGABRT seen under torchrun + gloo),
-    which fails the job after its work is done."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    _common.run_training(lambda: finetune(a.init, a.method, a.ctx, a.base_window, a.hp, steps, a.outdir, a.manifest,
+                                          a.data), f"{a.method}-{a.ctx}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ records its kind reads (rule table)."""
 import argparse
 
 import _common  # noqa: F401
-from pi_repro import tables
+from pi_repro import paper, tables
 from pi_repro.io import write_html
 from pi_repro.kinds import KINDS
 
@@ -17,10 +17,15 @@ def main():
     ap.add_argument("--csv", required=True)
     ap.add_argument("--tex", required=True)
     ap.add_argument("--html", required=True, help="the Markdown table as a page of the HTML report")
+    ap.add_argument("--table", help="the table's name in the config (its rows in --quoted)")
+    ap.add_argument("--quoted", default="", help="published cells (CSV) to show beside ours, marked as quoted")
     ap.add_argument("records", nargs="+")
     a = ap.parse_args()
     kind, records = KINDS[a.kind], tables.load_records(a.records)
-    frame = kind.frame(records)
+    if a.quoted:
+        frame = kind.frame(records, [c for c in paper.load_cells(a.quoted) if c["table"] == a.table])
+    else:
+        frame = kind.frame(records)
     disp = kind.display(frame) if hasattr(kind, "display") else None  # else each cell as kind.fmt
     tables.write_table(frame, a.title, kind.note(records), md=a.md, csv=a.csv, tex=a.tex, fmt=kind.fmt, disp=disp)
     text = open(a.md).read()

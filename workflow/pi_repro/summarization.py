@@ -1,0 +1,247 @@
+"""Long-document summarization (the paper's Table 6, GovReport): the prompt, the loss mask, fine-tuning, sampled
+generation, ROUGE with ``rouge-score``, the LEAD baseline and a paired bootstrap between two models.
+
+Each example is the paper's prompt around the document, then the reference summary:
+
+    <s> "Read the following article and then summarize it.\\n" document "\\nNow summarize the above article.\\nSummary:"
+        summary </s>
+
+The document is cut to its first tokens so that the prompt, the whole instruction and question, and the summary
+(cut to ``summary_tokens``) fit the model's window (and to at most ``doc_tokens``: the paper's 15000). The loss is
+on the summary tokens and the closing ``</s>`` only. Generation gives the same prompt without the summary.
+"""
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+INTRO = "Read the following article and then summarize it.\n"
+OUTRO = "\nNow summarize the above article.\nSummary:"
+IGNORE = -100  # label of a position the loss skips
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+ROUGE_LABELS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
+
+DEFAULTS = {"summary_tokens": 1000, "doc_tokens": None, "epochs": 10, "prompt": {"intro": INTRO, "outro": OUTRO},
+            "generate": {"temperature": 0.5, "top_p": 0.95, "max_new_tokens": 1000, "batch_size": 8},
+            "lead": {"section": None}, "train_docs": None, "test_docs": None, "bootstrap": 1000}
+
+
+def protocol(cfg: dict) -> dict:
+    """The config's ``summarization`` block over the paper's protocol (Table 6)."""
+    s = cfg.get("summarization", {})
+    out = {**DEFAULTS, **s}
+    for k in ("prompt", "generate", "lead"):
+        out[k] = {**DEFAULTS[k], **s.get(k, {})}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- examples
+def documents(corpus: str | Path, split: str, limit: int | None = None, seed: int = 0) -> list[dict]:
+    """The (id, text, summary) documents of a split; ``limit``: a seeded subset of that many (in corpus order)."""
+    from .data import read_corpus
+
+    docs = [d for d in read_corpus(corpus) if d["split"] == split]
+    missing = [d["id"] for d in docs if not str(d.get("summary") or "").strip()]
+    if missing:
+        raise ValueError(f"{corpus}: {len(missing)} {split} documents have no summary (e.g. {missing[0]!r}); a "
+                         "summarization dataset needs a 'summary' field on every document")
+    if not docs:
+        raise ValueError(f"{corpus}: no {split} documents")
+    if limit is not None and limit < len(docs):
+        keep = set(random.Random(seed).sample(range(len(docs)), limit))
+        docs = [d for i, d in enumerate(docs) if i in keep]
+    return docs
+
+
+def _enc(tok, text: str) -> list[int]:
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+    prompt_len: int  # tokens before the summary (the generation prompt)
+    doc_kept: int  # document tokens kept
+    doc_len: int  # document tokens in all
+
+
+def doc_budget(window: int, intro: int, outro: int, summary_tokens: int, doc_tokens: int | None) -> int:
+    """Document tokens that fit: the window less BOS, the instruction, the question and the summary with its EOS."""
+    room = window - 1 - intro - outro - summary_tokens - 1
+    if room < 1:
+        raise ValueError(f"window {window}: the prompt ({intro} + {outro} tokens) and a summary of {summary_tokens} "
+                         "tokens leave no room for the document")
+    return min(room, doc_tokens) if doc_tokens else room
+
+
+def encode(tok, text: str, summary: str | None, window: int, summary_tokens: int, doc_tokens: int | None = None,
+           intro: str = INTRO, outro: str = OUTRO) -> Example:
+    """One example (``summary`` None: the generation prompt only), segments tokenized apart and joined."""
+    a, b, d = _enc(tok, intro), _enc(tok, outro), _enc(tok, text)
+    keep = doc_budget(window, len(a), len(b), summary_tokens, doc_tokens)
+    prompt = [tok.bos_token_id] + a + d[:keep] + b
+    if summary is None:
+        return Example(prompt, [IGNORE] * len(prompt), len(prompt), min(keep, len(d)), len(d))
+    s = _enc(tok, " " + summary.strip())[:summary_tokens] + [tok.eos_token_id]
+    return Example(prompt + s, [IGNORE] * len(prompt) + s, len(prompt), min(keep, len(d)), len(d))
+
+
+def encode_docs(tok, docs: list[dict], window: int, spec: dict, with_summary: bool = True) -> list[Example]:
+    p = spec["prompt"]
+    return [encode(tok, d["text"], d["summary"] if with_summary else None, window, spec["summary_tokens"],
+                   spec.get("doc_tokens"), p["intro"], p["outro"]) for d in docs]
+
+
+class Examples:
+    """A torch dataset of examples (input ids and labels, unpadded)."""
+
+    def __init__(self, examples: list[Example]):
+        if not examples:
+            raise ValueError("no summarization examples")
+        self.examples = examples
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        e = self.examples[i]
+        return {"input_ids": e.input_ids, "labels": e.labels}
+
+
+class PadCollator:
+    """Right-pad a batch to its longest example: padding is masked out of attention and loss."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, features):
+        import torch
+
+        n = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), n), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(features), n), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(features), n), dtype=torch.long)
+        for i, f in enumerate(features):
+            k = len(f["input_ids"])
+            ids[i, :k] = torch.tensor(f["input_ids"])
+            labels[i, :k] = torch.tensor(f["labels"])
+            mask[i, :k] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+# ----------------------------------------------------------------------------------------------- fine-tune
+def finetune(init: str, corpus: str, spec: dict, hp: dict, method: str, ctx: int, base_window: int, outdir: str,
+             manifest: str) -> dict | None:
+    """Fine-tune checkpoint ``init`` to summarize, at its own window (PI keeps its position scaling), for
+    ``spec['epochs']`` epochs of the training split; export the last step (``outdir/step{N}``) and write
+    ``manifest`` (``finetune.json``) last. One process, or one of ``WORLD_SIZE`` ranks (ZeRO-3 as configured)."""
+    from . import finetune as ft
+    from . import modeling
+    from .io import read_json, sha256_file, sha256_weights, write_json
+
+    rank, world = ft.distributed(bool(hp.get("deepspeed")))
+    tok = modeling.load_tokenizer(init)
+    window = int(read_json(Path(init) / "config.json")["max_position_embeddings"])
+    docs = documents(corpus, "train", spec.get("train_docs"), hp["seed"])
+    examples = encode_docs(tok, docs, window, spec)
+    per_epoch = len(examples) // hp["global_batch"]
+    if per_epoch == 0:
+        raise ValueError(f"{corpus}: {len(examples)} training documents, fewer than one batch of {hp['global_batch']}")
+    hp = dict(hp, steps=spec["epochs"] * per_epoch)
+    params = {"hp": hp, "spec": spec, "init": sha256_weights(init), "data": sha256_file(corpus)}
+    trained = ft.train_and_export(init, Examples(examples), hp, outdir, [hp["steps"]], params, window, rank, world,
+                                  collator=PadCollator(tok.pad_token_id if tok.pad_token_id is not None
+                                                       else tok.eos_token_id), label=f"summarize {init}")
+    if rank != 0:
+        return None
+    kept = [e.doc_kept / e.doc_len for e in examples if e.doc_len]
+    record = {"task": "summarize", "init": init, "method": method, "ctx": ctx, "base_window": base_window,
+              "window": window, "hp": hp, "spec": spec, "data": corpus, "train_docs": len(examples),
+              "steps_per_epoch": per_epoch, "summary_tokens_trained": int(sum(sum(x != IGNORE for x in e.labels)
+                                                                              for e in examples)),
+              "doc_fraction_kept_mean": float(np.mean(kept)) if kept else None,
+              **trained, "final": f"step{hp['steps']}",
+              "checkpoints": ft.verify_exports(init, [hp["steps"]], outdir, method, ctx, base_window)}
+    write_json(manifest, record)
+    return record
+
+
+# ---------------------------------------------------------------------------------------------- generation
+def generate(model, tok, prompts: list[list[int]], max_new_tokens: int, temperature: float, top_p: float, seed: int,
+             batch_size: int = 8, progress: bool = False) -> list[str]:
+    """Sampled continuations (temperature, nucleus top-p) of each prompt, left-padded in batches of similar
+    length; seeded, so the same prompts, seed and batch size give the same summaries. In the prompts' order."""
+    import torch
+    from tqdm import tqdm
+
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
+    out: list[str | None] = [None] * len(prompts)
+    torch.manual_seed(seed)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc="generate", unit=" batch", disable=not progress):
+        n = max(len(prompts[i]) for i in batch)
+        ids = torch.full((len(batch), n), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), n), dtype=torch.long)
+        for r, i in enumerate(batch):
+            ids[r, n - len(prompts[i]):] = torch.tensor(prompts[i])
+            mask[r, n - len(prompts[i]):] = 1
+        ids, mask = ids.to(model.device), mask.to(model.device)
+        sample = temperature > 0
+        with torch.no_grad():
+            gen = model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=sample,
+                                 temperature=temperature if sample else None, top_p=top_p if sample else None,
+                                 top_k=None, pad_token_id=pad, eos_token_id=tok.eos_token_id)
+        for r, text in zip(batch, tok.batch_decode(gen[:, n:], skip_special_tokens=True)):
+            out[r] = text.strip()
+    return out
+
+
+# -------------------------------------------------------------------------------------------------- scoring
+def scorer():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+
+
+def rouge(predictions: list[str], references: list[str]) -> list[dict]:
+    """Per-document ROUGE-1/2/L F1 (``rouge-score``, Porter stemming on), each in [0, 1]."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    sc = scorer()
+    return [{t: s[t].fmeasure for t in ROUGE_TYPES} for s in (sc.score(r, p) for p, r in zip(predictions, references))]
+
+
+def corpus_scores(per_doc: list[dict]) -> dict:
+    """The corpus score as the paper reports it: the mean over documents of each F1, in points (x100)."""
+    return {t: 100 * float(np.mean([d[t] for d in per_doc])) for t in ROUGE_TYPES}
+
+
+def lead(text: str, section: str | None = None) -> str:
+    """The LEAD baseline: the first sentence of ``section`` (a heading line such as DESCRIPTION in a manual page),
+    or of the document when it has no such section."""
+    body = text
+    if section:
+        m = re.search(rf"(?m)^{re.escape(section)}\s*$", text)
+        if m:
+            body = text[m.end():]
+    body = " ".join(body.split())
+    m = re.search(r"(.+?[.!?])(\s|$)", body)
+    return (m.group(1) if m else body).strip()
+
+
+def paired_bootstrap(a: list[float], b: list[float], n: int = 1000, seed: int = 0) -> dict:
+    """Mean of a - b over documents (paired) and its 95% percentile interval from ``n`` resamples of documents."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"paired bootstrap needs two equally long non-empty score lists ({a.size} vs {b.size})")
+    d = a - b
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, size=(n, d.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(d.mean()), "ci95": [float(lo), float(hi)], "n_docs": int(d.size), "resamples": n}
