@@ -44,7 +44,7 @@ def test_lint_is_clean():
 def test_target_rules_are_the_papers_artefacts():
     p = snakemake("--list-target-rules")
     out = (p.stdout + p.stderr).split()
-    for rule in ("all", "table1", "table2", "table3", "table4", "table5", "figure2"):
+    for rule in ("all", "table1", "table2", "table3", "table4", "table5", "table6", "figure2", "audit"):
         assert rule in out
 
 
@@ -160,6 +160,17 @@ def test_smoke_pipeline_end_to_end(smoke_run):
     rec = json.loads((out / "eval/bench/zeroshot/tiny/PI-64/step6/bench.json").read_text())
     assert rec["scale_factor"] == 2.0 and rec["window"] == 32 and len(rec["samples"]["cloze_pg19"]) == 12
     assert "Findings" in (out / "findings.md").read_text()
+    t6 = pd.read_csv(out / "tables/table6.csv", keep_default_na=False, na_values=[""])
+    assert list(t6["method"]) == ["None", "PI", "LEAD"] and list(t6["window"]) == [32, 64, 0]
+    assert {"ROUGE-1", "ROUGE-2", "ROUGE-L", "ROUGE-L vs None", "ROUGE-L vs None lo"} <= set(t6.columns)
+    run = json.loads((out / "models/tiny/summarize-manpages/PI-64/step6/finetune.json").read_text())
+    assert (run["window"], run["train_docs"], run["hp"]["steps"], run["final"]) == (64, 16, 4, "step4")
+    assert run["checkpoints"]["step4"]["rope_parameters"]["factor"] == 2.0  # PI's scaling kept
+    summaries = (out / "eval/summaries/manpages/tiny/PI-64/step6/summaries.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in summaries]
+    assert len(rows) == 8 and all({"id", "summary", "reference"} <= set(r) for r in rows)  # the summaries are kept
+    assert all(r["prompt_tokens"] <= 64 - 4 for r in rows) and rows[0]["model"].endswith("PI-64/step6/step4")
+    assert "| 7 | Table 6 tiny PI-64 |" in (out / "findings.md").read_text()
     # every rule left a log and a benchmark
     logs = [p for p in (out / "logs").rglob("*.log") if not p.name.endswith(".attempts.log")]  # fine-tune history
     assert len(list((out / "benchmarks").rglob("*.tsv"))) == len(logs)

@@ -283,7 +283,7 @@ def unsatisfiable_jobs():
 
 
 # -------------------------------------------------------------------------------------------------- audit
-AUDIT_GPU_RULES = ("perplexity", "passkey", "benchmark", "finetune", "init_extension")
+AUDIT_GPU_RULES = ("perplexity", "passkey", "benchmark", "finetune", "init_extension", "summarize_finetune", "summarize")
 
 
 def rule_scripts():
