@@ -3,6 +3,7 @@
 #   snakemake --profile slurm all              on a SLURM cluster (profiles/slurm)
 #   snakemake --configfile config/paper.yaml   the paper-scale configuration
 #   snakemake table3                           one table, touching only its upstream (table1 ... table6, figure2)
+#   snakemake plan                             estimated GPU-hours per target, rule and job, before launching
 #   snakemake audit                            provenance, determinism re-execution, claims (and the paper's cells)
 from pathlib import Path
 
@@ -26,6 +27,7 @@ localrules:
     all,
     base_models,
     cluster_plan,
+    plan,
     downloads,
 
 

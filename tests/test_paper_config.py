@@ -237,3 +237,40 @@ def test_readmes_cluster_plan_is_the_generated_one():
     readme = (ROOT / "README.md").read_text()
     copy = readme[readme.index("<!-- cluster-plan -->\n") + 22:readme.index("<!-- /cluster-plan -->")]
     assert copy == render(pcfg.load(ROOT / "config/paper.yaml"))
+
+
+def test_the_plan_prices_every_gpu_job_of_the_paper_dag(counts):
+    """`snakemake plan`: one priced row per GPU job of the dry run, fine-tunes on the paper's GPU counts, each
+    fine-tune's estimate within the time its job asks, a table's cost made of exactly its upstream."""
+    from pi_repro import cost, perf
+
+    cfg = pcfg.load(ROOT / "config/paper.yaml")
+    rows = cost.plan(cfg)
+    per_rule = {r["rule"]: r["jobs"] for r in cost.by_rule(rows)}
+    assert per_rule == {r: counts[r] for r in ("finetune", "perplexity", "passkey", "benchmark", "summarize_finetune",
+                                                "summarize")}
+    assert all(r["gpu_hours"] and r["gpu_hours"] > 0 for r in rows), [r for r in rows if not r["gpu_hours"]]
+    for e, r in zip(cfg["extensions"], [r for r in rows if r["rule"] == "finetune"]):
+        short = e["ctx"] == 8192 and e["size"] in ("7B", "13B", "33B")
+        assert r["gpus_per_job"] == (32 if short else 128)  # the paper's 32 / 128 A100s
+        assert e["resources"]["train_runtime"] >= 60 * r["wall_hours"], (r["what"], r["wall_hours"])
+    # one job by hand: 7B PI-8192, 1000 steps x 64 x 8192 tokens, gradient checkpointing, 40% of 312 TFLOP/s
+    n = 32 * (4 * 4096 ** 2 + 3 * 4096 * 11008) + 4096 * 32000
+    flops = 1000 * 64 * 8192 * (6 * n + 12 * 32 * 8192 * 4096) * 4 / 3
+    pi8k = next(r for r in rows if r["what"] == "7B PI-8192")
+    assert pi8k["gpu_hours"] == pytest.approx(flops / (0.4 * 312e12) / 3600) and 60 < pi8k["gpu_hours"] < 100
+    assert perf.matmul_params(cost.shape(cfg, "7B")) == n
+    table3 = [r for r in rows if "table3" in r["tables"]]
+    assert sorted(r["what"] for r in table3 if r["rule"] == "finetune") == ["7B PI-16384", "7B PI-8192"]
+    assert len(table3) == 2 + 12 and {r["rule"] for r in table3} == {"finetune", "perplexity"}
+    targets = {t["target"]: t for t in cost.per_target(cfg, rows)}
+    assert targets["all"]["gpu_hours"] == pytest.approx(sum(r["gpu_hours"] for r in rows))
+    assert targets["table3"]["gpu_hours"] == pytest.approx(sum(r["gpu_hours"] for r in table3))
+    out = subprocess.run([sys.executable, "-m", "snakemake", "plan", "--configfile", "config/paper.yaml", "--cores",
+                          "1", "--forcerun", "plan", "--config", "run=plan-check"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Per target:" in out.stdout and f"{targets['all']['gpu_hours']:,.0f} GPU-hours" in out.stdout
+    readme = (ROOT / "README.md").read_text()  # README's copy is the generated one
+    assert readme[readme.index("<!-- cost-plan -->\n") + 18:readme.index("<!-- /cost-plan -->")] == \
+        cost.render(cfg, jobs=False)

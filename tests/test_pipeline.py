@@ -171,6 +171,8 @@ def test_smoke_pipeline_end_to_end(smoke_run):
     assert len(rows) == 8 and all({"id", "summary", "reference"} <= set(r) for r in rows)  # the summaries are kept
     assert all(r["prompt_tokens"] <= 64 - 4 for r in rows) and rows[0]["model"].endswith("PI-64/step6/step4")
     assert "| 7 | Table 6 tiny PI-64 |" in (out / "findings.md").read_text()
+    ft = json.loads((out / "models/tiny/PI-64/finetune.json").read_text())["throughput"]  # pi_repro.perf
+    assert ft["tokens_trained"] == 6 * 4 * 64 and 0 < ft["mfu"] < 1 and ft["flops_per_token"] > 0
     # every rule left a log and a benchmark
     logs = [p for p in (out / "logs").rglob("*.log") if not p.name.endswith(".attempts.log")]  # fine-tune history
     assert len(list((out / "benchmarks").rglob("*.tsv"))) == len(logs)

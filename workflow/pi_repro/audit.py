@@ -19,7 +19,8 @@ from . import provenance as P
 MANIFEST = "audit/provenance.json"
 # keys of records that measure time or place rather than results: left out of determinism comparisons
 VOLATILE_KEYS = ("seconds", "wall_s", "elapsed_s", "tokens_per_s", "docs_per_s", "timestamp", "start", "end",
-                 "train_runtime", "train_samples_per_second", "train_steps_per_second", "date", "host")
+                 "train_runtime", "train_samples_per_second", "train_steps_per_second", "date", "host",
+                 "throughput")
 # files that record where a job ran rather than what it computed (the Trainer's pickled arguments: output paths)
 VOLATILE_FILES = ("training_args.bin",)
 

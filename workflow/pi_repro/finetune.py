@@ -121,8 +121,30 @@ def train_and_export(init: str, dataset, hp: dict, outdir: str | Path, exports: 
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
         unset_hf_deepspeed_config()
+    start = int(Path(resume).name.split("-")[1]) if resume else 0
     return {"world_size": world, "deepspeed_zero_stage": zero_stage, "final_train_loss": result.training_loss,
-            "resumed_from": resume}
+            "resumed_from": resume, "steps_run": hp["steps"] - start,
+            "train_seconds": (result.metrics or {}).get("train_runtime")}
+
+
+def throughput(init: str, seq_len: int, sequences: int, seconds: float | None, bf16: bool = False) -> dict | None:
+    """Tokens per second, model FLOP/s and MFU of this run's training (pi_repro.perf), for finetune.json: the MFU
+    against a matmul peak measured here, on the training device in the training dtype (per rank: a multi-rank run's
+    FLOP/s are divided by its world size)."""
+    import torch
+    from transformers import LlamaConfig
+
+    from . import perf
+
+    if not seconds:
+        return None
+    out = perf.training_throughput(LlamaConfig.from_pretrained(init), seq_len, sequences * seq_len, seconds)
+    cuda = torch.cuda.is_available()
+    peak = perf.matmul_peak(4096 if cuda else 1024, torch.bfloat16 if bf16 and cuda else torch.float32, seconds=1.0,
+                            device="cuda" if cuda else "cpu")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return dict(out, matmul_peak_flops_per_second=peak, world_size=world,
+                mfu=out["achieved_flops_per_second"] / world / peak)
 
 
 def verify_exports(init: str, steps: list[int], outdir: str | Path, method: str, ctx: int, base_window: int) -> dict:
@@ -161,6 +183,11 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
               "tokens_per_step": hp["global_batch"] * ctx, "train_tokens_available": int(len(tokens)),
               "final_train_loss": trained["final_train_loss"],
               "checkpoints": verify_exports(init, steps, outdir, method, ctx, base_window),
-              "resumed_from": trained["resumed_from"]}
+              "resumed_from": trained["resumed_from"],
+              # CT trains the same tokens at L: its sequences are L long
+              "throughput": throughput(init, base_window if method == "CT" else ctx,
+                                       trained["steps_run"] * hp["global_batch"] * (ctx // base_window if method == "CT"
+                                                                                    else 1), trained["train_seconds"],
+                                       bool(hp.get("bf16")))}
     write_json(manifest, record)
     return record

@@ -44,7 +44,7 @@ def window_spans(n_tokens: int, window: int, stride: int, doc: int = 0) -> list[
 
 
 @torch.no_grad()
-def score_spans(model, tokens: torch.Tensor, spans: list[Span], batch_size: int = 8, head_chunk: int = 2048,
+def score_spans(model, tokens: torch.Tensor, spans: list[Span], batch_size: int = 8, head_chunk: int = 256,
                 progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Sum of NLL (nats, float64) and number of scored tokens per document, for spans over ``tokens``.
 

@@ -165,7 +165,8 @@ def finetune(init: str, corpus: str, spec: dict, hp: dict, method: str, ctx: int
               "steps_per_epoch": per_epoch, "summary_tokens_trained": int(sum(sum(x != IGNORE for x in e.labels)
                                                                               for e in examples)),
               "doc_fraction_kept_mean": float(np.mean(kept)) if kept else None,
-              **trained, "final": f"step{hp['steps']}",
+              **{k: trained[k] for k in ("world_size", "deepspeed_zero_stage", "final_train_loss", "resumed_from")},
+              "final": f"step{hp['steps']}",
               "checkpoints": ft.verify_exports(init, [hp["steps"]], outdir, method, ctx, base_window)}
     write_json(manifest, record)
     return record

@@ -161,3 +161,20 @@ rule cluster_plan:
         "../envs/pi.yaml"
     shell:
         "python -u workflow/scripts/cluster_plan.py --config {params.cfg} --out {output} > {log} 2>&1; cat {output}"
+
+
+rule plan:
+    """What this configuration costs before it is launched: per target (all, each table), per rule and per job, the
+    GPUs asked and the estimated GPU-hours (`snakemake plan --configfile config/paper.yaml`; assumptions: `cost`)."""
+    output:
+        f"{R}/plan.md",
+    params:
+        cfg=as_json(config),
+    log:
+        f"{R}/logs/plan.log",
+    benchmark:
+        f"{R}/benchmarks/plan.tsv"
+    conda:
+        "../envs/pi.yaml"
+    shell:
+        "python -u workflow/scripts/plan.py --config {params.cfg} --out {output} > {log} 2>&1; cat {output}"

@@ -1,0 +1,177 @@
+"""What a configuration costs before it is launched (rule `plan`): per rule, its jobs, the GPUs each asks and the
+estimated GPU-hours, from model FLOPs per token (pi_repro.perf) × the tokens each job processes, at an assumed
+model-FLOP utilisation of the GPU's peak stated in the config's ``cost`` block.
+
+Tokens per job: a fine-tune, steps × global batch × its sequence length (L for CT), × 4/3 with gradient
+checkpointing (the forward is recomputed); a summarization fine-tune, epochs × training documents × its window
+(an upper bound: every example filling the window); a perplexity job, per window W, the documents' tokens / stride
+windows of W tokens (forward only); a passkey job, per window, num_k × trials prompts of W tokens; a summary
+generation job, per test document, one prompt of W tokens and max_new_tokens decoding steps at W; a benchmark job,
+``cost.benchmark_tokens``. Forward passes are a third of a training step's FLOPs and run at ``eval_mfu``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+from . import config as C
+
+DEFAULTS = {"gpu": "A100 80GB, bf16", "gpu_peak_tflops": 312.0, "mfu": 0.4, "eval_mfu": 0.25,
+            "benchmark_tokens": 5.0e6, "datasets": {}}
+
+
+def settings(cfg: dict) -> dict:
+    return {**DEFAULTS, **cfg.get("cost", {})}
+
+
+def shape(cfg: dict, size: str) -> SimpleNamespace:
+    """A size's architecture, as perf.flops_per_token reads it: the config's ``sizes.<size>.shape`` (hub weights),
+    the ``arch`` it is pretrained with, or the shipped checkpoint's config.json."""
+    s = cfg["sizes"][size]
+    if "shape" in s:
+        a = s["shape"]
+    elif s["base"]["source"] == "pretrain":
+        a = dict(s["base"]["arch"], vocab_size=s["base"]["vocab_size"])
+    elif s["base"]["source"] == "local":
+        j = json.loads((C.ROOT / s["base"]["path"] / "config.json").read_text())
+        a = {"hidden_size": j["hidden_size"], "intermediate_size": j["intermediate_size"],
+             "num_layers": j["num_hidden_layers"], "num_heads": j["num_attention_heads"],
+             "num_kv_heads": j.get("num_key_value_heads"), "vocab_size": j["vocab_size"]}
+    else:
+        raise C.ConfigError(f"config error at sizes.{size}.shape: the plan needs the architecture of hub weights "
+                            "(hidden_size, intermediate_size, num_layers, num_heads, vocab_size)")
+    return SimpleNamespace(hidden_size=a["hidden_size"], intermediate_size=a["intermediate_size"],
+                           num_hidden_layers=a["num_layers"], num_attention_heads=a["num_heads"],
+                           num_key_value_heads=a.get("num_kv_heads") or a["num_heads"], head_dim=None,
+                           vocab_size=a["vocab_size"])
+
+
+def eval_tokens(cfg: dict, dataset: str) -> float | None:
+    """Tokens of a dataset's evaluation documents: num_docs × doc_tokens (proof-pile style), or the cost block's
+    estimate (``cost.datasets.<name>.eval_tokens``: whole books, PG19 style)."""
+    ev = cfg["datasets"][dataset].get("eval") or {}
+    if ev.get("doc_tokens") and ev.get("num_docs"):
+        return float(ev["num_docs"] * ev["doc_tokens"])
+    return settings(cfg)["datasets"].get(dataset, {}).get("eval_tokens")
+
+
+def _gpu_hours(flops: float, mfu: float, s: dict) -> float:
+    return flops / (mfu * s["gpu_peak_tflops"] * 1e12) / 3600
+
+
+def plan(cfg: dict) -> list[dict]:
+    """One row per GPU job of the configuration: rule, what, GPUs per job, estimated GPU-hours and wall hours
+    (None where the config lacks what the estimate needs, with the reason), and the tables that need it."""
+    from . import perf
+    from .summarization import protocol
+
+    s = settings(cfg)
+    L = cfg["base_window"]
+    rows = []
+
+    def add(rule, what, gpus, flops, mfu, tables, missing=None):
+        gh = None if flops is None else _gpu_hours(flops, mfu, s)
+        rows.append({"rule": rule, "what": what, "gpus_per_job": gpus, "gpu_hours": gh,
+                     "wall_hours": None if gh is None else gh / max(gpus, 1), "tables": sorted(tables),
+                     "note": missing or ""})
+
+    jobs, needs = {}, {}  # evaluation job -> its windows, tables; extension -> tables reading a trained step
+    for t in cfg["tables"]:
+        for task, ds, size, model, window in C.table_cells(cfg, t):
+            j = jobs.setdefault((task, ds, size, model), {"windows": set(), "tables": set()})
+            j["windows"].add(window)
+            j["tables"].add(t)
+            if model != "base" and (model.split("/")[1] != "step0" or task == "rouge"):
+                needs.setdefault((size, model.split("/")[0]), set()).add(t)
+    for ext in cfg["extensions"]:
+        hp = C.train_hparams(cfg, ext)
+        seq = L if ext["method"] == "CT" else ext["ctx"]
+        tokens = hp["steps"] * hp["global_batch"] * ext["ctx"]
+        ckpt = 4 / 3 if hp.get("gradient_checkpointing") else 1
+        add("finetune", f"{ext['size']} {C.extension_name(ext)}", C.train_job(cfg, ext)["gpus"],
+            tokens * perf.flops_per_token(shape(cfg, ext["size"]), seq) * ckpt, s["mfu"],
+            needs.get((ext["size"], C.extension_name(ext)), set()))
+    spec, pk, stride = protocol(cfg), C.passkey_protocol(cfg), cfg["perplexity"]["stride"]
+    for (task, ds, size, model), j in jobs.items():
+        sh, gpus, windows, tables = shape(cfg, size), C.eval_job(cfg, size)["gpus"], sorted(j["windows"]), j["tables"]
+        at = ", ".join(map(str, windows))
+        if task == "ppl":
+            toks = eval_tokens(cfg, ds)
+            flops = None if toks is None else sum(toks / stride * w * perf.flops_per_token(sh, w, False) for w in windows)
+            add("perplexity", f"{size} {model} on {ds} at {at}", gpus, flops, s["eval_mfu"], tables,
+                None if toks else f"cost.datasets.{ds}.eval_tokens not given")
+        elif task == "passkey":
+            add("passkey", f"{size} {model} at {at}", gpus,
+                sum(pk["num_k"] * pk["trials"] * w * perf.flops_per_token(sh, w, False) for w in windows),
+                s["eval_mfu"], tables)
+        elif task == "bench":
+            add("benchmark", f"{size} {model}", gpus, s["benchmark_tokens"] * perf.flops_per_token(sh, windows[-1], False),
+                s["eval_mfu"], tables)
+        elif task == "rouge":
+            w, docs = windows[-1], s["datasets"].get(ds, {})
+            ext = None if model == "base" else C.extension_by_name(cfg, size, model.split("/")[0])
+            hp = C.summarization_hparams(cfg, size, model)
+            train = spec.get("train_docs") or docs.get("train_docs")
+            test = spec.get("test_docs") or docs.get("test_docs")
+            add("summarize_finetune", f"{size} {model} on {ds}", C.train_job(cfg, ext or {"size": size})["gpus"],
+                None if not train else spec["epochs"] * train * w * perf.flops_per_token(sh, w)
+                * (4 / 3 if hp.get("gradient_checkpointing") else 1), s["mfu"], tables,
+                None if train else f"cost.datasets.{ds}.train_docs not given")
+            add("summarize", f"{size} {model} on {ds}", gpus,
+                None if not test else test * (w + spec["generate"]["max_new_tokens"])
+                * perf.flops_per_token(sh, w, False), s["eval_mfu"], tables,
+                None if test else f"cost.datasets.{ds}.test_docs not given")
+    return rows
+
+
+def per_target(cfg: dict, rows: list[dict]) -> list[dict]:
+    """What `snakemake all` and each `snakemake <table>` cost: the jobs each needs (a fine-tune counts for every
+    table that reads one of its trained steps)."""
+    out = [{"target": "all", "jobs": len(rows), "gpu_hours": sum(r["gpu_hours"] or 0 for r in rows)}]
+    for t in cfg["tables"]:
+        mine = [r for r in rows if t in r["tables"]]
+        out.append({"target": t, "jobs": len(mine), "gpu_hours": sum(r["gpu_hours"] or 0 for r in mine)})
+    return out
+
+
+def by_rule(rows: list[dict]) -> list[dict]:
+    """The plan summed per rule (jobs, GPU-hours), in the order rules first appear."""
+    out = {}
+    for r in rows:
+        o = out.setdefault(r["rule"], {"rule": r["rule"], "jobs": 0, "gpus_per_job": set(), "gpu_hours": 0.0,
+                                       "unpriced": 0})
+        o["jobs"] += 1
+        o["gpus_per_job"].add(r["gpus_per_job"])
+        if r["gpu_hours"] is None:
+            o["unpriced"] += 1
+        else:
+            o["gpu_hours"] += r["gpu_hours"]
+    for o in out.values():
+        o["gpus_per_job"] = ", ".join(str(g) for g in sorted(o["gpus_per_job"]))
+    return list(out.values())
+
+
+def render(cfg: dict, jobs: bool = True) -> str:
+    """The plan as Markdown: per target, per rule, then (``jobs``) per job, with the assumptions."""
+    import pandas as pd
+
+    s = settings(cfg)
+    rows = plan(cfg)
+    total = sum(r["gpu_hours"] or 0 for r in rows)
+    targets = pd.DataFrame(per_target(cfg, rows)).rename(columns={"target": "Target", "jobs": "GPU jobs",
+                                                                  "gpu_hours": "GPU-hours (est.)"})
+    summary = pd.DataFrame(by_rule(rows)).rename(columns={"rule": "Rule", "jobs": "Jobs", "gpus_per_job": "GPUs per job",
+                                                          "gpu_hours": "GPU-hours (est.)", "unpriced": "Not priced"})
+    detail = pd.DataFrame(rows).rename(columns={"rule": "Rule", "what": "Job", "gpus_per_job": "GPUs",
+                                                "gpu_hours": "GPU-hours", "wall_hours": "Wall hours", "note": "Note"})
+    detail["tables"] = [", ".join(t) for t in detail["tables"]]
+    detail = detail.rename(columns={"tables": "For"})
+    return (f"Cost of config `{cfg['run']}`: estimated **{total:,.0f} GPU-hours** on {s['gpu']} "
+            f"({s['gpu_peak_tflops']:g} TFLOP/s peak) at {s['mfu']:.0%} MFU for training and {s['eval_mfu']:.0%} "
+            "for evaluation (the config's `cost` block); model FLOPs per token 6 N + 12 n_layers T d (training), a "
+            "third of it forward (pi_repro.perf); tokens per job as in pi_repro/cost.py. CPU jobs (downloads, "
+            "tokenization, tables, scoring) are not counted.\n\nPer target:\n\n"
+            + targets.to_markdown(index=False, floatfmt=",.1f") + "\n\nPer rule:\n\n"
+            + summary.to_markdown(index=False, floatfmt=",.1f") + "\n"
+            + ("\nPer job:\n\n" + detail.to_markdown(index=False, floatfmt=",.1f") + "\n" if jobs else ""))
