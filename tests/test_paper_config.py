@@ -272,5 +272,5 @@ def test_the_plan_prices_every_gpu_job_of_the_paper_dag(counts):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Per target:" in out.stdout and f"{targets['all']['gpu_hours']:,.0f} GPU-hours" in out.stdout
     readme = (ROOT / "README.md").read_text()  # README's copy is the generated one
-    assert readme[readme.index("<!-- cost-plan -->\n") + len("<!-- cost-plan -->\n"):readme.index("<!-- /cost-plan -->")] == \
-        cost.render(cfg, jobs=False)
+    start = readme.index("<!-- cost-plan -->\n") + len("<!-- cost-plan -->\n")
+    assert readme[start:readme.index("<!-- /cost-plan -->")] == cost.render(cfg, jobs=False)
