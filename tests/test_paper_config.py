@@ -274,3 +274,18 @@ def test_the_plan_prices_every_gpu_job_of_the_paper_dag(counts):
     readme = (ROOT / "README.md").read_text()  # README's copy is the generated one
     start = readme.index("<!-- cost-plan -->\n") + len("<!-- cost-plan -->\n")
     assert readme[start:readme.index("<!-- /cost-plan -->")] == cost.render(cfg, jobs=False)
+
+
+def test_each_dataset_is_tokenized_once_per_tokenizer(counts):
+    """The four LLaMA sizes share one tokenizer (`sizes.<size>.tokenizer: llama`): the Pile subset (5.2B tokens),
+    RedPajama, PG19 and proof-pile are each tokenized once, by the first size's tokenizer, and every size reads
+    that data (each checks it against its own tokenizer's digest when it reads it)."""
+    assert pcfg.tokenizers(PAPER) == ["llama"] and counts["tokenize"] == 4
+    out = planned_commands("all")
+    jobs = re.findall(r"tokenize_corpus\.py --corpus results/paper/data/(\w+)/corpus\.jsonl\.gz --tokenizer (\S+)", out)
+    assert sorted(jobs) == sorted((d, "results/paper/models/7B/base") for d in ("pg19", "proofpile", "pile", "redpajama"))
+    assert "results/paper/data/pile/llama/train.npz" in out and "data/pile/13B" not in out
+    cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    cfg["sizes"]["tiny2"] = dict(cfg["sizes"]["tiny"], tokenizer="tiny")  # both train their own: cannot share
+    with pytest.raises(pcfg.ConfigError, match=r"sizes\.tiny2\.tokenizer: 'tiny' is shared by \['tiny', 'tiny2'\]"):
+        pcfg.validate(cfg)

@@ -115,6 +115,15 @@ def _semantic_checks(cfg: dict) -> None:
         if job["srun"] and job["procs_per_node"] == 1 and job["nodes"] == 1:
             fail(f"{key}.resources.train_launch", "the srun launch on one node needs at least 2 ranks per node "
                   "(SLURM's mpi jobs have more than one task)")
+    for size, c in sizes.items():
+        if "tokenizer" not in c:
+            continue
+        shared = [s for s in sizes if tokenizer_name(cfg, s) == c["tokenizer"]]
+        trained = [s for s in shared if sizes[s]["base"]["source"] == "pretrain"]
+        if len(shared) > 1 and trained:
+            fail(f"sizes.{size}.tokenizer", f"{c['tokenizer']!r} is shared by {shared}, but {trained} train their own "
+                 "tokenizer (source: pretrain): only sizes whose weights come with their tokenizer (local, hub) can "
+                 "share one")
     ppl = cfg["perplexity"]
     windows = ppl["windows"]
     if ppl["stride"] >= min(windows):
@@ -264,15 +273,18 @@ def cluster_plan(cfg: dict) -> list[dict]:
     # (task, dataset, size, model) of every evaluation job (a summarization record stands for its generation job)
     evals = {r for t in cfg["tables"] for r in table_records(cfg, t)}
     for size in dict.fromkeys([e["size"] for e in cfg["extensions"]] + list(cfg["sizes"])):  # config order
-        e, d = eval_job(cfg, size), data_job(cfg, size)
+        e = eval_job(cfg, size)
         n = sum(1 for _, _, s, _ in evals if s == size)
         if n:
             rows.append({"job": f"evaluation {size}", "count": n, "partition": "GPU", "nodes": 1,
                          "gpus": e["gpus"] or "-", "cpus": e["cpus"] or "rule", "mem_mb": e["mem_mb"],
                          "runtime": e["runtime"], "submissions": 1})
-        n = len({ds for ext in cfg["extensions"] if ext["size"] == size for ds in ext.get("data", cfg["finetune_data"])}
-                | {ds for task, ds, s, _ in evals if s == size and task == "ppl"})
-        rows.append({"job": f"tokenize {size}", "count": n, "partition": "CPU", "nodes": 1, "gpus": "-",
+    for tok in tokenizers(cfg):  # one tokenization per (dataset, tokenizer), whatever the sizes sharing it
+        sizes = {s for s in cfg["sizes"] if tokenizer_name(cfg, s) == tok}
+        d = data_job(cfg, tokenizer_size(cfg, tok))
+        n = len({ds for ext in cfg["extensions"] if ext["size"] in sizes for ds in ext.get("data", cfg["finetune_data"])}
+                | {ds for task, ds, s, _ in evals if s in sizes and task == "ppl"})
+        rows.append({"job": f"tokenize ({tok} tokenizer)", "count": n, "partition": "CPU", "nodes": 1, "gpus": "-",
                      "cpus": d["cpus"], "mem_mb": d["mem_mb"], "runtime": d["runtime"], "submissions": 1})
     return rows
 
@@ -307,6 +319,23 @@ def train_hparams(cfg: dict, ext: dict) -> dict:
                 hp[k] = src[k]
     hp.update(lr=size["lr"], steps=ext["steps"], seed=cfg["seed"])
     return hp
+
+
+def tokenizer_name(cfg: dict, size: str) -> str:
+    """The name of a size's tokenizer (``sizes.<size>.tokenizer``, default the size's own name): sizes that share
+    one share their tokenized data, ``data/{dataset}/{tokenizer}/`` (the paper's four LLaMA sizes: one
+    tokenization of the Pile subset, not four)."""
+    return cfg["sizes"][size].get("tokenizer", size)
+
+
+def tokenizer_size(cfg: dict, name: str) -> str:
+    """The size whose tokenizer tokenizes the data of tokenizer ``name`` (the first size, in config order, that
+    has it; every other size's tokenizer is checked against the data's digest when it reads it)."""
+    return next(s for s in cfg["sizes"] if tokenizer_name(cfg, s) == name)
+
+
+def tokenizers(cfg: dict) -> list[str]:
+    return list(dict.fromkeys(tokenizer_name(cfg, s) for s in cfg["sizes"]))
 
 
 def final_model(ext: dict) -> str:

@@ -16,6 +16,7 @@ RUN = config["run"]
 R = f"results/{RUN}"
 L = config["base_window"]
 SIZES = list(config["sizes"])
+TOKENIZERS = pcfg.tokenizers(config)
 DATASETS = list(config["datasets"])
 
 
@@ -36,6 +37,7 @@ EXT = rf"({'|'.join(METHODS)})-\d+(-[a-z0-9]+)?"
 wildcard_constraints:
     run=RUN,
     size="|".join(SIZES),
+    tok="|".join(TOKENIZERS),
     dataset="|".join(DATASETS),
     ext=EXT,
     step=r"\d+",
@@ -143,10 +145,17 @@ def base_dir(size):
 
 
 def tokenizer_dir(w):
-    """The tokenizer travels with the base model; a base model pretrained here has its tokenizer trained first."""
-    if config["sizes"][w.size]["base"]["source"] == "pretrain":
-        return f"{R}/models/{w.size}/tokenizer"
-    return base_dir(w.size)
+    """The tokenizer travels with the base model; a base model pretrained here has its tokenizer trained first.
+    For rule tokenize (wildcard ``tok``): the tokenizer of the first size that has that name."""
+    size = pcfg.tokenizer_size(config, w.tok) if hasattr(w, "tok") else w.size
+    if config["sizes"][size]["base"]["source"] == "pretrain":
+        return f"{R}/models/{size}/tokenizer"
+    return base_dir(size)
+
+
+def tokenized(dataset, size, what):
+    """A dataset tokenized for ``size`` (its tokenizer's data, shared with the sizes that have the same one)."""
+    return f"{R}/data/{dataset}/{pcfg.tokenizer_name(config, size)}/{what}"
 
 
 def model_input(w):
@@ -161,11 +170,11 @@ def model_input(w):
 
 def finetune_data(w):
     names = ext_cfg(w).get("data", config["finetune_data"])
-    return expand(f"{R}/data/{{dataset}}/{w.size}/train.npz", dataset=names)
+    return [tokenized(d, w.size, "train.npz") for d in names]
 
 
 def pretrain_data(w):
-    return expand(f"{R}/data/{{dataset}}/{w.size}/train.npz", dataset=config["finetune_data"])
+    return [tokenized(d, w.size, "train.npz") for d in config["finetune_data"]]
 
 
 def base_model_inputs(w):

@@ -26,25 +26,26 @@ rule fetch_dataset:
 
 
 rule tokenize:
-    """Packed training tokens (documents joined, each opening with BOS) and the chosen evaluation documents."""
+    """Packed training tokens (documents joined, each opening with BOS) and the chosen evaluation documents, once
+    per (dataset, tokenizer): sizes that share a tokenizer (`sizes.<size>.tokenizer`) share this job."""
     input:
         corpus=f"{R}/data/{{dataset}}/corpus.jsonl.gz",
         tokenizer=tokenizer_dir,
     output:
-        train=f"{R}/data/{{dataset}}/{{size}}/train.npz",
-        eval=f"{R}/data/{{dataset}}/{{size}}/eval.npz",
-        stats=f"{R}/data/{{dataset}}/{{size}}/stats.json",
+        train=f"{R}/data/{{dataset}}/{{tok}}/train.npz",
+        eval=f"{R}/data/{{dataset}}/{{tok}}/eval.npz",
+        stats=f"{R}/data/{{dataset}}/{{tok}}/stats.json",
     params:
         eval=lambda w: as_json(config["datasets"][w.dataset].get("eval")),
         seed=config["seed"],
     log:
-        f"{R}/logs/tokenize/{{dataset}}/{{size}}.log",
+        f"{R}/logs/tokenize/{{dataset}}/{{tok}}.log",
     benchmark:
-        f"{R}/benchmarks/tokenize/{{dataset}}/{{size}}.tsv"
-    threads: lambda w: pcfg.data_job(config, w.size)["cpus"]
+        f"{R}/benchmarks/tokenize/{{dataset}}/{{tok}}.tsv"
+    threads: lambda w: pcfg.data_job(config, pcfg.tokenizer_size(config, w.tok))["cpus"]
     resources:
-        runtime=lambda w: pcfg.data_job(config, w.size)["runtime"],
-        mem_mb=lambda w: pcfg.data_job(config, w.size)["mem_mb"],
+        runtime=lambda w: pcfg.data_job(config, pcfg.tokenizer_size(config, w.tok))["runtime"],
+        mem_mb=lambda w: pcfg.data_job(config, pcfg.tokenizer_size(config, w.tok))["mem_mb"],
         cpus_per_task=lambda w, threads: threads,  # the rule's threads, not the profile's default
     conda:
         "../envs/pi.yaml"

@@ -6,7 +6,7 @@ rule perplexity:
     values and a bootstrap CI over documents for each window."""
     input:
         model=model_input,
-        docs=f"{R}/data/{{dataset}}/{{size}}/eval.npz",
+        docs=lambda w: tokenized(w.dataset, w.size, "eval.npz"),
     output:
         eval_record("ppl"),
     params:
