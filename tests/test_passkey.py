@@ -226,3 +226,26 @@ def test_evaluation_retrieves_within_L_fails_past_it_and_reruns_identically(tok,
     assert again["trials"] == past["trials"]  # same prompts, same greedy answers, whatever the batch size
     other = passkey.evaluate(mini, tok, 2 * L, n_k=8, trials=5, seed=4, intro=False, batch_size=40)
     assert [t["key"] for t in other["trials"]] != [t["key"] for t in past["trials"]]
+
+
+def test_key_lengths_from_one_key_equal_those_of_all_90000_keys():
+    """layout's shortcut (digits stand alone: one key stands for all) gives what tokenizing every key gives, for
+    the shipped tokenizer and a tiny one trained here; a tokenizer that merges digits takes the long way."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    def every_key(tok):
+        keys = [str(k) for k in range(10000, 100000)]
+        return (max(map(len, tok([" " + passkey.needle(k) for k in keys], add_special_tokens=False)["input_ids"])),
+                max(map(len, tok([" " + k for k in keys], add_special_tokens=False)["input_ids"])))
+
+    shipped = AutoTokenizer.from_pretrained(str(ROOT / "resources/models/mini"))
+    assert passkey.digits_stand_alone(shipped)
+    assert passkey.key_lengths(shipped) == every_key(shipped)
+    merging = Tokenizer(models.BPE(unk_token="[UNK]"))  # digits not split: "12" can become one token
+    merging.pre_tokenizer = pre_tokenizers.Whitespace()
+    text = [f"The pass key is {k}. Remember it. {k} is the pass key." for k in range(10000, 10400)]
+    merging.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["[UNK]"], show_progress=False))
+    fast = PreTrainedTokenizerFast(tokenizer_object=merging, unk_token="[UNK]")
+    assert not passkey.digits_stand_alone(fast)
+    assert passkey.key_lengths(fast) == every_key(fast)

@@ -127,13 +127,35 @@ class Layout:
     k_hi: int        # prompt_len - head: no filler before the needle
 
 
-def layout(tokenizer, window: int, intro: bool = True) -> Layout:
-    seg = _segments(tokenizer, intro)
-    keys = [str(k) for k in range(10000, 100000)]
+def digits_stand_alone(tokenizer) -> bool:
+    """Whether the tokenizer cuts every digit out as a pre-token of its own that is one token (LLaMA's and this
+    project's tokenizers split digits one by one). BPE never merges across pre-tokens, so then a needle or an
+    answer has the same number of tokens whatever its 5 digits: one key stands for all 90,000."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    pre = getattr(backend, "pre_tokenizer", None)
+    if pre is None or getattr(backend, "normalizer", None) is not None:
+        return False
+    for text in (" " + needle("12345"), " " + needle("67890"), " 12345", " 67890"):
+        for piece, _ in pre.pre_tokenize_str(text):
+            if any(c.isdigit() for c in piece) and not (len(piece) == 1 and len(_enc(tokenizer, piece)) == 1):
+                return False
+    return True
+
+
+def key_lengths(tokenizer) -> tuple[int, int]:
+    """(longest needle, longest answer " 12345") in tokens over every 5-digit key: from one key when digits stand
+    alone (``digits_stand_alone``), else by tokenizing all 90,000 (seconds)."""
+    keys = ["10000"] if digits_stand_alone(tokenizer) else [str(k) for k in range(10000, 100000)]
     needles = tokenizer([" " + needle(k) for k in keys], add_special_tokens=False)["input_ids"]
     answers = tokenizer([" " + k for k in keys], add_special_tokens=False)["input_ids"]
-    prompt_len = window - max(map(len, answers)) - 1  # the key and one more token (the number must end)
-    return Layout(window, prompt_len, max(map(len, needles)) + len(seg["question"]), prompt_len - len(seg["head"]))
+    return max(map(len, needles)), max(map(len, answers))
+
+
+def layout(tokenizer, window: int, intro: bool = True) -> Layout:
+    seg = _segments(tokenizer, intro)
+    longest_needle, longest_answer = key_lengths(tokenizer)
+    prompt_len = window - longest_answer - 1  # the key and one more token (the number must end)
+    return Layout(window, prompt_len, longest_needle + len(seg["question"]), prompt_len - len(seg["head"]))
 
 
 def k_values(lay: Layout, n: int = 32) -> list[int]:

@@ -29,8 +29,8 @@ shell.prefix(f"set -euo pipefail; export PI_RUN_DIR={R} PI_CONFIG_SHA256={CONFIG
 TABLES = list(config["tables"])
 PASSKEY_DATASET = KINDS["passkey"].dataset
 BENCH_DATASET = KINDS["benchmarks"].dataset
-BENCH_CACHE = f"{R}/data/benchmarks/hf-datasets"
-SUMMARIZATION = summarization_protocol(config)  # Table 6's protocol: the config's block over the paper's  # the harness tasks' hub datasets (rule fetch_benchmarks)
+BENCH_CACHE = f"{R}/data/benchmarks/hf-datasets"  # the harness tasks' hub datasets (rule fetch_benchmarks)
+SUMMARIZATION = summarization_protocol(config)  # Table 6's protocol: the config's block over the paper's
 EXT = rf"({'|'.join(METHODS)})-\d+(-[a-z0-9]+)?"
 
 
@@ -146,7 +146,7 @@ def base_dir(size):
 
 def tokenizer_dir(w):
     """The tokenizer travels with the base model; a base model pretrained here has its tokenizer trained first.
-    For rule tokenize (wildcard ``tok``): the tokenizer of the first size that has that name."""
+    For the tokenization job (wildcard ``tok``), the tokenizer of the first size that has that name."""
     size = pcfg.tokenizer_size(config, w.tok) if hasattr(w, "tok") else w.size
     if config["sizes"][size]["base"]["source"] == "pretrain":
         return f"{R}/models/{size}/tokenizer"
