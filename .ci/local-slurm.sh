@@ -109,6 +109,7 @@ start() {
   install
   configure
   pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged
+  wait_for 60 bash -c '! pgrep -x mariadbd || mariadb -e "select 1"' || true  # one still shutting down: let it end
   if ! pgrep -x mariadbd >/dev/null; then
     [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql >"$LOG/mariadb-install.log" 2>&1
     (mariadbd --user=mysql >"$LOG/mariadb.log" 2>&1 &)
@@ -134,6 +135,8 @@ stop() {
   sleep 1
   mariadb-admin shutdown 2>/dev/null || pkill -x mariadbd 2>/dev/null || true
   pkill -x munged 2>/dev/null || true
+  # gone, not just told to go: a start right after a stop must not find a server that is shutting down
+  wait_for 60 bash -c '! pgrep -x "slurmd|slurmctld|slurmdbd|mariadbd|munged"' || true
 }
 
 status() {
