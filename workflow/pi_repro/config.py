@@ -101,8 +101,7 @@ def _semantic_checks(cfg: dict) -> None:
             fail(key, f"duplicate extension {ident} (give a variant its own tag)")
         seen.add(ident)
         hp = train_hparams(cfg, ext)
-        res = resources(cfg, ext["size"], ext)
-        ranks = res.get("train_nodes", 1) * (res.get("train_gpus_per_node") or res.get("train_procs_per_node", 1))
+        ranks = train_ranks(cfg, ext)
         if hp["global_batch"] % (hp["micro_batch"] * ranks):
             fail(f"{key}", f"global batch {hp['global_batch']} is not a multiple of micro batch {hp['micro_batch']}"
                   f" x {ranks} ranks (train_nodes x GPUs or processes per node)")
@@ -227,6 +226,27 @@ def train_job(cfg: dict, ext: dict) -> dict:
             "gpus": nodes * gpus}
 
 
+def train_ranks(cfg: dict, ext: dict) -> int:
+    """Ranks of a training job (train_nodes x GPUs or processes per node): the global batch must split over them."""
+    j = train_job(cfg, ext)
+    return j["nodes"] * j["procs_per_node"]
+
+
+def model_extension(cfg: dict, size: str, model: str) -> dict:
+    """The extension a checkpoint ``model`` (``base`` or ``{name}/step{N}``) of ``size`` belongs to; for the base
+    model ``{"size": size}``, which asks the size's resources (train_job, resources)."""
+    return {"size": size} if model == "base" else extension_by_name(cfg, size, model.split("/")[0])
+
+
+def _train_row(job: str, j: dict) -> dict:
+    """A training job's row of the cluster plan (``j``: train_job)."""
+    return {"job": job, "count": 1, "partition": "GPU", "nodes": j["nodes"],
+            "gpus": f"{j['gpus_per_node']}/node" if j["gpus_per_node"] else "-",
+            "cpus": f"{j['cpus_per_node']}/node" if j["cpus_per_node"] else "rule",
+            "mem_mb": f"{j['mem_mb']}/node" + (" (exclusive)" if j["exclusive"] else ""),
+            "runtime": j["runtime"], "submissions": j["submissions"]}
+
+
 def finetune_retries(cfg: dict) -> int | None:
     """Resubmissions the fine-tune rule allows: those the longest fine-tune needs to finish within the time limit,
     plus ``failure_retries``; None (Snakemake's --retries decides) when every fine-tune fits in one job."""
@@ -252,24 +272,12 @@ def cluster_plan(cfg: dict) -> list[dict]:
     """What every kind of SLURM job of this config asks (the rules' resources, from the same functions), one row
     per fine-tune and per size's evaluations and tokenization: for README's cluster section and
     ``snakemake cluster_plan``."""
-    rows = []
-    for ext in cfg["extensions"]:
-        j = train_job(cfg, ext)
-        rows.append({"job": f"finetune {ext['size']} {extension_name(ext)}", "count": 1, "partition": "GPU",
-                     "nodes": j["nodes"], "gpus": f"{j['gpus_per_node']}/node" if j["gpus_per_node"] else "-",
-                     "cpus": f"{j['cpus_per_node']}/node" if j["cpus_per_node"] else "rule",
-                     "mem_mb": f"{j['mem_mb']}/node" + (" (exclusive)" if j["exclusive"] else ""),
-                     "runtime": j["runtime"], "submissions": j["submissions"]})
+    rows = [_train_row(f"finetune {ext['size']} {extension_name(ext)}", train_job(cfg, ext))
+            for ext in cfg["extensions"]]
     for name in tables_of_kind(cfg, "summarization"):  # a fine-tune per model of a summarization table
         for _, dataset, size, model, _ in table_cells(cfg, name):
-            ext = None if model == "base" else extension_by_name(cfg, size, model.split("/")[0])
-            j = train_job(cfg, ext or {"size": size})
-            rows.append({"job": f"summarize_finetune {size} {model.split('/')[0]} ({dataset})", "count": 1,
-                         "partition": "GPU", "nodes": j["nodes"],
-                         "gpus": f"{j['gpus_per_node']}/node" if j["gpus_per_node"] else "-",
-                         "cpus": f"{j['cpus_per_node']}/node" if j["cpus_per_node"] else "rule",
-                         "mem_mb": f"{j['mem_mb']}/node" + (" (exclusive)" if j["exclusive"] else ""),
-                         "runtime": j["runtime"], "submissions": j["submissions"]})
+            rows.append(_train_row(f"summarize_finetune {size} {model.split('/')[0]} ({dataset})",
+                                   train_job(cfg, model_extension(cfg, size, model))))
     # (task, dataset, size, model) of every evaluation job (a summarization record stands for its generation job)
     evals = {r for t in cfg["tables"] for r in table_records(cfg, t)}
     for size in dict.fromkeys([e["size"] for e in cfg["extensions"]] + list(cfg["sizes"])):  # config order
@@ -409,8 +417,7 @@ def model_finetune_data(cfg: dict, size: str, model: str) -> list[str]:
     """The datasets checkpoint ``model`` was fine-tuned on (none for the base model)."""
     if model == "base":
         return []
-    ext = extension_by_name(cfg, size, model.split("/")[0])
-    return list(ext.get("data", cfg["finetune_data"]))
+    return list(model_extension(cfg, size, model).get("data", cfg["finetune_data"]))
 
 
 THEORY_DEFAULTS = {"d": 128, "c": 10000.0, "window": 2048, "points": 2049, "seed": 0}

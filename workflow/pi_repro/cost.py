@@ -56,6 +56,13 @@ def eval_tokens(cfg: dict, dataset: str) -> float | None:
     return settings(cfg)["datasets"].get(dataset, {}).get("eval_tokens")
 
 
+def _train_flops(hp: dict, tokens: float, sh, seq_len: int) -> float:
+    """FLOPs of training on ``tokens`` tokens at ``seq_len``; gradient checkpointing recomputes the forward (x 4/3)."""
+    from . import perf
+
+    return tokens * perf.flops_per_token(sh, seq_len) * (4 / 3 if hp.get("gradient_checkpointing") else 1)
+
+
 def _gpu_hours(flops: float, mfu: float, s: dict) -> float:
     return flops / (mfu * s["gpu_peak_tflops"] * 1e12) / 3600
 
@@ -88,9 +95,8 @@ def plan(cfg: dict) -> list[dict]:
         hp = C.train_hparams(cfg, ext)
         seq = L if ext["method"] == "CT" else ext["ctx"]
         tokens = hp["steps"] * hp["global_batch"] * ext["ctx"]
-        ckpt = 4 / 3 if hp.get("gradient_checkpointing") else 1
         add("finetune", f"{ext['size']} {C.extension_name(ext)}", C.train_job(cfg, ext)["gpus"],
-            tokens * perf.flops_per_token(shape(cfg, ext["size"]), seq) * ckpt, s["mfu"],
+            _train_flops(hp, tokens, shape(cfg, ext["size"]), seq), s["mfu"],
             needs.get((ext["size"], C.extension_name(ext)), set()))
     spec, pk, stride = protocol(cfg), C.passkey_protocol(cfg), cfg["perplexity"]["stride"]
     for (task, ds, size, model), j in jobs.items():
@@ -110,13 +116,11 @@ def plan(cfg: dict) -> list[dict]:
                 s["eval_mfu"], tables)
         elif task == "rouge":
             w, docs = windows[-1], s["datasets"].get(ds, {})
-            ext = None if model == "base" else C.extension_by_name(cfg, size, model.split("/")[0])
             hp = C.summarization_hparams(cfg, size, model)
             train = spec.get("train_docs") or docs.get("train_docs")
             test = spec.get("test_docs") or docs.get("test_docs")
-            add("summarize_finetune", f"{size} {model} on {ds}", C.train_job(cfg, ext or {"size": size})["gpus"],
-                None if not train else spec["epochs"] * train * w * perf.flops_per_token(sh, w)
-                * (4 / 3 if hp.get("gradient_checkpointing") else 1), s["mfu"], tables,
+            add("summarize_finetune", f"{size} {model} on {ds}", C.train_job(cfg, C.model_extension(cfg, size, model))["gpus"],
+                None if not train else _train_flops(hp, spec["epochs"] * train * w, sh, w), s["mfu"], tables,
                 None if train else f"cost.datasets.{ds}.train_docs not given")
             add("summarize", f"{size} {model} on {ds}", gpus,
                 None if not test else test * (w + spec["generate"]["max_new_tokens"])

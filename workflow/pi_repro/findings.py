@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .tables import value
+from .summarization import ROUGE_LABELS
+from .tables import RUN, value
 
 FEW_TIMES = 3.0
 BLOW_UP = 10.0
@@ -187,8 +188,8 @@ def benchmarks_findings(name: str, t: pd.DataFrame) -> list[dict]:
 
 def summarization_findings(name: str, t: pd.DataFrame) -> list[dict]:
     """Finding 7 on one table of kind summarization: each PI row against the base model of its size."""
-    ours = t[t["source"] == "this run"] if "source" in t.columns else t
-    labels = ("ROUGE-1", "ROUGE-2", "ROUGE-L")
+    ours = t[t["source"] == RUN] if "source" in t.columns else t
+    labels = tuple(ROUGE_LABELS.values())
     lead = ours[ours["method"] == "LEAD"]
     out = []
     for _, row in ours[ours["method"] == "PI"].iterrows():

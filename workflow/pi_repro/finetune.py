@@ -127,7 +127,7 @@ def train_and_export(init: str, dataset, hp: dict, outdir: str | Path, exports: 
             "train_seconds": (result.metrics or {}).get("train_runtime")}
 
 
-def throughput(init: str, seq_len: int, sequences: int, seconds: float | None, bf16: bool = False) -> dict | None:
+def throughput(init: str, seq_len: int, tokens: int, seconds: float | None, bf16: bool = False) -> dict | None:
     """Tokens per second, model FLOP/s and MFU of this run's training (pi_repro.perf), for finetune.json: the MFU
     against a matmul peak measured here, on the training device in the training dtype (per rank: a multi-rank run's
     FLOP/s are divided by its world size)."""
@@ -138,7 +138,7 @@ def throughput(init: str, seq_len: int, sequences: int, seconds: float | None, b
 
     if not seconds:
         return None
-    out = perf.training_throughput(LlamaConfig.from_pretrained(init), seq_len, sequences * seq_len, seconds)
+    out = perf.training_throughput(LlamaConfig.from_pretrained(init), seq_len, tokens, seconds)
     cuda = torch.cuda.is_available()
     peak = perf.matmul_peak(4096 if cuda else 1024, torch.bfloat16 if bf16 and cuda else torch.float32, seconds=1.0,
                             device="cuda" if cuda else "cpu")
@@ -186,8 +186,7 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
               "resumed_from": trained["resumed_from"],
               # CT trains the same tokens at L: its sequences are L long
               "throughput": throughput(init, base_window if method == "CT" else ctx,
-                                       trained["steps_run"] * hp["global_batch"] * (ctx // base_window if method == "CT"
-                                                                                    else 1), trained["train_seconds"],
+                                       trained["steps_run"] * hp["global_batch"] * ctx, trained["train_seconds"],
                                        bool(hp.get("bf16")))}
     write_json(manifest, record)
     return record

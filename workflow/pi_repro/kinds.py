@@ -117,9 +117,7 @@ class Passkey:
         return sorted(s for s in ext["checkpoints"] if s > 0)
 
     def windows(self, cfg: dict, row: dict, ext: dict | None) -> list[int]:
-        if "windows" in row:
-            return sorted(row["windows"])
-        return [cfg["base_window"] if ext is None or ext["method"] == "CT" else ext["ctx"]]
+        return sorted(row["windows"]) if "windows" in row else [own_window(cfg, ext)]
 
     def cells(self, cfg: dict, spec: dict) -> list[tuple]:
         out = []
@@ -215,8 +213,7 @@ class Summarization:
         for i, row in enumerate(spec["rows"]):
             ext = _row_extension(cfg, name, i, row)
             hp = C.summarization_hparams(cfg, row["size"], "base" if ext is None else C.final_model(ext))
-            res = C.resources(cfg, row["size"], ext)
-            ranks = res.get("train_nodes", 1) * (res.get("train_gpus_per_node") or res.get("train_procs_per_node", 1))
+            ranks = C.train_ranks(cfg, ext or {"size": row["size"]})
             if hp["global_batch"] % (hp["micro_batch"] * ranks):
                 C.fail(f"tables.{name}.rows[{i}]", f"summarization: global batch {hp['global_batch']} is not a "
                        f"multiple of micro batch {hp['micro_batch']} x {ranks} ranks")
@@ -224,18 +221,13 @@ class Summarization:
         if spec.get("quoted") and not (C.ROOT / spec["quoted"]).is_file():
             C.fail(f"tables.{name}.quoted", f"{spec['quoted']}: no such file (the paper's cells)")
 
-    @staticmethod
-    def window(cfg: dict, ext: dict | None) -> int:
-        """A model summarizes at its own window: L for the base model and CT, L' for an extension."""
-        return cfg["base_window"] if ext is None or ext["method"] == "CT" else ext["ctx"]
-
     def cells(self, cfg: dict, spec: dict) -> list[tuple]:
         out = []
         for row in spec["rows"]:
             ext = None if row["method"] == "None" else C.find_extension(cfg, row["size"], row["method"], row["ctx"],
                                                                          row.get("tag"))
             model = "base" if ext is None else C.final_model(ext)
-            out.append((self.task, spec["dataset"], row["size"], model, self.window(cfg, ext)))
+            out.append((self.task, spec["dataset"], row["size"], model, own_window(cfg, ext)))
         return out
 
     def extra_records(self, cfg: dict, spec: dict, run_dir: str) -> list[str]:
@@ -266,6 +258,11 @@ class Summarization:
 
 KINDS = {"windows": Windows(), "steps": Steps(), "passkey": Passkey(), "benchmarks": Benchmarks(),
          "summarization": Summarization()}
+
+
+def own_window(cfg: dict, ext: dict | None) -> int:
+    """A model's own window: L for the base model (``ext`` None) and CT, L' for an extension."""
+    return cfg["base_window"] if ext is None or ext["method"] == "CT" else ext["ctx"]
 
 
 def _row_extension(cfg: dict, name: str, i: int, row: dict, extra: tuple = ()) -> dict | None:

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from . import METHODS
 from . import config as C
-from .kinds import KINDS
+from .kinds import KINDS, own_window
+from .summarization import ROUGE_LABELS
+from .tables import RUN
 
 # a kind's tolerance when its table entry gives none: relative for perplexity, one grid step (window / num_k) for
 # k_max, accuracy points for the benchmarks
@@ -70,7 +72,7 @@ def planned_cell(cfg: dict, cell: dict) -> tuple | None:
         return (kind.task, kind.dataset, cell["size"], model, C.benchmark_window(cfg), cell["column"])
     if spec["kind"] == "summarization":
         model = "base" if ext is None else C.final_model(ext)
-        return (kind.task, spec["dataset"], cell["size"], model, kind.window(cfg, ext), cell["column"])
+        return (kind.task, spec["dataset"], cell["size"], model, own_window(cfg, ext), cell["column"])
     return None
 
 
@@ -84,7 +86,7 @@ def counterparts(cfg: dict, cells: list[dict]) -> dict[int, int]:
             labels = [t.get("label", n) for n, t in cfg["benchmarks"]["tasks"].items()]
             keys = [k + (label,) for k in keys for label in labels]
         if spec["kind"] == "summarization":
-            keys = [k + (label,) for k in keys for label in ("ROUGE-1", "ROUGE-2", "ROUGE-L")]
+            keys = [k + (label,) for k in keys for label in ROUGE_LABELS.values()]
         planned[table] = keys
     return {i: planned.get(c["table"], []).count(planned_cell(cfg, c)) for i, c in enumerate(cells)}
 
@@ -101,7 +103,7 @@ def reproduced(cfg: dict, cell: dict, frames: dict) -> float | None:
     if "finetune_data" in df.columns:
         m &= df["finetune_data"].astype(str) == (cell["finetune_data"] or "None")
     if "source" in df.columns:  # a table showing the paper's rows beside ours (Table 6): ours only
-        m &= df["source"] == "this run"
+        m &= df["source"] == RUN
     hit = df.loc[m, cell["column"]].dropna()
     return float(hit.iloc[0]) if len(hit) == 1 else None
 

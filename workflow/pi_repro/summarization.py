@@ -61,6 +61,11 @@ def _enc(tok, text: str) -> list[int]:
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
+def _pad_id(tok) -> int:
+    """Padding: the tokenizer's pad token, its EOS when it has none (masked out either way)."""
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
 @dataclass
 class Example:
     input_ids: list[int]
@@ -155,8 +160,7 @@ def finetune(init: str, corpus: str, spec: dict, hp: dict, method: str, ctx: int
     hp = dict(hp, steps=spec["epochs"] * per_epoch)
     params = {"hp": hp, "spec": spec, "init": sha256_weights(init), "data": sha256_file(corpus)}
     trained = ft.train_and_export(init, Examples(examples), hp, outdir, [hp["steps"]], params, window, rank, world,
-                                  collator=PadCollator(tok.pad_token_id if tok.pad_token_id is not None
-                                                       else tok.eos_token_id), label=f"summarize {init}")
+                                  collator=PadCollator(_pad_id(tok)), label=f"summarize {init}")
     if rank != 0:
         return None
     kept = [e.doc_kept / e.doc_len for e in examples if e.doc_len]
@@ -180,7 +184,7 @@ def generate(model, tok, prompts: list[list[int]], max_new_tokens: int, temperat
     import torch
     from tqdm import tqdm
 
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = _pad_id(tok)
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     out: list[str | None] = [None] * len(prompts)
     torch.manual_seed(seed)

@@ -115,8 +115,7 @@ def benchmarks_display(df: pd.DataFrame) -> pd.DataFrame:
     return out.rename(columns=LABELS)
 
 
-ROUGE = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
-RUN, QUOTED = "this run", "quoted (paper)"
+RUN, QUOTED = "this run", "quoted (paper)"  # Table 6's `source`: our rows, and the paper's rows it quotes
 
 
 def summarization_table(records: list[dict], quoted: list[dict] | None = None, seed: int = 0) -> pd.DataFrame:
@@ -124,14 +123,14 @@ def summarization_table(records: list[dict], quoted: list[dict] | None = None, s
     baseline's, ROUGE-1/2/L in points; each model's paired difference from the base model (None) of its size over
     the same documents with its 95% bootstrap interval; then the ``quoted`` paper cells of this table as rows
     marked quoted."""
-    from .summarization import paired_bootstrap
+    from .summarization import ROUGE_LABELS, paired_bootstrap
 
     rows, per_doc = [], {}
     for rec in records:
         lead = rec.get("baseline") == "LEAD"
         key = ("", 0, "LEAD") if lead else (rec["size"], rec["ctx"], rec["method"])
         row = {"size": key[0], "ctx": key[1], "method": key[2], "window": rec.get("window") or 0,
-               **{ROUGE[t]: v for t, v in rec["scores"].items()}, "n_docs": rec["n_docs"], "source": RUN}
+               **{ROUGE_LABELS[t]: v for t, v in rec["scores"].items()}, "n_docs": rec["n_docs"], "source": RUN}
         rows.append(row)
         per_doc[key] = {d["id"]: d for d in rec["per_doc"]}
     if not rows:
@@ -139,19 +138,21 @@ def summarization_table(records: list[dict], quoted: list[dict] | None = None, s
     df = pd.DataFrame(rows)
     _one_record_each(df, ["size", "ctx", "method"], "ROUGE", unit="row")
     n_boot = next((r.get("bootstrap") for r in records if r.get("bootstrap")), 1000)
-    for t, label in ROUGE.items():
-        for col in (f"{label} vs None", f"{label} vs None lo", f"{label} vs None hi"):
+    delta = {label: [f"{label} vs None", f"{label} vs None lo", f"{label} vs None hi"] for label in ROUGE_LABELS.values()}
+    for cols in delta.values():
+        for col in cols:
             df[col] = float("nan")
-        for i, row in df.iterrows():
-            base = per_doc.get((row["size"], _base_ctx(df, row["size"]), "None"))
-            if row["method"] in ("None", "LEAD") or base is None:
-                continue
-            mine = per_doc[(row["size"], row["ctx"], row["method"])]
-            ids = sorted(set(mine) & set(base))
-            if len(ids) != len(mine) or len(ids) != len(base):
-                raise ValueError(f"{row['method']}-{row['ctx']} and None of {row['size']} scored different documents")
+    for i, row in df.iterrows():
+        base = per_doc.get((row["size"], _base_ctx(df, row["size"]), "None"))
+        if row["method"] in ("None", "LEAD") or base is None:
+            continue
+        mine = per_doc[(row["size"], row["ctx"], row["method"])]
+        ids = sorted(set(mine) & set(base))
+        if len(ids) != len(mine) or len(ids) != len(base):
+            raise ValueError(f"{row['method']}-{row['ctx']} and None of {row['size']} scored different documents")
+        for t, label in ROUGE_LABELS.items():
             b = paired_bootstrap([100 * mine[k][t] for k in ids], [100 * base[k][t] for k in ids], n_boot, seed)
-            df.loc[i, [f"{label} vs None", f"{label} vs None lo", f"{label} vs None hi"]] = [b["mean"], *b["ci95"]]
+            df.loc[i, delta[label]] = [b["mean"], *b["ci95"]]
     lead_rows = df[df["method"] == "LEAD"]
     df = pd.concat([_row_order(df[df["method"] != "LEAD"]), lead_rows])
     if quoted:
@@ -172,6 +173,8 @@ def _base_ctx(df: pd.DataFrame, size: str):
 def summarization_display(df: pd.DataFrame) -> pd.DataFrame:
     """Table 6 as printed: Model, Window, ROUGE-1/2/L (one decimal), ROUGE-L's paired difference from None with its
     interval, and where the row comes from."""
+    from .summarization import ROUGE_LABELS
+
     def model(r):
         if r["method"] == "LEAD":
             return "LEAD (first sentence)"
@@ -184,7 +187,7 @@ def summarization_display(df: pd.DataFrame) -> pd.DataFrame:
 
     out = pd.DataFrame({"Model": [model(r) for _, r in df.iterrows()],
                         "Window": ["-" if pd.isna(w) or not w else str(int(w)) for w in df["window"]]})
-    for label in ROUGE.values():
+    for label in ROUGE_LABELS.values():
         out[label] = [num(v) for v in df[label]]
     out["ROUGE-L vs None (95% CI)"] = ["-" if pd.isna(m) else f"{m:+.1f} [{lo:+.1f}, {hi:+.1f}]" for m, lo, hi in
                                        zip(df["ROUGE-L vs None"], df["ROUGE-L vs None lo"], df["ROUGE-L vs None hi"])]

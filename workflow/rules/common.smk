@@ -66,11 +66,7 @@ def ext_cfg(w):
 def train_ext(w):
     """The extension whose training resources a training job asks: the rule's own (finetune), or for a
     summarization fine-tune the checkpoint's extension (the size's resources for the base model)."""
-    if hasattr(w, "ext"):
-        return ext_cfg(w)
-    if w.model == "base":
-        return {"size": w.size}
-    return pcfg.extension_by_name(config, w.size, w.model.split("/")[0])
+    return ext_cfg(w) if hasattr(w, "ext") else pcfg.model_extension(config, w.size, w.model)
 
 
 def tjob(w):
@@ -144,13 +140,20 @@ def base_dir(size):
     return f"{R}/models/{size}/base"
 
 
-def tokenizer_dir(w):
-    """The tokenizer travels with the base model; a base model pretrained here has its tokenizer trained first.
-    For the tokenization job (wildcard ``tok``), the tokenizer of the first size that has that name."""
-    size = pcfg.tokenizer_size(config, w.tok) if hasattr(w, "tok") else w.size
+def size_tokenizer_dir(size):
+    """The tokenizer travels with the base model; a base model pretrained here has its tokenizer trained first."""
     if config["sizes"][size]["base"]["source"] == "pretrain":
         return f"{R}/models/{size}/tokenizer"
     return base_dir(size)
+
+
+def tokenizer_dir(w):
+    return size_tokenizer_dir(w.size)
+
+
+def tok_size(w):
+    """The size whose tokenizer (and CPU resources) a tokenization job (wildcard ``tok``) uses."""
+    return pcfg.tokenizer_size(config, w.tok)
 
 
 def tokenized(dataset, size, what):

@@ -30,7 +30,7 @@ rule tokenize:
     per (dataset, tokenizer): sizes that share a tokenizer (`sizes.<size>.tokenizer`) share this job."""
     input:
         corpus=f"{R}/data/{{dataset}}/corpus.jsonl.gz",
-        tokenizer=tokenizer_dir,
+        tokenizer=lambda w: size_tokenizer_dir(tok_size(w)),
     output:
         train=f"{R}/data/{{dataset}}/{{tok}}/train.npz",
         eval=f"{R}/data/{{dataset}}/{{tok}}/eval.npz",
@@ -42,10 +42,10 @@ rule tokenize:
         f"{R}/logs/tokenize/{{dataset}}/{{tok}}.log",
     benchmark:
         f"{R}/benchmarks/tokenize/{{dataset}}/{{tok}}.tsv"
-    threads: lambda w: pcfg.data_job(config, pcfg.tokenizer_size(config, w.tok))["cpus"]
+    threads: lambda w: pcfg.data_job(config, tok_size(w))["cpus"]
     resources:
-        runtime=lambda w: pcfg.data_job(config, pcfg.tokenizer_size(config, w.tok))["runtime"],
-        mem_mb=lambda w: pcfg.data_job(config, pcfg.tokenizer_size(config, w.tok))["mem_mb"],
+        runtime=lambda w: pcfg.data_job(config, tok_size(w))["runtime"],
+        mem_mb=lambda w: pcfg.data_job(config, tok_size(w))["mem_mb"],
         cpus_per_task=lambda w, threads: threads,  # the rule's threads, not the profile's default
     conda:
         "../envs/pi.yaml"
