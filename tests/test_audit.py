@@ -213,7 +213,8 @@ def test_the_smoke_run_is_audited(smoke_run):
     assert report["verified"] and m["unrecorded"] == [] and not audit.failures(m["problems"])
     arts = m["artefacts"]
     for want in ("tables/table1.csv", "tables/table5.html", "findings.json", "figures/figure2.png",
-                 "models/tiny/base", "models/tiny/PI-64", "models/tiny/PI-64/step0", "data/pg19/tiny/train.npz",
+                 "models/tiny/base", "models/tiny/PI-64", "models/tiny/PI-64/step0", "data/pg19/tiny/train.npy",
+                 "data/pg19/tiny/train.idx.npz",
                  "eval/ppl/pg19/tiny/PI-64/step6/ppl.json", "eval/passkey/synthetic/tiny/base/passkey.json"):
         assert want in arts, want
     for a in arts.values():

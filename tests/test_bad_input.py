@@ -66,9 +66,17 @@ def test_a_misspelt_key_is_named_at_any_depth(path):
     ("audit.determinism.tolerance", {"table": -1}, r"audit\.determinism\.tolerance"),
     ("tables.table1.tolerance", {"relative": 0.03, "absolute": 1}, r"tables\.table1\.tolerance"),
     ("perplexity.batch_size", 0, r"perplexity\.batch_size"),
+    ("perplexity.shards", 0, r"perplexity\.shards"),
+    ("perplexity.shard_hours", 0, r"perplexity\.shard_hours"),
 ])
 def test_an_impossible_value_is_named_in_every_section(path, value, match):
     refused(setter(path, value), match)
+
+
+def test_perplexity_shards_are_sized_one_way_and_within_the_eval_runtime():
+    refused(lambda c: c["perplexity"].update(shards=2, shard_hours=4), r"perplexity\.shards: set either shards")
+    # the default eval runtime is 30 min: a 2 h shard could not finish in its job
+    refused(lambda c: c["perplexity"].update(shard_hours=2), r"perplexity\.shard_hours: 2 h is longer than the 0\.5 h")
 
 
 def test_a_duplicated_extension_is_refused():
@@ -129,8 +137,13 @@ def test_tokens_of_another_tokenizer_are_refused_before_the_model_loads(tmp_path
     data.save_docs(tmp_path / "old.npz", ["a"], [np.array([5, 300])], 1000)  # no digest, id 300 >= 97
     with pytest.raises(ValueError, match=r"old\.npz holds token id 300, beyond the vocabulary of .*ours \(97 tokens\)"):
         data.check_tokenizer([tmp_path / "old.npz"], tok, ours)
-    with pytest.raises(ValueError, match=r"eval\.npz holds token id 300"):  # the fine-tune: ids of its loaded tokens
-        data.check_tokenizer([tmp_path / "eval.npz"], tok, ours, tokens=np.array([5, 300]))
+    # packed training tokens: their index records the tokenizer and the largest id (the tokens are never read)
+    data.save_packed(tmp_path / "train.npy", [np.array([5, 300])], 97, data.tokenizer_digest(tok))
+    with pytest.raises(ValueError, match=r"train\.npy holds token id 300"):
+        data.check_tokenizer([tmp_path / "train.npy"], tok, ours)
+    data.save_packed(tmp_path / "train.npy", [np.array([5, 30])], 97, data.tokenizer_digest(t))
+    with pytest.raises(ValueError, match=r"train\.npy was tokenized by another tokenizer"):
+        data.check_tokenizer([tmp_path / "train.npy"], tok, ours)
 
 
 def test_a_missing_model_folder_or_tokenizer_is_named(tmp_path, tiny_llama):

@@ -1,6 +1,5 @@
 """Table 5's tasks: the offline cloze items, and lm-evaluation-harness scoring them on a real model exactly as a
 direct computation does, with a PI model's scaling in force."""
-import gzip
 import json
 from pathlib import Path
 

@@ -145,3 +145,101 @@ def test_shipped_corpora_match_their_checksums_and_the_manpages_pairs_are_sound(
         test = int(hashlib.sha1(d["id"].encode()).hexdigest(), 16) % 5 == 0
         assert d["split"] == ("test" if test else "train"), d["id"]
     assert 150 <= sum(d["split"] == "test" for d in docs) <= 250
+
+
+def _random_docs(rng, n, vocab=97):
+    return [rng.integers(0, vocab, size=int(k)) for k in rng.integers(1, 400, size=n)]
+
+
+@pytest.mark.parametrize("vocab", [97, 70000])
+def test_packed_tokens_round_trip_memory_mapped(tmp_path, vocab):
+    rng = np.random.default_rng(0)
+    docs = _random_docs(rng, 30, vocab)
+    data.save_packed(tmp_path / "train.npy", docs, vocab, "digest")
+    tokens, offsets = data.load_packed(tmp_path / "train.npy")
+    assert isinstance(tokens, np.memmap) and tokens.dtype == (np.uint16 if vocab < 65536 else np.uint32)
+    assert np.array_equal(np.load(tmp_path / "train.npy"), np.concatenate(docs))  # a plain .npy file
+    assert [list(tokens[offsets[i]:offsets[i + 1]]) for i in range(30)] == [list(d) for d in docs]
+    with np.load(data.index_path(tmp_path / "train.npy")) as z:
+        assert str(z["tokenizer"]) == "digest" and int(z["max_id"]) == max(int(d.max()) for d in docs)
+    data.save_packed(tmp_path / "other.npy", docs[:3], vocab)  # an index from another run is refused
+    data.index_path(tmp_path / "other.npy").replace(data.index_path(tmp_path / "train.npy"))
+    with pytest.raises(ValueError, match="come from different runs"):
+        data.load_packed(tmp_path / "train.npy")
+
+
+def test_doc_stream_is_the_shuffled_concatenation_without_loading_it(tmp_path):
+    """Every training rank reads its sequences from the memory-mapped files: the same tokens, in the same order,
+    as shuffling the documents of all files with the seed and concatenating them (what training read before)."""
+    import random
+
+    from pi_repro import train
+
+    rng = np.random.default_rng(1)
+    files = []
+    for k in range(3):
+        data.save_packed(tmp_path / f"t{k}.npy", _random_docs(rng, 20 + k), 97)
+        files.append(tmp_path / f"t{k}.npy")
+    arrays = data.load_packed_docs(files)
+    random.Random(5).shuffle(arrays)
+    whole = np.concatenate(arrays)
+    stream = data.DocStream(files, seed=5)
+    assert len(stream) == len(whole) and stream.dtype == whole.dtype
+    assert np.array_equal(stream[:], whole)
+    for a, b in rng.integers(0, len(whole), size=(200, 2)):
+        assert np.array_equal(stream[min(a, b):max(a, b)], whole[min(a, b):max(a, b)])
+    chunks, reference = train.Chunks(stream, 64), train.Chunks(whole, 64)
+    assert len(chunks) == len(reference)
+    assert all(torch_equal(chunks[i]["input_ids"], reference[i]["input_ids"]) for i in range(len(chunks)))
+    assert not np.array_equal(data.DocStream(files, seed=6)[:], whole)
+
+
+def torch_equal(a, b):
+    return bool((a == b).all()) and a.shape == b.shape
+
+
+def test_tokenization_streams_a_corpus_larger_than_its_memory_cap(tmp_path):
+    """The tokenize job (its script, as the rule runs it) on a corpus whose packed tokens are larger than a
+    memory cap: its peak memory exceeds that of a corpus 16 times smaller by less than the cap (memory is the
+    batch's, not the corpus's), and the packed file holds every document."""
+    import subprocess
+    import sys
+
+    texts = [d["text"] for d in data.read_corpus(ROOT / "resources/corpora/austen.jsonl.gz")]
+    cap_mb = 16
+
+    def corpus(path, docs):
+        with gzip.open(path, "wt", compresslevel=1) as f:
+            for i, t in enumerate(docs):
+                f.write(json.dumps({"id": f"d{i}", "split": "train", "text": t}) + "\n")
+            f.write(json.dumps({"id": "t", "split": "test", "text": texts[0]}) + "\n")
+
+    def peak_rss_mb(path, out):
+        script = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True);"
+                  "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+        cmd = [sys.executable, "-c", script, sys.executable, str(ROOT / "workflow/scripts/tokenize_corpus.py"),
+               "--corpus", str(path), "--tokenizer", str(ROOT / "resources/models/mini"), "--eval", "null",
+               "--seed", "0", "--train", str(out / "train.npy"), "--train-index", str(out / "train.idx.npz"),
+               "--eval-out", str(out / "eval.npz"), "--stats", str(out / "stats.json")]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-3000:]
+        return int(run.stdout.split()[-1]) / 1024
+
+    big = [t for _ in range(16) for t in texts]  # 64 MB of text, 41 MB of packed tokens
+    corpus(tmp_path / "small.jsonl.gz", texts)  # 4 MB: a few batches
+    corpus(tmp_path / "big.jsonl.gz", big)
+    (tmp_path / "s").mkdir(), (tmp_path / "b").mkdir()
+    base, peak = peak_rss_mb(tmp_path / "small.jsonl.gz", tmp_path / "s"), peak_rss_mb(tmp_path / "big.jsonl.gz",
+                                                                                       tmp_path / "b")
+    tokens, offsets = data.load_packed(tmp_path / "b/train.npy")
+    assert tokens.nbytes > cap_mb * 2**20 and len(offsets) == len(big) + 1
+    stats = json.loads((tmp_path / "b/stats.json").read_text())
+    assert stats["train"]["tokens"] == len(tokens) and stats["test"]["documents"] == 1
+    print(f"peak memory: {base:.0f} MB for 4 MB of text, {peak:.0f} MB for 64 MB ({tokens.nbytes / 2**20:.0f} MB of "
+          "tokens)")
+    assert peak - base < cap_mb, f"tokenization held the corpus: +{peak - base:.0f} MB"
+    from pi_repro.modeling import load_tokenizer
+
+    tok = load_tokenizer(ROOT / "resources/models/mini")
+    for i in (0, len(big) // 2, len(big) - 1):  # the documents are there, in order
+        assert list(tokens[offsets[i]:offsets[i + 1]]) == list(data.encode_docs(tok, [big[i]])[0])

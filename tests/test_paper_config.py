@@ -11,7 +11,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
-from pi_repro import config as pcfg  # noqa: E402
+from pi_repro import config as pcfg, cost  # noqa: E402
 
 PAPER = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
 
@@ -105,6 +105,34 @@ def paper_cells() -> set:
     return cells
 
 
+SHARDED = {k: n for k, n in cost.perplexity_shards(pcfg.load(ROOT / "config/paper.yaml")).items() if n > 1}
+
+
+def test_long_evaluations_run_as_shards_sized_from_the_plan(counts):
+    """The GPU-day evaluations of Tables 1-3 run as shards of at most perplexity.shard_hours (12 h, within the
+    24 h an evaluation job asks), in parallel, merged on a CPU; short ones stay one job. The paper's longest,
+    13B PI-32768 on PG19 (370 GPU-hours by the plan), is 31 shards; no shard count exceeds the documents."""
+    cfg = pcfg.load(ROOT / "config/paper.yaml")
+    assert counts["perplexity_shard"] == sum(SHARDED.values()) == 222 and len(SHARDED) == 35
+    assert SHARDED[("pg19", "13B", "PI-32768/step1000")] == 31 and ("pg19", "65B", "base") not in SHARDED
+    shards = [r for r in cost.plan(cfg) if r["rule"] == "perplexity_shard"]
+    whole = [r for r in cost.plan(cfg) if r["rule"] == "perplexity"]
+    assert len(shards) == 222 and max(r["wall_hours"] for r in shards) <= cfg["perplexity"]["shard_hours"]
+    assert max(r["wall_hours"] for r in whole) <= cfg["perplexity"]["shard_hours"]  # every job fits 12 h
+    assert cfg["perplexity"]["shard_hours"] * 60 <= min(pcfg.eval_job(cfg, s)["runtime"] for s in cfg["sizes"])
+    assert all(n <= (100 if d == "pg19" else 128) for (d, _, _), n in SHARDED.items())
+    out = subprocess.run([sys.executable, "-m", "snakemake", "--configfile", "config/paper.yaml", "-n", "-p",
+                          "results/paper/eval/ppl/pg19/13B/PI-32768/step1000/ppl.json"], cwd=ROOT,
+                         capture_output=True, text=True).stdout
+    merge = out[out.index("rule perplexity:"):]
+    res = dict(kv.split("=", 1) for kv in re.search(r"resources: (.*)", merge).group(1).split(", "))
+    assert "gpu" not in res and res["gpus_total"] == "0"  # merging is a CPU job
+    assert len(re.findall(r"--shard (\d+) 31 ", out)) == 31 and "--merge" in merge
+    shard = out[out.index("rule perplexity_shard:"):]
+    res = dict(kv.split("=", 1) for kv in re.search(r"resources: (.*)", shard).group(1).split(", "))
+    assert (res["gpu"], res["nodes"], res["runtime"]) == ("1", "1", "1440")
+
+
 def test_evaluated_cells_are_exactly_the_papers(counts):
     """Every (dataset, checkpoint, window) the dry-run DAG evaluates, against the paper's tables written out
     above: no cell missing, none extra (e.g. no proof-pile extrapolation of the 7B base model: Table 2 has "-")."""
@@ -112,8 +140,9 @@ def test_evaluated_cells_are_exactly_the_papers(counts):
                        cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-3000:]
     jobs = re.findall(r"perplexity\.py --model results/paper/models/(\S+?)/(\S+) --docs results/paper/data/(\w+)/\S+"
-                      r" --windows ([\d,]+)", p.stdout + p.stderr)
-    assert len(jobs) == counts["perplexity"]
+                      r" --windows ([\d,]+)", p.stdout + p.stderr)  # whole evaluations and shards of one
+    assert len({j[:3] for j in jobs}) == counts["perplexity"]  # one record (one job or its shards') per checkpoint
+    assert len(jobs) == counts["perplexity"] - len(SHARDED) + counts["perplexity_shard"]
     dag = {(d, size, model, int(w)) for size, model, d, ws in jobs for w in ws.split(",")}
     want = paper_cells()
     assert dag == want, f"missing {sorted(want - dag)}, extra {sorted(dag - want)}"
@@ -242,13 +271,14 @@ def test_readmes_cluster_plan_is_the_generated_one():
 def test_the_plan_prices_every_gpu_job_of_the_paper_dag(counts):
     """`snakemake plan`: one priced row per GPU job of the dry run, fine-tunes on the paper's GPU counts, each
     fine-tune's estimate within the time its job asks, a table's cost made of exactly its upstream."""
-    from pi_repro import cost, perf
+    from pi_repro import perf
 
     cfg = pcfg.load(ROOT / "config/paper.yaml")
     rows = cost.plan(cfg)
     per_rule = {r["rule"]: r["jobs"] for r in cost.by_rule(rows)}
-    assert per_rule == {r: counts[r] for r in ("finetune", "perplexity", "passkey", "benchmark", "summarize_finetune",
-                                                "summarize")}
+    gpu_jobs = dict(counts, perplexity=counts["perplexity"] - len(SHARDED))  # a sharded one's merge is a CPU job
+    assert per_rule == {r: gpu_jobs[r] for r in ("finetune", "perplexity", "perplexity_shard", "passkey", "benchmark",
+                                                  "summarize_finetune", "summarize")}
     assert all(r["gpu_hours"] and r["gpu_hours"] > 0 for r in rows), [r for r in rows if not r["gpu_hours"]]
     for e, r in zip(cfg["extensions"], [r for r in rows if r["rule"] == "finetune"]):
         short = e["ctx"] == 8192 and e["size"] in ("7B", "13B", "33B")
@@ -262,7 +292,10 @@ def test_the_plan_prices_every_gpu_job_of_the_paper_dag(counts):
     assert perf.matmul_params(cost.shape(cfg, "7B")) == n
     table3 = [r for r in rows if "table3" in r["tables"]]
     assert sorted(r["what"] for r in table3 if r["rule"] == "finetune") == ["7B PI-16384", "7B PI-8192"]
-    assert len(table3) == 2 + 12 and {r["rule"] for r in table3} == {"finetune", "perplexity"}
+    table3_shards = sum(n for (d, size, model), n in SHARDED.items()
+                        if (d, size) == ("pg19", "7B") and model.split("/")[0] in ("PI-8192", "PI-16384"))
+    assert len(table3) == 2 + 12 - 12 + table3_shards  # all 12 of its evaluations are sharded
+    assert {r["rule"] for r in table3} == {"finetune", "perplexity_shard"}
     targets = {t["target"]: t for t in cost.per_target(cfg, rows)}
     assert targets["all"]["gpu_hours"] == pytest.approx(sum(r["gpu_hours"] for r in rows))
     assert targets["table3"]["gpu_hours"] == pytest.approx(sum(r["gpu_hours"] for r in table3))
@@ -284,7 +317,7 @@ def test_each_dataset_is_tokenized_once_per_tokenizer(counts):
     out = planned_commands("all")
     jobs = re.findall(r"tokenize_corpus\.py --corpus results/paper/data/(\w+)/corpus\.jsonl\.gz --tokenizer (\S+)", out)
     assert sorted(jobs) == sorted((d, "results/paper/models/7B/base") for d in ("pg19", "proofpile", "pile", "redpajama"))
-    assert "results/paper/data/pile/llama/train.npz" in out and "data/pile/13B" not in out
+    assert "results/paper/data/pile/llama/train.npy" in out and "data/pile/13B" not in out
     cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
     cfg["sizes"]["tiny2"] = dict(cfg["sizes"]["tiny"], tokenizer="tiny")  # both train their own: cannot share
     with pytest.raises(pcfg.ConfigError, match=r"sizes\.tiny2\.tokenizer: 'tiny' is shared by \['tiny', 'tiny2'\]"):

@@ -85,9 +85,8 @@ def test_varied_mixture_keeps_passkey_documents_whole(tok):
     from pi_repro import data
 
     with tempfile.TemporaryDirectory() as d:
-        tokens, offsets = data.pack([np.concatenate([[tok.bos_token_id], x]) for x in docs], len(tok))
-        np.savez(f"{d}/train.npz", tokens=tokens, offsets=offsets)
-        seqs = pretrain.mixture([f"{d}/train.npz"], tok, 128, 0.25, seed=1, passkey_docs="varied").reshape(-1, 128)
+        data.save_packed(f"{d}/train.npy", [np.concatenate([[tok.bos_token_id], x]) for x in docs], len(tok))
+        seqs = pretrain.mixture([f"{d}/train.npy"], tok, 128, 0.25, seed=1, passkey_docs="varied").reshape(-1, 128)
     q = enc(tok, " " + passkey.QUESTION)
     with_pk = [s for s in seqs if any(list(s[i:i + len(q)]) == q for i in range(128 - len(q)))]
     corpus_seqs = sum(len(x) + 1 for x in docs) // 128
@@ -101,9 +100,8 @@ def test_paper_mixture_packs_the_papers_prompt_with_its_answer(tok, tmp_path):
     docs = [np.concatenate([[tok.bos_token_id], rng.integers(2, len(tok), size=n)]) for n in rng.integers(50, 400, 40)]
     from pi_repro import data
 
-    tokens, offsets = data.pack(docs, len(tok))
-    np.savez(tmp_path / "train.npz", tokens=tokens, offsets=offsets)
-    stream = pretrain.mixture([str(tmp_path / "train.npz")], tok, 256, 0.2, seed=3)
+    data.save_packed(tmp_path / "train.npy", docs, len(tok))
+    stream = pretrain.mixture([str(tmp_path / "train.npy")], tok, 256, 0.2, seed=3)
     text = tok.decode(stream)
     n_pk = text.count(passkey.INTRO)
     pk_tokens = n_pk * len(passkey.make_trial(tok, "12345", 0, 0).ids)
@@ -114,7 +112,7 @@ def test_paper_mixture_packs_the_papers_prompt_with_its_answer(tok, tmp_path):
         assert answer.startswith(f" {key}.") and set(prompt.replace(passkey.FILLER, "")) - set(" .") <= set(
             passkey.needle(key))
     with pytest.raises(ValueError, match="unknown passkey_docs"):
-        pretrain.mixture([str(tmp_path / "train.npz")], tok, 256, 0.2, seed=3, passkey_docs="other")
+        pretrain.mixture([str(tmp_path / "train.npy")], tok, 256, 0.2, seed=3, passkey_docs="other")
 
 
 def test_shipped_base_model_retrieves_the_passkey_at_every_distance_within_its_window(tok):

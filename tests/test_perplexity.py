@@ -111,3 +111,92 @@ def test_evaluate_record_has_per_document_values(tiny_llama):
     assert [d["id"] for d in rec["docs"]] == ["a", "b"]
     assert rec["n_scored_tokens"] == 39 + 29 == sum(d["n_scored"] for d in rec["docs"])
     assert rec["ci95"][0] <= rec["perplexity"] <= rec["ci95"][1]
+
+
+def test_shard_ranges_cover_every_document_once_balanced_by_tokens():
+    lengths = [100, 900, 50, 50, 400, 500, 1000, 10]
+    for n in (1, 2, 3, 5, 8, 11):
+        ranges = P.shard_ranges(lengths, n)
+        assert len(ranges) == n and ranges[0][0] == 0 and ranges[-1][1] == len(lengths)
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:])) and all(b <= e for b, e in ranges)
+    assert [sum(lengths[b:e]) for b, e in P.shard_ranges(lengths, 3)] == [1000, 1000, 1010]  # a third each
+    assert P.shard_ranges([5, 5], 4) == [(0, 1), (1, 1), (1, 2), (2, 2)]  # more shards than documents: some empty
+    with pytest.raises(ValueError):
+        P.shard_ranges(lengths, 0)
+
+
+def _shard(index, of, docs, windows=("16",), **extra):
+    return {"model": "m", "model_sha256": "x", "docs_file": "e.npz", "docs_sha256": "y", "stride": 8,
+            "shard": {"index": index, "of": of}, **extra,
+            "windows": {w: {"window": int(w), "stride": 8, "seconds": 1.0,
+                            "docs": P.doc_records([f"d{i}" for i in docs], [2.0 * (i + 1) for i in docs],
+                                                  [1 + i for i in docs])} for w in windows}}
+
+
+def test_merge_refuses_shards_of_another_evaluation_or_a_missing_shard():
+    merged = P.merge_shards([_shard(1, 2, [2, 3]), _shard(0, 2, [0, 1])], n_boot=20)
+    assert [d["id"] for d in merged["windows"]["16"]["docs"]] == ["d0", "d1", "d2", "d3"]  # document order
+    assert merged["shards"] == 2 and merged["windows"]["16"]["seconds"] == 2.0
+    assert merged["windows"]["16"]["perplexity"] == pytest.approx(math.exp(20 / 10))
+    with pytest.raises(ValueError, match=r"every shard 0..2 is needed exactly once"):
+        P.merge_shards([_shard(0, 3, [0]), _shard(2, 3, [2])])
+    with pytest.raises(ValueError, match=r"every shard"):
+        P.merge_shards([_shard(0, 2, [0]), _shard(0, 2, [1])])
+    with pytest.raises(ValueError, match=r"shard 1 has model_sha256='z'.*different evaluations"):
+        P.merge_shards([_shard(0, 2, [0]), _shard(1, 2, [1], model_sha256="z")])
+    with pytest.raises(ValueError, match=r"shard 1 has windows"):
+        P.merge_shards([_shard(0, 2, [0]), _shard(1, 2, [1], windows=("16", "32"))])
+
+
+def test_sharded_evaluation_merges_into_the_unsharded_record_exactly(tmp_path, tiny_llama):
+    """The rule's script: one job over every document, and the same evaluation as 3 shards (and as more shards
+    than documents: some empty) merged; the merged record equals the one job's, per-document sums included: bit
+    for bit with one window per forward pass (the paper config's batch), to float32 rounding with batches of 4 (a window's
+    batch holds other documents' windows when unsharded; float32 matmuls of another shape differ in the last bits)."""
+    import json
+    import runpy
+    import sys
+    from pathlib import Path
+
+    from conftest import save_word_tokenizer
+    from pi_repro import data, modeling
+
+    tiny_llama.save_pretrained(tmp_path / "m")
+    save_word_tokenizer(tmp_path / "m", tiny_llama.config.vocab_size)
+    modeling.seal_checkpoint(tmp_path / "m", tiny_llama.config.max_position_embeddings)
+    tok = modeling.load_tokenizer(tmp_path / "m")
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 97, int(n)) for n in (90, 40, 130, 17, 64)]
+    data.save_docs(tmp_path / "eval.npz", [f"d{i}" for i in range(5)], arrays, 97, data.tokenizer_digest(tok))
+    script = str(Path(__file__).resolve().parents[1] / "workflow/scripts/perplexity.py")
+    common = ["--bootstrap", "100", "--seed", "3"]
+    evaluation = ["--model", str(tmp_path / "m"), "--docs", str(tmp_path / "eval.npz"), "--windows", "16,32",
+                  "--stride", "8"]
+
+    def run(*args):  # the script as its rule runs it (in this process: no interpreter start per job)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(sys, "argv", [script, *args])
+            mp.syspath_prepend(str(Path(script).parent))
+            runpy.run_path(script, run_name="__main__")
+
+    for batch, n in (("1", 3), ("1", 7), ("4", 3)):  # 7 shards of 5 documents: some shards are empty
+        args = [*evaluation, "--batch-size", batch]
+        run(*args, *common, "--out", str(tmp_path / "whole.json"))
+        whole = json.loads((tmp_path / "whole.json").read_text())
+        parts = [str(tmp_path / f"{k}-of-{n}.json") for k in range(n)]
+        for k in range(n):
+            run(*args, "--shard", str(k), str(n), "--out", parts[k])
+        run("--merge", *reversed(parts), *common, "--out", str(tmp_path / "merged.json"))
+        merged = json.loads((tmp_path / "merged.json").read_text())
+        assert merged["shards"] == n
+        assert {k: v for k, v in merged.items() if k not in ("windows", "shards")} == \
+            {k: v for k, v in whole.items() if k != "windows"}
+        for w, rec in whole["windows"].items():
+            got = merged["windows"][w]
+            assert (got["n_docs"], got["n_scored_tokens"]) == (rec["n_docs"], rec["n_scored_tokens"])
+            if batch == "1":
+                for key in ("perplexity", "ci95", "docs"):
+                    assert got[key] == rec[key], (n, w, key)
+            else:
+                assert got["perplexity"] == pytest.approx(rec["perplexity"], rel=1e-7)
+                assert got["ci95"] == pytest.approx(rec["ci95"], rel=1e-7)

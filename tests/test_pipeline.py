@@ -181,6 +181,40 @@ def test_smoke_pipeline_end_to_end(smoke_run):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
+def test_sharded_perplexity_through_snakemake_reproduces_table1(smoke_run, tmp_path):
+    """`perplexity.shards: 2` on a copy of the smoke run: `snakemake table1` reruns only Table 1's evaluations, each
+    as 2 shard jobs and a merge, and Table 1 comes out the same (the smoke config's batches mix documents' windows,
+    so the values agree to float32 rounding: README, "Sharded evaluations")."""
+    import shutil
+
+    from conftest import assert_same_tables
+    from pi_repro import config as pcfg
+
+    copy = smoke_run.parent / f"{smoke_run.name}-sharded"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(smoke_run, copy, symlinks=True)
+    cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    (tmp_path / "shards.yaml").write_text(yaml.safe_dump({"perplexity": dict(cfg["perplexity"], shards=2)}))
+    args = ("table1", "--configfile", "config/smoke.yaml", str(tmp_path / "shards.yaml"), "--config",
+            f"run={copy.name}", "--cores", "2")
+    records = pcfg.table_records(cfg, "table1")
+    # Table 1 and its evaluations to redo (the copy has no Snakemake metadata: a changed config does not rerun them)
+    for _, dataset, size, model in records:
+        (copy / f"eval/ppl/{dataset}/{size}/{model}/ppl.json").unlink()
+    for f in (copy / "tables").glob("table1.*"):
+        f.unlink()
+    n = len(records)
+    assert job_counts(snakemake(*args, "-n").stdout) == {"perplexity_shard": 2 * n, "perplexity": n, "table": 1,
+                                                         "table1": 1}
+    snakemake(*args)
+    assert_same_tables(smoke_run, copy, tables=("table1",))
+    for _, dataset, size, model in records:
+        rec = json.loads((copy / f"eval/ppl/{dataset}/{size}/{model}/ppl.json").read_text())
+        assert rec["shards"] == 2 and [json.loads((copy / f"eval/ppl/{dataset}/{size}/{model}/shards/{k}-of-2.json")
+                                                  .read_text())["shard"]["index"] for k in (0, 1)] == [0, 1]
+    shutil.rmtree(copy)
+
+
 @pytest.mark.slow
 def test_table_cells_equal_an_independent_brute_force_evaluation(smoke_run):
     """Table 2's cells of the base model (extrapolation to 2L included) and of PI at L', recomputed here from the

@@ -113,7 +113,7 @@ def test_gpu_jobs_and_the_multi_node_launch_path_through_the_executor(tmp_path):
     shutil.rmtree(ROOT / "results" / name, ignore_errors=True)
     r = ROOT / "results" / name
     upstream = ["models/tiny/PI-64/step0", "data/pg19/tiny/eval.npz",
-                *[f"data/{d}/tiny/train.npz" for d in ("pg19", "proofpile")]]
+                *[f"data/{d}/tiny/train.npy" for d in ("pg19", "proofpile")]]
     run(*[f"results/{name}/{u}" for u in upstream], "--configfile", str(path), "--cores", "2")  # CPU jobs: locally
     target = f"results/{name}/eval/ppl/pg19/tiny/PI-64/step6/ppl.json"
     out, jobs = run_profile(target, "--configfile", str(path))

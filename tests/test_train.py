@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pi_repro import finetune, modeling, train
+from pi_repro import data as pi_data, finetune, modeling, train
 from conftest import save_word_tokenizer
 
 
@@ -38,10 +38,9 @@ def _setup(tmp_path, tiny_llama, method="PI"):
     save_word_tokenizer(tmp_path / "base", tiny_llama.config.vocab_size)
     modeling.init_extension(tmp_path / "base", method, 32, 16, tmp_path / "step0")
     rng = np.random.default_rng(0)
-    offsets = np.array([0, 300, 1000])
-    with open(tmp_path / "train.npz", "wb") as f:
-        np.savez(f, tokens=rng.integers(0, 97, 1000).astype(np.uint16), offsets=offsets, ids=np.array(["a", "b"]))
-    return [str(tmp_path / "train.npz")]
+    tokens = rng.integers(0, 97, 1000)
+    pi_data.save_packed(tmp_path / "train.npy", [tokens[:300], tokens[300:]], 97)
+    return [str(tmp_path / "train.npy")]
 
 
 @pytest.mark.parametrize("method", ["PI", "CT"])

@@ -130,6 +130,14 @@ def _semantic_checks(cfg: dict) -> None:
               f"{min(windows)} (windows must overlap for every token to have context)")
     if L not in windows:
         fail("perplexity.windows", f"must include the base window L = {L}")
+    if "shards" in ppl and "shard_hours" in ppl:
+        fail("perplexity.shards", "set either shards (a fixed number per job) or shard_hours (sized from the cost "
+             "plan), not both")
+    for size in sizes if "shard_hours" in ppl else ():
+        limit = eval_job(cfg, size)["runtime"] / 60
+        if ppl["shard_hours"] > limit:
+            fail("perplexity.shard_hours", f"{ppl['shard_hours']} h is longer than the {limit:g} h an evaluation job "
+                 f"of {size} may run (sizes.{size}.resources.eval_runtime, cluster.time_limit_min)")
     for name, spec in cfg["tables"].items():
         kind(spec).validate(cfg, name, spec)
     paper = cfg.get("audit", {}).get("paper")
@@ -261,6 +269,10 @@ def eval_job(cfg: dict, size: str) -> dict:
             "runtime": _capped(cfg, r.get("eval_runtime", 30))}
 
 
+# merging the records of a sharded perplexity evaluation: seconds on one CPU
+MERGE_JOB = {"gpus": 0, "cpus": 1, "mem_mb": 4000, "runtime": 15}
+
+
 def data_job(cfg: dict, size: str) -> dict:
     """What the CPU jobs of a size ask: tokenization, weight download, base-model sealing, step 0."""
     r = resources(cfg, size)
@@ -280,13 +292,20 @@ def cluster_plan(cfg: dict) -> list[dict]:
                                    train_job(cfg, model_extension(cfg, size, model))))
     # (task, dataset, size, model) of every evaluation job (a summarization record stands for its generation job)
     evals = {r for t in cfg["tables"] for r in table_records(cfg, t)}
+    from .cost import perplexity_shards
+
+    shards = {k: n for k, n in perplexity_shards(cfg).items() if n > 1}  # a sharded evaluation: n GPU jobs
     for size in dict.fromkeys([e["size"] for e in cfg["extensions"]] + list(cfg["sizes"])):  # config order
         e = eval_job(cfg, size)
-        n = sum(1 for _, _, s, _ in evals if s == size)
+        n = sum(shards.get((d, s, m), 1) for _, d, s, m in evals if s == size)
         if n:
             rows.append({"job": f"evaluation {size}", "count": n, "partition": "GPU", "nodes": 1,
                          "gpus": e["gpus"] or "-", "cpus": e["cpus"] or "rule", "mem_mb": e["mem_mb"],
                          "runtime": e["runtime"], "submissions": 1})
+    if shards:
+        rows.append({"job": "merge perplexity shards", "count": len(shards), "partition": "CPU", "nodes": 1,
+                     "gpus": "-", "cpus": MERGE_JOB["cpus"], "mem_mb": MERGE_JOB["mem_mb"],
+                     "runtime": MERGE_JOB["runtime"], "submissions": 1})
     for tok in tokenizers(cfg):  # one tokenization per (dataset, tokenizer), whatever the sizes sharing it
         sizes = {s for s in cfg["sizes"] if tokenizer_name(cfg, s) == tok}
         d = data_job(cfg, tokenizer_size(cfg, tok))

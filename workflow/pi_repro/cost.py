@@ -12,7 +12,7 @@ generation job, per test document, one prompt of W tokens and max_new_tokens dec
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import math
 from types import SimpleNamespace
 
 from . import config as C
@@ -67,6 +67,47 @@ def _gpu_hours(flops: float, mfu: float, s: dict) -> float:
     return flops / (mfu * s["gpu_peak_tflops"] * 1e12) / 3600
 
 
+def eval_jobs(cfg: dict) -> tuple[dict, dict]:
+    """({(task, dataset, size, model): {"windows", "tables"}} of every evaluation job the tables need,
+    {(size, extension): tables that read one of its trained steps})."""
+    jobs, needs = {}, {}
+    for t in cfg["tables"]:
+        for task, ds, size, model, window in C.table_cells(cfg, t):
+            j = jobs.setdefault((task, ds, size, model), {"windows": set(), "tables": set()})
+            j["windows"].add(window)
+            j["tables"].add(t)
+            if model != "base" and (model.split("/")[1] != "step0" or task == "rouge"):
+                needs.setdefault((size, model.split("/")[0]), set()).add(t)
+    return jobs, needs
+
+
+def perplexity_flops(cfg: dict, dataset: str, size: str, windows) -> float | None:
+    """FLOPs of one model's perplexity evaluation on ``dataset`` at ``windows`` (None without the dataset's size)."""
+    from . import perf
+
+    toks, stride, sh = eval_tokens(cfg, dataset), cfg["perplexity"]["stride"], shape(cfg, size)
+    return None if toks is None else sum(toks / stride * w * perf.flops_per_token(sh, w, False) for w in windows)
+
+
+def perplexity_shards(cfg: dict, jobs: dict | None = None) -> dict[tuple[str, str, str], int]:
+    """Shards of every perplexity job, by (dataset, size, model): ``perplexity.shards``; or, with
+    ``perplexity.shard_hours``, the job's estimated wall-clock hours over shard_hours, rounded up (1 without an
+    estimate); at most the dataset's evaluation documents (``eval.num_docs`` or ``cost.datasets.<name>.eval_docs``)."""
+    ppl, s = cfg["perplexity"], settings(cfg)
+    out = {}
+    for (task, ds, size, model), j in (jobs if jobs is not None else eval_jobs(cfg)[0]).items():
+        if task != "ppl":
+            continue
+        n = ppl.get("shards", 1)
+        if "shard_hours" in ppl:
+            flops = perplexity_flops(cfg, ds, size, sorted(j["windows"]))
+            wall = 0 if flops is None else _gpu_hours(flops, s["eval_mfu"], s) / max(C.eval_job(cfg, size)["gpus"], 1)
+            n = max(1, math.ceil(wall / ppl["shard_hours"]))
+        docs = (cfg["datasets"][ds].get("eval") or {}).get("num_docs") or s["datasets"].get(ds, {}).get("eval_docs")
+        out[(ds, size, model)] = min(n, docs) if docs else n
+    return out
+
+
 def plan(cfg: dict) -> list[dict]:
     """One row per GPU job of the configuration: rule, what, GPUs per job, estimated GPU-hours and wall hours
     (None where the config lacks what the estimate needs, with the reason), and the tables that need it."""
@@ -83,14 +124,8 @@ def plan(cfg: dict) -> list[dict]:
                      "wall_hours": None if gh is None else gh / max(gpus, 1), "tables": sorted(tables),
                      "note": missing or ""})
 
-    jobs, needs = {}, {}  # evaluation job -> its windows, tables; extension -> tables reading a trained step
-    for t in cfg["tables"]:
-        for task, ds, size, model, window in C.table_cells(cfg, t):
-            j = jobs.setdefault((task, ds, size, model), {"windows": set(), "tables": set()})
-            j["windows"].add(window)
-            j["tables"].add(t)
-            if model != "base" and (model.split("/")[1] != "step0" or task == "rouge"):
-                needs.setdefault((size, model.split("/")[0]), set()).add(t)
+    jobs, needs = eval_jobs(cfg)
+    shards = perplexity_shards(cfg, jobs)
     for ext in cfg["extensions"]:
         hp = C.train_hparams(cfg, ext)
         seq = L if ext["method"] == "CT" else ext["ctx"]
@@ -98,15 +133,17 @@ def plan(cfg: dict) -> list[dict]:
         add("finetune", f"{ext['size']} {C.extension_name(ext)}", C.train_job(cfg, ext)["gpus"],
             _train_flops(hp, tokens, shape(cfg, ext["size"]), seq), s["mfu"],
             needs.get((ext["size"], C.extension_name(ext)), set()))
-    spec, pk, stride = protocol(cfg), C.passkey_protocol(cfg), cfg["perplexity"]["stride"]
+    spec, pk = protocol(cfg), C.passkey_protocol(cfg)
     for (task, ds, size, model), j in jobs.items():
         sh, gpus, windows, tables = shape(cfg, size), C.eval_job(cfg, size)["gpus"], sorted(j["windows"]), j["tables"]
         at = ", ".join(map(str, windows))
         if task == "ppl":
-            toks = eval_tokens(cfg, ds)
-            flops = None if toks is None else sum(toks / stride * w * perf.flops_per_token(sh, w, False) for w in windows)
-            add("perplexity", f"{size} {model} on {ds} at {at}", gpus, flops, s["eval_mfu"], tables,
-                None if toks else f"cost.datasets.{ds}.eval_tokens not given")
+            flops, n = perplexity_flops(cfg, ds, size, windows), shards[(ds, size, model)]
+            for k in range(n):  # a sharded evaluation: one job per shard, each about 1/n of the tokens
+                add("perplexity_shard" if n > 1 else "perplexity",
+                    f"{size} {model} on {ds} at {at}" + (f", shard {k + 1}/{n}" if n > 1 else ""), gpus,
+                    None if flops is None else flops / n, s["eval_mfu"], tables,
+                    None if flops is not None else f"cost.datasets.{ds}.eval_tokens not given")
         elif task == "passkey":
             add("passkey", f"{size} {model} at {at}", gpus,
                 sum(pk["num_k"] * pk["trials"] * w * perf.flops_per_token(sh, w, False) for w in windows),

@@ -2,21 +2,17 @@
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
-
-import numpy as np
 
 from . import data, modeling, train
 from .io import read_json, sha256_file, sha256_weights, write_json
 from .launch import STOP_AT_ENV
 
 
-def training_tokens(files: list[str], seed: int) -> np.ndarray:
-    """Documents of all training files, shuffled together with ``seed`` and packed."""
-    arrays = data.load_packed_docs(files)
-    random.Random(seed).shuffle(arrays)
-    return np.concatenate(arrays)
+def training_tokens(files: list[str], seed: int) -> data.DocStream:
+    """Documents of all training files, shuffled together with ``seed``, as one token stream read from the
+    memory-mapped files (no rank holds the corpus in memory)."""
+    return data.DocStream(files, seed)
 
 
 def check_checkpoint(path: str | Path, method: str, ctx: int, base_window: int) -> dict:
@@ -165,7 +161,7 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
     verifies every export and writes ``manifest`` last. Returns the manifest record (None on other ranks)."""
     rank, world = distributed(bool(hp.get("deepspeed")))
     tokens = training_tokens(data_files, hp["seed"])
-    data.check_tokenizer(data_files, modeling.load_tokenizer(init), init, tokens=tokens)  # before the model loads
+    data.check_tokenizer(data_files, modeling.load_tokenizer(init), init)  # before the model loads
     needed = hp["steps"] * hp["global_batch"] * ctx
     if len(tokens) < needed:
         raise ValueError(f"{method}-{ctx}: the training data {data_files} has {len(tokens)} tokens; {hp['steps']} steps"

@@ -105,14 +105,86 @@ def evaluate(model, docs: list[torch.Tensor], doc_ids: list[str], window: int, s
              n_boot: int = 1000, seed: int = 0, progress: bool = False) -> dict:
     """The full result record of one (model, dataset, window) evaluation."""
     nll, count = sliding_window_nll(model, docs, window, stride, batch_size=batch_size, progress=progress)
+    return summarize(doc_ids, nll, count, window, stride, n_boot=n_boot, seed=seed)
+
+
+def summarize(doc_ids: list[str], nll: np.ndarray, count: np.ndarray, window: int, stride: int,
+              n_boot: int = 1000, seed: int = 0) -> dict:
+    """A window's record from its per-document NLL sums and scored-token counts (in document order)."""
+    nll, count = np.asarray(nll, dtype=np.float64), np.asarray(count, dtype=np.int64)
     lo, hi = bootstrap_ci(nll, count, n_boot=n_boot, seed=seed)
     return {
         "window": window,
         "stride": stride,
         "perplexity": perplexity(nll, count),
         "ci95": [lo, hi],
-        "n_docs": len(docs),
+        "n_docs": len(doc_ids),
         "n_scored_tokens": int(count.sum()),
-        "docs": [{"id": i, "nll_sum": float(a), "n_scored": int(b), "perplexity": float(math.exp(a / b))}
-                 for i, a, b in zip(doc_ids, nll, count)],
+        "docs": doc_records(doc_ids, nll, count),
     }
+
+
+def doc_records(doc_ids: list[str], nll: np.ndarray, count: np.ndarray) -> list[dict]:
+    """Per-document results (the sums are what the bootstrap, and the merge of shards, read back)."""
+    return [{"id": i, "nll_sum": float(a), "n_scored": int(b), "perplexity": float(math.exp(a / b))}
+            for i, a, b in zip(doc_ids, nll, count)]
+
+
+# Sharding: a long evaluation (the paper's 32768-token PG19 evaluations of one model are GPU-days) runs as shards,
+# each the documents of one contiguous range, which run in parallel; their per-document sums merge exactly (fp64,
+# in document order) into the record the unsharded job writes. Per-document sums equal the unsharded job's bit
+# for bit with batch_size 1 (the paper config's); with larger batches a window may share its batch with windows
+# of other documents, and float32 matmuls of another batch shape round differently (~1e-9 relative here).
+
+def shard_ranges(lengths: list[int], shards: int) -> list[tuple[int, int]]:
+    """``shards`` contiguous document ranges [begin, end) holding about equal numbers of tokens (a range is
+    empty when there are fewer documents than shards)."""
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    cum = np.concatenate([[0], np.cumsum(lengths)])
+    bounds = [0]
+    for k in range(1, shards):  # the document boundary nearest to k/shards of the tokens
+        target = cum[-1] * k / shards
+        b = min(int(np.searchsorted(cum, target, side="left")), len(lengths))
+        if b > 0 and target - cum[b - 1] < cum[b] - target:
+            b -= 1
+        bounds.append(max(b, bounds[-1]))
+    bounds.append(len(lengths))
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+SHARD_KEYS = ("model", "model_sha256", "docs_file", "docs_sha256", "stride", "rope_parameters", "model_window",
+              "task", "dataset", "size", "method", "ctx", "tag", "step")
+
+
+def merge_shards(records: list[dict], n_boot: int = 1000, seed: int = 0) -> dict:
+    """The record of an evaluation from the records of its shards (``shard: {index, of, docs}``): the documents of
+    every window in shard order, perplexity and bootstrap interval over all of them. Refuses shards of another
+    model, document file or protocol, a missing or repeated shard, or a shard that lacks a window."""
+    if not records:
+        raise ValueError("no shard records to merge")
+    n = records[0]["shard"]["of"]
+    got = sorted(r["shard"]["index"] for r in records)
+    if got != list(range(n)) or any(r["shard"]["of"] != n for r in records):
+        raise ValueError(f"shards {got} of {n}: every shard 0..{n - 1} is needed exactly once")
+    records = sorted(records, key=lambda r: r["shard"]["index"])
+    first = records[0]
+    for r in records[1:]:
+        for k in SHARD_KEYS:
+            if r.get(k) != first.get(k):
+                raise ValueError(f"shard {r['shard']['index']} has {k}={r.get(k)!r}, shard 0 has {first.get(k)!r}: "
+                                 "the shards come from different evaluations")
+        if set(r["windows"]) != set(first["windows"]):
+            raise ValueError(f"shard {r['shard']['index']} has windows {sorted(r['windows'])}, shard 0 "
+                             f"{sorted(first['windows'])}")
+    merged = {k: v for k, v in first.items() if k not in ("shard", "windows")}
+    merged["shards"] = n
+    merged["probe_error"] = max(r.get("probe_error") or 0.0 for r in records)
+    merged["windows"] = {}
+    for w, rec in first["windows"].items():
+        docs = [d for r in records for d in r["windows"][w]["docs"]]
+        out = summarize([d["id"] for d in docs], [d["nll_sum"] for d in docs], [d["n_scored"] for d in docs],
+                        rec["window"], rec["stride"], n_boot=n_boot, seed=seed)
+        out["seconds"] = round(sum(r["windows"][w].get("seconds", 0.0) for r in records), 2)
+        merged["windows"][w] = out
+    return merged

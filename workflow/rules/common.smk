@@ -7,6 +7,7 @@ import sys
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from pi_repro import METHODS  # noqa: E402
 from pi_repro import config as pcfg  # noqa: E402
+from pi_repro import cost  # noqa: E402
 from pi_repro.kinds import KINDS  # noqa: E402
 from pi_repro.summarization import protocol as summarization_protocol  # noqa: E402
 
@@ -42,6 +43,8 @@ wildcard_constraints:
     ext=EXT,
     step=r"\d+",
     window=r"\d+",
+    shard=r"\d+",
+    shards=r"\d+",
     task="|".join(pcfg.built_benchmarks(config)) or "no-task",
     model=rf"base|{EXT}/step\d+",
     table="|".join(TABLES) or "no-table",
@@ -119,15 +122,49 @@ train_resources = dict(
 )
 
 
-# every evaluation job: the GPUs of one node (--nodes=1, so SLURM never splits them across nodes)
-eval_resources = dict(
-    runtime=lambda w: pcfg.eval_job(config, w.size)["runtime"],
-    nodes=1,
-    gpu=lambda w: pcfg.eval_job(config, w.size)["gpus"] or None,
-    gpus_total=lambda w: pcfg.eval_job(config, w.size)["gpus"],
-    cpus_per_task=lambda w, threads: pcfg.eval_job(config, w.size)["cpus"] or threads,
-    mem_mb=lambda w: pcfg.eval_job(config, w.size)["mem_mb"],
-)
+def one_node_resources(job):
+    """The resources of a one-node job from ``job(w)`` (gpus, cpus, mem_mb, runtime): --nodes=1, so SLURM never
+    splits its GPUs across nodes."""
+    return dict(
+        runtime=lambda w: job(w)["runtime"],
+        nodes=1,
+        gpu=lambda w: job(w)["gpus"] or None,
+        gpus_total=lambda w: job(w)["gpus"],
+        cpus_per_task=lambda w, threads: job(w)["cpus"] or threads,
+        mem_mb=lambda w: job(w)["mem_mb"],
+    )
+
+
+# every evaluation job: the GPUs of one node (the model is spread over them)
+eval_resources = one_node_resources(lambda w: pcfg.eval_job(config, w.size))
+
+# perplexity evaluations split into shards (perplexity.shards / shard_hours): (dataset, size, model) -> shards
+PPL_SHARDS = cost.perplexity_shards(config)
+
+
+def ppl_shards(w):
+    return PPL_SHARDS.get((w.dataset, w.size, w.model), 1)
+
+
+def ppl_shard_records(w):
+    n = ppl_shards(w)
+    return [f"{R}/eval/ppl/{w.dataset}/{w.size}/{w.model}/shards/{k}-of-{n}.json" for k in range(n)]
+
+
+def ppl_windows(w):
+    """Every window the tables need of this checkpoint's perplexity on this dataset (one job evaluates them all)."""
+    return ",".join(map(str, pcfg.eval_windows(config, "ppl", w.dataset, w.size, w.model)))
+
+
+def perplexity_inputs(w):
+    """An evaluation in one job reads the checkpoint and the documents; one split into shards, its shards' records."""
+    if ppl_shards(w) > 1:
+        return {"shards": ppl_shard_records(w)}
+    return {"model": model_input(w), "docs": tokenized(w.dataset, w.size, "eval.npz")}
+
+
+# the perplexity record's job: an evaluation, or (sharded) the CPU job that merges its shards
+perplexity_resources = one_node_resources(lambda w: pcfg.MERGE_JOB if ppl_shards(w) > 1 else pcfg.eval_job(config, w.size))
 
 
 def as_json(obj):
@@ -171,13 +208,18 @@ def model_input(w):
     return f"{R}/models/{w.size}/{name}/finetune.json"
 
 
-def finetune_data(w):
+def finetune_data(w, what="train.npy"):
+    """The packed training tokens of an extension's fine-tuning data (``what="train.idx.npz"``: their indexes)."""
     names = ext_cfg(w).get("data", config["finetune_data"])
-    return [tokenized(d, w.size, "train.npz") for d in names]
+    return [tokenized(d, w.size, what) for d in names]
 
 
-def pretrain_data(w):
-    return [tokenized(d, w.size, "train.npz") for d in config["finetune_data"]]
+def finetune_index(w):
+    return finetune_data(w, "train.idx.npz")
+
+
+def pretrain_data(w, what="train.npy"):
+    return [tokenized(d, w.size, what) for d in config["finetune_data"]]
 
 
 def base_model_inputs(w):
@@ -185,7 +227,7 @@ def base_model_inputs(w):
     downloaded snapshot (rule download_model); shipped weights nothing."""
     source = size_cfg(w)["base"]["source"]
     if source == "pretrain":
-        return {"tokenizer": tokenizer_dir(w), "data": pretrain_data(w)}
+        return {"tokenizer": tokenizer_dir(w), "data": pretrain_data(w), "index": pretrain_data(w, "train.idx.npz")}
     if source == "hub":
         return {"download": f"{R}/models/{w.size}/download"}
     return {}

@@ -26,13 +26,16 @@ rule fetch_dataset:
 
 
 rule tokenize:
-    """Packed training tokens (documents joined, each opening with BOS) and the chosen evaluation documents, once
-    per (dataset, tokenizer): sizes that share a tokenizer (`sizes.<size>.tokenizer`) share this job."""
+    """Packed training tokens (documents joined, each opening with BOS: train.npy, written as the corpus streams
+    through in bounded memory, memory-mapped by every training rank; train.idx.npz: document offsets) and the
+    chosen evaluation documents, once per (dataset, tokenizer): sizes that share a tokenizer
+    (`sizes.<size>.tokenizer`) share this job."""
     input:
         corpus=f"{R}/data/{{dataset}}/corpus.jsonl.gz",
         tokenizer=lambda w: size_tokenizer_dir(tok_size(w)),
     output:
-        train=f"{R}/data/{{dataset}}/{{tok}}/train.npz",
+        train=f"{R}/data/{{dataset}}/{{tok}}/train.npy",
+        train_index=f"{R}/data/{{dataset}}/{{tok}}/train.idx.npz",
         eval=f"{R}/data/{{dataset}}/{{tok}}/eval.npz",
         stats=f"{R}/data/{{dataset}}/{{tok}}/stats.json",
     params:
@@ -51,4 +54,4 @@ rule tokenize:
         "../envs/pi.yaml"
     shell:
         "python -u workflow/scripts/tokenize_corpus.py --corpus {input.corpus} --tokenizer {input.tokenizer} --eval {params.eval}"
-        " --seed {params.seed} --train {output.train} --eval-out {output.eval} --stats {output.stats} > {log} 2>&1"
+        " --seed {params.seed} --train {output.train} --train-index {output.train_index} --eval-out {output.eval} --stats {output.stats} > {log} 2>&1"

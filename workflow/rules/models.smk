@@ -101,6 +101,7 @@ rule finetune:
     input:
         init=f"{R}/models/{{size}}/{{ext}}/step0",
         data=finetune_data,
+        index=finetune_index,
     output:
         f"{R}/models/{{size}}/{{ext}}/finetune.json",
     params:

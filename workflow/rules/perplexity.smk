@@ -3,30 +3,56 @@
 
 rule perplexity:
     """Perplexity of one checkpoint on one dataset at every window the tables need of it, with per-document
-    values and a bootstrap CI over documents for each window."""
+    values and a bootstrap CI over documents for each window. An evaluation split into shards (perplexity.shards,
+    perplexity.shard_hours) is merged here from its shards' records, on a CPU: the same record, exactly."""
     input:
-        model=model_input,
-        docs=lambda w: tokenized(w.dataset, w.size, "eval.npz"),
+        unpack(perplexity_inputs),
     output:
         eval_record("ppl"),
     params:
-        stride=config["perplexity"]["stride"],
-        batch=config["perplexity"].get("batch_size", 8),
+        args=lambda w, input: (
+            f"--merge {' '.join(input.shards)}" if ppl_shards(w) > 1 else
+            f"--model {R}/models/{w.size}/{w.model} --docs {input.docs} --windows {ppl_windows(w)}"
+            f" --stride {config['perplexity']['stride']} --batch-size {config['perplexity'].get('batch_size', 8)}"
+            f" --coords {eval_params(w, 'ppl')}"),
         boot=config["perplexity"].get("bootstrap", 1000),
         seed=config["seed"],
-        ckpt=lambda w: f"{R}/models/{w.size}/{w.model}",
-        windows=lambda w: ",".join(map(str, pcfg.eval_windows(config, "ppl", w.dataset, w.size, w.model))),
-        coords=lambda w: eval_params(w, "ppl"),
     log:
         f"{R}/logs/perplexity/{{dataset}}/{{size}}/{{model}}.log",
     benchmark:
         f"{R}/benchmarks/perplexity/{{dataset}}/{{size}}/{{model}}.tsv"
+    resources:
+        **perplexity_resources,
+    conda:
+        "../envs/pi.yaml"
+    shell:
+        "python -u workflow/scripts/perplexity.py {params.args} --bootstrap {params.boot} --seed {params.seed}"
+        " --out {output} > {log} 2>&1"
+
+
+rule perplexity_shard:
+    """One shard of a long perplexity evaluation: the documents of the shard-th of `shards` contiguous,
+    token-balanced document ranges, at every window; per-document sums only (rule perplexity merges them)."""
+    input:
+        model=model_input,
+        docs=lambda w: tokenized(w.dataset, w.size, "eval.npz"),
+    output:
+        f"{R}/eval/ppl/{{dataset}}/{{size}}/{{model}}/shards/{{shard}}-of-{{shards}}.json",
+    params:
+        stride=config["perplexity"]["stride"],
+        batch=config["perplexity"].get("batch_size", 8),
+        ckpt=lambda w: f"{R}/models/{w.size}/{w.model}",
+        windows=lambda w: ppl_windows(w),
+        coords=lambda w: eval_params(w, "ppl"),
+    log:
+        f"{R}/logs/perplexity/{{dataset}}/{{size}}/{{model}}/{{shard}}-of-{{shards}}.log",
+    benchmark:
+        f"{R}/benchmarks/perplexity/{{dataset}}/{{size}}/{{model}}/{{shard}}-of-{{shards}}.tsv"
     resources:
         **eval_resources,
     conda:
         "../envs/pi.yaml"
     shell:
         "python -u workflow/scripts/perplexity.py --model {params.ckpt} --docs {input.docs} --windows {params.windows}"
-        " --stride {params.stride} --batch-size {params.batch} --bootstrap {params.boot} --seed {params.seed}"
-        " --coords {params.coords}"
-        " --out {output} > {log} 2>&1"
+        " --stride {params.stride} --batch-size {params.batch} --shard {wildcards.shard} {wildcards.shards}"
+        " --coords {params.coords} --out {output} > {log} 2>&1"

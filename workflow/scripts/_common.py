@@ -43,11 +43,11 @@ sys.exit, sys.excepthook = _record_exit, _record_exception
 atexit.register(_finish)
 
 
-def eval_args(ap):
+def eval_args(ap, model_required: bool = True):
     """The arguments every evaluation script takes (rules pass them from the config and the wildcards)."""
     import json
 
-    ap.add_argument("--model", required=True, help="checkpoint directory")
+    ap.add_argument("--model", required=model_required, help="checkpoint directory")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--coords", type=json.loads, default={},
                     help="the record's coordinates: task, dataset, size, method, ctx, tag, step (JSON)")

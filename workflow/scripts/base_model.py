@@ -18,13 +18,14 @@ def main():
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--download-only", action="store_true", help="hub: only the snapshot (rule download_model)")
-    ap.add_argument("inputs", nargs="*", help="pretrain: the tokenizer directory, then the tokenized corpora;"
+    ap.add_argument("inputs", nargs="*", help="pretrain: the tokenizer directory, then the packed corpora and their indexes;"
                     " hub: the downloaded snapshot")
     a = ap.parse_args()
     if a.spec["source"] == "pretrain":
         from pi_repro.pretrain import pretrain
 
-        tokenizer, *token_files = a.inputs
+        tokenizer, *rest = a.inputs
+        token_files = [f for f in rest if f.endswith(".npy")]  # their indexes (.idx.npz) follow; read beside each
         out = Path(a.out)
         pretrain(a.spec, token_files, tokenizer, a.window, a.seed, str(out.parent / "_pretrain"), str(out),
                  log_path=str(out.parent / "pretrain-log.jsonl"))

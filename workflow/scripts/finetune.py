@@ -20,7 +20,7 @@ def main():
     ap.add_argument("--checkpoints", required=True, help="comma-separated steps to export")
     ap.add_argument("--outdir", required=True)
     ap.add_argument("--manifest", required=True)
-    ap.add_argument("data", nargs="+", help="tokenized training data (train.npz)")
+    ap.add_argument("data", nargs="+", help="packed training tokens (train.npy; its index train.idx.npz beside it)")
     a = ap.parse_args()
     steps = [int(s) for s in a.checkpoints.split(",")]
     _common.run_training(lambda: finetune(a.init, a.method, a.ctx, a.base_window, a.hp, steps, a.outdir, a.manifest,

@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
-"""Tokenize a corpus with the model's tokenizer: packed training tokens + chosen eval documents (rule tokenize)."""
+"""Tokenize a corpus with the model's tokenizer (rule tokenize): the training documents stream into a packed
+token file in bounded memory (a batch of about --batch-chars characters at a time); the test documents, which
+are few, are held to choose the evaluation documents."""
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 import _common  # noqa: F401
 from pi_repro import data
@@ -17,27 +21,37 @@ def main():
     ap.add_argument("--tokenizer", required=True)
     ap.add_argument("--eval", type=json.loads, required=True, help="the dataset's eval block, as JSON")
     ap.add_argument("--seed", type=int, required=True)
-    ap.add_argument("--train", required=True)
+    ap.add_argument("--train", required=True, help="packed training tokens (.npy)")
+    ap.add_argument("--train-index", required=True, help="their index (.idx.npz)")
     ap.add_argument("--eval-out", required=True)
     ap.add_argument("--stats", required=True)
+    ap.add_argument("--batch-chars", type=int, default=1 << 20)
     a = ap.parse_args()
+    if Path(a.train_index) != data.index_path(a.train):
+        raise SystemExit(f"--train-index must be {data.index_path(a.train)} (readers find it beside {a.train})")
     tok = load_tokenizer(a.tokenizer)
-    docs = data.read_corpus(a.corpus)
-    stats = {}
-    for split, out in (("train", a.train), ("test", a.eval_out)):
-        sel = [d for d in docs if d["split"] == split]
-        if not sel:  # e.g. a training-only corpus (the Pile) or an evaluation-only one (PG19 test)
+    digest = data.tokenizer_digest(tok)
+    test, bar = [], tqdm(desc="tokenize", unit="doc", mininterval=10)
+    with atomic_path(a.train) as tmp, atomic_path(a.train_index) as tmp_index, \
+            data.PackedWriter(tmp, tmp_index, len(tok), digest) as train:
+        for batch in data.batches(data.iter_corpus(a.corpus), a.batch_chars):
+            train.add(data.encode_docs(tok, [d["text"] for d in batch if d["split"] == "train"]))
+            test += [d for d in batch if d["split"] == "test"]
+            bar.update(len(batch))
+    bar.close()
+    stats = {"train": train.stats()}
+    ids, arrays = [d["id"] for d in test], data.encode_docs(tok, [d["text"] for d in test])
+    if a.eval and test:
+        ev = a.eval
+        ids, arrays = data.select_eval_docs(ids, arrays, ev["style"], a.seed, ev.get("num_docs"), ev.get("doc_tokens"))
+    with atomic_path(a.eval_out) as tmp:
+        data.save_docs(tmp, ids, arrays, len(tok), digest)
+    lens = np.array([len(x) for x in arrays] or [0])
+    stats["test"] = {"documents": len(ids), "tokens": int(lens.sum()), "min_doc_tokens": int(lens.min()),
+                     "max_doc_tokens": int(lens.max())}
+    for split in ("train", "test"):
+        if not stats[split]["documents"]:  # e.g. a training-only corpus (the Pile) or an evaluation-only one (PG19)
             print(f"{a.corpus}: no {split} documents")
-        arrays = data.encode_docs(tok, [d["text"] for d in sel])
-        ids = [d["id"] for d in sel]
-        if split == "test" and a.eval and sel:
-            ev = a.eval
-            ids, arrays = data.select_eval_docs(ids, arrays, ev["style"], a.seed, ev.get("num_docs"), ev.get("doc_tokens"))
-        with atomic_path(out) as tmp:
-            data.save_docs(tmp, ids, arrays, len(tok), data.tokenizer_digest(tok))
-        lens = np.array([len(x) for x in arrays] or [0])
-        stats[split] = {"documents": len(ids), "tokens": int(lens.sum()), "min_doc_tokens": int(lens.min()),
-                        "max_doc_tokens": int(lens.max())}
         print(split, stats[split])
     stats["vocab_size"] = len(tok)
     write_json(a.stats, stats)
