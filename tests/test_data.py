@@ -243,3 +243,9 @@ def test_tokenization_streams_a_corpus_larger_than_its_memory_cap(tmp_path):
     tok = load_tokenizer(ROOT / "resources/models/mini")
     for i in (0, len(big) // 2, len(big) - 1):  # the documents are there, in order
         assert list(tokens[offsets[i]:offsets[i + 1]]) == list(data.encode_docs(tok, [big[i]])[0])
+
+
+def test_join_books_makes_one_document_per_book_in_chapter_order():
+    docs = [{"id": f"{b}/ch{c:02d}", "split": "test", "text": f"{b} {c}"} for b in ("p", "e") for c in (2, 10, 1)]
+    books = data.join_books(docs)
+    assert [b["id"] for b in books] == ["e", "p"] and books[1]["text"] == "p 1\n\np 2\n\np 10"

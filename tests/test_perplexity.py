@@ -179,8 +179,9 @@ def test_sharded_evaluation_merges_into_the_unsharded_record_exactly(tmp_path, t
             mp.syspath_prepend(str(Path(script).parent))
             runpy.run_path(script, run_name="__main__")
 
-    for batch, n in (("1", 3), ("1", 7), ("4", 3)):  # 7 shards of 5 documents: some shards are empty
-        args = [*evaluation, "--batch-size", batch]
+    # 7 shards of 5 documents: some shards are empty; --past: the tokens past position 50 reported apart, merged too
+    for batch, n, past in (("1", 3, []), ("1", 7, ["--past", "50"]), ("4", 3, [])):
+        args = [*evaluation, "--batch-size", batch, *past]
         run(*args, *common, "--out", str(tmp_path / "whole.json"))
         whole = json.loads((tmp_path / "whole.json").read_text())
         parts = [str(tmp_path / f"{k}-of-{n}.json") for k in range(n)]
@@ -195,8 +196,31 @@ def test_sharded_evaluation_merges_into_the_unsharded_record_exactly(tmp_path, t
             got = merged["windows"][w]
             assert (got["n_docs"], got["n_scored_tokens"]) == (rec["n_docs"], rec["n_scored_tokens"])
             if batch == "1":
+                assert ("past" in got) == bool(past) and got.get("past") == rec.get("past")
                 for key in ("perplexity", "ci95", "docs"):
                     assert got[key] == rec[key], (n, w, key)
             else:
                 assert got["perplexity"] == pytest.approx(rec["perplexity"], rel=1e-7)
                 assert got["ci95"] == pytest.approx(rec["ci95"], rel=1e-7)
+
+
+def test_tokens_past_a_position_are_reported_apart(tiny_llama):
+    """``past``: the NLL of the tokens at document positions >= P, within the same sliding-window protocol. With
+    one window over the whole document, it is the per-token cross-entropy of the positions >= P of one forward."""
+    torch.manual_seed(0)
+    docs = [torch.randint(0, 97, (60,)), torch.randint(0, 97, (45,))]
+    rec = P.evaluate(tiny_llama, docs, ["a", "b"], window=64, stride=8, n_boot=10, past=40)
+    with torch.no_grad():
+        want = []
+        for d in docs:
+            logits = tiny_llama(d[None]).logits[0, :-1].double()
+            ce = F.cross_entropy(logits, d[1:], reduction="none")  # ce[i]: the token at position i + 1
+            want.append((ce[39:].sum().item(), len(ce[39:])))
+    for x, w in zip(rec["docs"], want):
+        assert (x["nll_sum_past"], x["n_scored_past"]) == pytest.approx(w, rel=1e-6)
+    assert rec["past"]["n_scored_tokens"] == 20 + 5
+    assert rec["past"]["perplexity"] == pytest.approx(math.exp(sum(w[0] for w in want) / 25), rel=1e-6)
+    # with sliding windows: the past sums are part of the overall ones, and P = 1 gives the overall perplexity
+    rec = P.evaluate(tiny_llama, docs, ["a", "b"], window=16, stride=8, n_boot=10, past=1)
+    assert rec["past"]["perplexity"] == pytest.approx(rec["perplexity"], rel=1e-12)
+    assert P.evaluate(tiny_llama, docs, ["a", "b"], window=16, stride=8, n_boot=10, past=100)["past"]["perplexity"] is None

@@ -313,3 +313,26 @@ def test_finding_5_holds_on_the_papers_table_5_and_fails_otherwise():
     assert ("5b", "7B PI (pile)", "FAIL") in t5_findings(flat)[0]
     no_base = {k: v for k, v in PAPER_T5.items() if k[0] == "33B" and k[2] != "None"}
     assert t5_findings(no_base)[0] == [("5", "33B", "n/a")]
+
+
+def test_windows_table_shows_the_tokens_past_a_position_beside_each_window(tmp_path):
+    recs = [write_record(tmp_path, "books", "s", "base", {32: 5.0, 64: 80.0}, 32),
+            write_record(tmp_path, "books", "s", "PI-64/step0", {32: 6.0, 64: 5.5}, 64)]
+    for p, past in zip(recs, ({32: None, 64: 120.0}, {32: None, 64: 5.1})):
+        rec = json.loads(open(p).read())
+        for w, v in past.items():
+            rec["windows"][str(w)]["past"] = {"position": 32, "perplexity": v, "n_scored_tokens": 0 if v is None else 9}
+        open(p, "w").write(json.dumps(rec))
+    t = tables.windows_table(cells(recs))
+    # no window of 32 scored a token past 32 here: that column is left out
+    assert list(t.columns) == ["size", "model_ctx", "method", "32", "64", "64, pos >= 32"]
+    assert list(t["64, pos >= 32"]) == [120.0, 5.1]
+    assert list(t["64"]) == [80.0, 5.5]
+
+
+def test_finding_3_is_not_applicable_to_pi_without_fine_tuning(tmp_path):
+    t1, _, L = make_tables(tmp_path)
+    res = findings.windows_findings("Table 1", t1, L, set(), untrained={("s", 64)})
+    three = [r for r in res if r["finding"].startswith("3")]
+    assert len(three) == 3 and all(r["status"] == "n/a" and "not fine-tuned" in r["reason"] for r in three)
+    assert {r["status"] for r in findings.windows_findings("Table 1", t1, L, set()) if r["finding"] == "3a"} == {"PASS"}

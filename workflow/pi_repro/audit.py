@@ -314,18 +314,20 @@ def _array_diff(a: Path, b: Path, suffix: str, tol: float) -> tuple[list[str], f
 
 
 def determinism(manifest: dict, run_dir: str | Path, scratch: str | Path, plan: dict[str, int],
-                tolerance: dict[str, float], progress=print) -> list[dict]:
-    """Re-execute the jobs ``plan`` picks and compare each output with the recorded one (tolerance per script,
-    0 = exact). The scratch folder is removed afterwards."""
+                tolerance: dict[str, float], progress=print, jobs: int = 1) -> list[dict]:
+    """Re-execute the jobs ``plan`` picks (``jobs`` at a time) and compare each output with the recorded one
+    (tolerance per script, 0 = exact). The scratch folder is removed afterwards."""
+    from concurrent.futures import ThreadPoolExecutor
+
     run_dir, scratch = Path(run_dir), Path(scratch)
     shutil.rmtree(scratch, ignore_errors=True)
-    results = []
-    for key in pick_jobs(manifest, plan):
+
+    def check(key: str) -> dict:
         job = dict(manifest["jobs"][key])
         job["argv_outputs"] = [w for w in job["argv"][1:] if rel(w, run_dir) in job["outputs"]]
         tol = float(tolerance.get(Path(job["script"]).stem, 0.0))
         progress(f"determinism: re-executing {job['script']} ({key}, recorded {job['wall_s']} s)")
-        mapping, facts = rerun(job, run_dir, scratch)
+        mapping, facts = rerun(job, run_dir, scratch)  # outputs under scratch/<their own path>: no two collide
         comps = []
         pairs = sorted(mapping.items(), key=lambda kv: -len(kv[1]))
         others = [o for k, j in manifest["jobs"].items() if k != key for o in j["outputs"]]
@@ -338,9 +340,13 @@ def determinism(manifest: dict, run_dir: str | Path, scratch: str | Path, plan: 
                 nested = tuple(o[len(mine) + 1:] for o in others if o.startswith(mine + "/"))
                 c = compare(orig, new, tol, replace=pairs, exclude=nested)
             comps.append({"output": mine, **c})
-        results.append({"job": key, "script": job["script"], "tolerance": tol, "recorded_wall_s": job["wall_s"],
-                        **facts, "equal": all(c["equal"] for c in comps), "outputs": comps})
-        progress(f"  {'same' if results[-1]['equal'] else 'DIFFERENT'}: " +
+        result = {"job": key, "script": job["script"], "tolerance": tol, "recorded_wall_s": job["wall_s"],
+                  **facts, "equal": all(c["equal"] for c in comps), "outputs": comps}
+        progress(f"  {job['script']}: {'same' if result['equal'] else 'DIFFERENT'}: " +
                  ", ".join(f"{c['output']} ({c['how']}, max rel diff {c['max_rel_diff']:.3g})" for c in comps))
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        results = list(pool.map(check, pick_jobs(manifest, plan)))  # in the plan's order
     shutil.rmtree(scratch, ignore_errors=True)
     return results

@@ -93,6 +93,8 @@ def _semantic_checks(cfg: dict) -> None:
                 fail(f"{key}.checkpoints[{j}]", f"checkpoint step {c} is beyond the {ext['steps']} training steps")
         if ext["steps"] not in ext["checkpoints"]:
             fail(f"{key}.checkpoints", f"must include the final step {ext['steps']}")
+        if ext["steps"] == 0 and ext["method"] != "PI":
+            fail(f"{key}.steps", f"{ext['method']} without fine-tuning is the base model: use a method None row")
         for j, name in enumerate(ext.get("data", [])):
             if name not in datasets:
                 fail(f"{key}.data[{j}]", f"unknown dataset {name!r}")
@@ -184,6 +186,11 @@ def find_extension(cfg: dict, size: str, method: str, ctx: int, tag: str | None 
     return None
 
 
+def trained(cfg: dict) -> list[dict]:
+    """The extensions that are fine-tuned (``steps`` > 0; steps 0 is PI on the base weights, step 0 only)."""
+    return [ext for ext in cfg["extensions"] if ext["steps"] > 0]
+
+
 def extension_by_name(cfg: dict, size: str, name: str) -> dict | None:
     """The extension ``{method}-{ctx}[-{tag}]`` of ``size`` (the ``ext`` wildcard of the rules)."""
     for ext in cfg["extensions"]:
@@ -258,7 +265,7 @@ def _train_row(job: str, j: dict) -> dict:
 def finetune_retries(cfg: dict) -> int | None:
     """Resubmissions the fine-tune rule allows: those the longest fine-tune needs to finish within the time limit,
     plus ``failure_retries``; None (Snakemake's --retries decides) when every fine-tune fits in one job."""
-    most = max(train_job(cfg, ext)["submissions"] for ext in cfg["extensions"])
+    most = max((train_job(cfg, ext)["submissions"] for ext in trained(cfg)), default=1)
     return most - 1 + cluster(cfg)["failure_retries"] if most > 1 else None
 
 
@@ -285,7 +292,7 @@ def cluster_plan(cfg: dict) -> list[dict]:
     per fine-tune and per size's evaluations and tokenization: for README's cluster section and
     ``snakemake cluster_plan``."""
     rows = [_train_row(f"finetune {ext['size']} {extension_name(ext)}", train_job(cfg, ext))
-            for ext in cfg["extensions"]]
+            for ext in trained(cfg)]
     for name in tables_of_kind(cfg, "summarization"):  # a fine-tune per model of a summarization table
         for _, dataset, size, model, _ in table_cells(cfg, name):
             rows.append(_train_row(f"summarize_finetune {size} {model.split('/')[0]} ({dataset})",

@@ -126,7 +126,7 @@ def plan(cfg: dict) -> list[dict]:
 
     jobs, needs = eval_jobs(cfg)
     shards = perplexity_shards(cfg, jobs)
-    for ext in cfg["extensions"]:
+    for ext in C.trained(cfg):
         hp = C.train_hparams(cfg, ext)
         seq = L if ext["method"] == "CT" else ext["ctx"]
         tokens = hp["steps"] * hp["global_batch"] * ext["ctx"]

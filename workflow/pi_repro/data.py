@@ -122,6 +122,16 @@ def select_eval_docs(ids: list[str], arrays: list[np.ndarray], style: str, seed:
     raise ValueError(f"unknown evaluation style {style!r}")
 
 
+def join_books(docs: list[dict]) -> list[dict]:
+    """One document per book from its chapters: documents whose ids share the part before "/" joined in id order,
+    separated by a blank line (``eval.join: book``: whole books, as PG19's, from a corpus split by chapter)."""
+    books: dict[str, list[dict]] = {}
+    for d in sorted(docs, key=lambda d: d["id"]):
+        books.setdefault(d["id"].split("/", 1)[0], []).append(d)
+    return [{"id": book, "split": parts[0]["split"], "text": "\n\n".join(p["text"] for p in parts)}
+            for book, parts in books.items()]
+
+
 def tokenizer_digest(tok) -> str:
     """sha256 of a tokenizer's vocabulary (token → id) and special tokens: what makes token ids mean the same."""
     import hashlib

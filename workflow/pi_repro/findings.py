@@ -51,8 +51,9 @@ def _fmt(x):
     return "n/a" if x is None else (str(x) if isinstance(x, int) else f"{x:.3f}")
 
 
-def windows_findings(name: str, t: pd.DataFrame, L: int, hub_sizes: set) -> list[dict]:
-    """Findings 0, 1, 1m and 3 on one table of kind windows."""
+def windows_findings(name: str, t: pd.DataFrame, L: int, hub_sizes: set, untrained: set = frozenset()) -> list[dict]:
+    """Findings 0, 1, 1m and 3 on one table of kind windows (``untrained``: the (size, ctx) of PI extensions that
+    are not fine-tuned, `steps: 0`: finding 3 is about fine-tuned PI, n/a for them)."""
     out = []
     for size in dict.fromkeys(t["size"].astype(str)):
         win = sorted(int(c) for c in t.columns if c.isdigit())
@@ -71,8 +72,8 @@ def windows_findings(name: str, t: pd.DataFrame, L: int, hub_sizes: set) -> list
         out.append(_result("1", f"{name} {size}", f"no fine-tuning: perplexity rises at every window past L, by >= "
                            f"{RISE:g}x at 2L, and faster past L (ratio 2L/L) than inside it (ratio L/(L/2))", ok, nums))
         claim = ("no fine-tuning: perplexity at 2L above 10^3, the paper's statement for LLaMA"
-                 if hub else f"no fine-tuning: the blow-up has the paper's magnitude, relative for a model trained "
-                 f"here: >{BLOW_UP:g}x at 2L (LLaMA: >10^3 absolute)")
+                 if hub else f"no fine-tuning: the blow-up has the paper's magnitude, relative for a model other "
+                 f"than the paper's LLaMA: >{BLOW_UP:g}x at 2L (LLaMA: >10^3 absolute)")
         out.append(_result("1m", f"{name} {size}", claim, magnitude, nums))
         for ct_ctx in sorted({int(c) for c in t[t["method"] == "CT"]["model_ctx"].astype(int)}):
             ct_l = value(t, size, "CT", L, ct_ctx)
@@ -88,12 +89,16 @@ def windows_findings(name: str, t: pd.DataFrame, L: int, hub_sizes: set) -> list
             nums = {f"PI-{ext_ctx}@{ext_ctx}": pi_lp, f"PI-{ext_ctx}@{L}": pi_l, f"FT-{ext_ctx}@{ext_ctx}": ft_lp,
                     f"CT-{ext_ctx}@{L}": ct_l, f"None@{L}": none.get(L)}
             where = f"{name} {size} L'={ext_ctx}"
+            if (size, ext_ctx) in untrained:
+                pi_lp = pi_l = None  # step 0 is no fine-tuned PI: nothing of finding 3 applies
+            why = f"PI-{ext_ctx} is not fine-tuned (steps: 0)" if (size, ext_ctx) in untrained else None
             out.append(_result("3a", where, "fine-tuned PI at L' is at or below PI at L",
-                               None if pi_lp is None or pi_l is None else pi_lp <= pi_l, nums))
+                               None if pi_lp is None or pi_l is None else pi_lp <= pi_l, nums, reason=why))
             out.append(_result("3b", where, "fine-tuned PI at L' is below FT at L'",
-                               None if pi_lp is None or ft_lp is None else pi_lp < ft_lp, nums))
+                               None if pi_lp is None or ft_lp is None else pi_lp < ft_lp, nums, reason=why))
             out.append(_result("3c", where, "fine-tuned PI at L' is below the control CT at L (the gain is not just "
-                               "more training)", None if pi_lp is None or ct_l is None else pi_lp < ct_l, nums))
+                               "more training)", None if pi_lp is None or ct_l is None else pi_lp < ct_l, nums,
+                               reason=why))
     return out
 
 
@@ -241,7 +246,7 @@ READS = {"7": "the extended model summarizes at least as well as the base model 
          "2": "PI without fine-tuning (a steps table and a windows table on its dataset)"}
 
 
-def check(tables: dict, L: int, hub_sizes=(), theory: dict | None = None) -> list[dict]:
+def check(tables: dict, L: int, hub_sizes=(), theory: dict | None = None, untrained=()) -> list[dict]:
     """Every finding on a run's tables: ``tables`` maps a table's name to {"kind", "dataset", "frame"}. A finding
     runs on the tables of the kinds it reads and is n/a, with the reason, when the config has none; finding 6
     reads Figure 2's numbers (``theory``)."""
@@ -252,7 +257,7 @@ def check(tables: dict, L: int, hub_sizes=(), theory: dict | None = None) -> lis
         out += [_result(f, "-", READS[f], None, {}, reason="the config has no table of kind windows")
                 for f in ("0", "1", "1m", "3")]
     for name, t in by_kind.get("windows", []):
-        out += windows_findings(name, t["frame"], L, hub_sizes)
+        out += windows_findings(name, t["frame"], L, hub_sizes, set(untrained))
     if not by_kind.get("steps"):
         out.append(_result("2", "-", READS["2"], None, {}, reason="the config has no table of kind steps"))
     for name, t in by_kind.get("steps", []):

@@ -45,14 +45,16 @@ def window_spans(n_tokens: int, window: int, stride: int, doc: int = 0) -> list[
 
 @torch.no_grad()
 def score_spans(model, tokens: torch.Tensor, spans: list[Span], batch_size: int = 8, head_chunk: int = 256,
-                progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of NLL (nats, float64) and number of scored tokens per document, for spans over ``tokens``.
+                progress: bool = False, past: int | None = None) -> tuple[np.ndarray, ...]:
+    """Sum of NLL (nats, float64) and number of scored tokens per document, for spans over ``tokens``; with
+    ``past``, also those of the tokens at document positions >= ``past`` (4 arrays).
 
     ``tokens`` is a 2-D tensor (documents × length, right-padded) or a list of 1-D tensors.
     """
     n_docs = len(tokens)
     nll = np.zeros(n_docs, dtype=np.float64)
     count = np.zeros(n_docs, dtype=np.int64)
+    nll_past, count_past = np.zeros(n_docs, dtype=np.float64), np.zeros(n_docs, dtype=np.int64)
     groups = defaultdict(list)
     for s in spans:
         groups[(s.end - s.begin, s.n_scored)].append(s)
@@ -66,23 +68,31 @@ def score_spans(model, tokens: torch.Tensor, spans: list[Span], batch_size: int 
             hidden = model.model(input_ids=ids, use_cache=False).last_hidden_state[:, length - n - 1: length - 1]
             targets = ids[:, length - n:]
             losses = torch.zeros(len(batch), dtype=torch.float64, device=device)
+            losses_past, counts_past = torch.zeros_like(losses), torch.zeros(len(batch), dtype=torch.long, device=device)
+            first = torch.tensor([s.end - n for s in batch], device=device)  # document position of the first scored
             for c in range(0, n, head_chunk):
                 logits = model.lm_head(hidden[:, c:c + head_chunk]).float()
                 ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[:, c:c + head_chunk].reshape(-1),
-                                     reduction="none")
-                losses += ce.view(len(batch), -1).double().sum(dim=1)
-            for s, loss in zip(batch, losses.tolist()):
+                                     reduction="none").view(len(batch), -1).double()
+                losses += ce.sum(dim=1)
+                if past is not None:
+                    later = (first[:, None] + c + torch.arange(ce.shape[1], device=device)) >= past
+                    losses_past += (ce * later).sum(dim=1)
+                    counts_past += later.sum(dim=1)
+            for s, loss, lp, cp in zip(batch, losses.tolist(), losses_past.tolist(), counts_past.tolist()):
                 nll[s.doc] += loss
                 count[s.doc] += s.n_scored
+                nll_past[s.doc] += lp
+                count_past[s.doc] += cp
             bar.update(len(batch))
     bar.close()
-    return nll, count
+    return (nll, count) if past is None else (nll, count, nll_past, count_past)
 
 
 def sliding_window_nll(model, docs: list[torch.Tensor], window: int, stride: int, batch_size: int = 8,
-                       progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                       progress: bool = False, past: int | None = None) -> tuple[np.ndarray, ...]:
     spans = [s for d, doc in enumerate(docs) for s in window_spans(len(doc), window, stride, doc=d)]
-    return score_spans(model, docs, spans, batch_size=batch_size, progress=progress)
+    return score_spans(model, docs, spans, batch_size=batch_size, progress=progress, past=past)
 
 
 def perplexity(nll: np.ndarray, count: np.ndarray) -> float:
@@ -102,32 +112,42 @@ def bootstrap_ci(nll: np.ndarray, count: np.ndarray, n_boot: int = 1000, seed: i
 
 
 def evaluate(model, docs: list[torch.Tensor], doc_ids: list[str], window: int, stride: int, batch_size: int = 8,
-             n_boot: int = 1000, seed: int = 0, progress: bool = False) -> dict:
-    """The full result record of one (model, dataset, window) evaluation."""
-    nll, count = sliding_window_nll(model, docs, window, stride, batch_size=batch_size, progress=progress)
-    return summarize(doc_ids, nll, count, window, stride, n_boot=n_boot, seed=seed)
+             n_boot: int = 1000, seed: int = 0, progress: bool = False, past: int | None = None) -> dict:
+    """The full result record of one (model, dataset, window) evaluation (``past``: see ``summarize``)."""
+    sums = sliding_window_nll(model, docs, window, stride, batch_size=batch_size, progress=progress, past=past)
+    return summarize(doc_ids, *sums[:2], window, stride, n_boot=n_boot, seed=seed, past=past, past_sums=sums[2:])
 
 
 def summarize(doc_ids: list[str], nll: np.ndarray, count: np.ndarray, window: int, stride: int,
-              n_boot: int = 1000, seed: int = 0) -> dict:
-    """A window's record from its per-document NLL sums and scored-token counts (in document order)."""
+              n_boot: int = 1000, seed: int = 0, past: int | None = None, past_sums: tuple = ()) -> dict:
+    """A window's record from its per-document NLL sums and scored-token counts (in document order); with
+    ``past``, also the perplexity of the tokens at document positions >= ``past`` (``past_sums``: their sums)."""
     nll, count = np.asarray(nll, dtype=np.float64), np.asarray(count, dtype=np.int64)
     lo, hi = bootstrap_ci(nll, count, n_boot=n_boot, seed=seed)
-    return {
+    rec = {
         "window": window,
         "stride": stride,
         "perplexity": perplexity(nll, count),
         "ci95": [lo, hi],
         "n_docs": len(doc_ids),
         "n_scored_tokens": int(count.sum()),
-        "docs": doc_records(doc_ids, nll, count),
+        "docs": doc_records(doc_ids, nll, count, *past_sums),
     }
+    if past is not None:
+        p_nll, p_count = (np.asarray(x) for x in past_sums)
+        rec["past"] = {"position": past, "n_scored_tokens": int(p_count.sum()),
+                       "perplexity": perplexity(p_nll, p_count) if p_count.sum() else None}
+    return rec
 
 
-def doc_records(doc_ids: list[str], nll: np.ndarray, count: np.ndarray) -> list[dict]:
+def doc_records(doc_ids: list[str], nll: np.ndarray, count: np.ndarray, nll_past=None, count_past=None) -> list[dict]:
     """Per-document results (the sums are what the bootstrap, and the merge of shards, read back)."""
-    return [{"id": i, "nll_sum": float(a), "n_scored": int(b), "perplexity": float(math.exp(a / b))}
-            for i, a, b in zip(doc_ids, nll, count)]
+    out = [{"id": i, "nll_sum": float(a), "n_scored": int(b), "perplexity": float(math.exp(a / b))}
+           for i, a, b in zip(doc_ids, nll, count)]
+    if nll_past is not None:
+        for d, a, b in zip(out, nll_past, count_past):
+            d.update(nll_sum_past=float(a), n_scored_past=int(b))
+    return out
 
 
 # Sharding: a long evaluation (the paper's 32768-token PG19 evaluations of one model are GPU-days) runs as shards,
@@ -183,8 +203,11 @@ def merge_shards(records: list[dict], n_boot: int = 1000, seed: int = 0) -> dict
     merged["windows"] = {}
     for w, rec in first["windows"].items():
         docs = [d for r in records for d in r["windows"][w]["docs"]]
+        past = rec.get("past_position")
         out = summarize([d["id"] for d in docs], [d["nll_sum"] for d in docs], [d["n_scored"] for d in docs],
-                        rec["window"], rec["stride"], n_boot=n_boot, seed=seed)
+                        rec["window"], rec["stride"], n_boot=n_boot, seed=seed, past=past,
+                        past_sums=([d["nll_sum_past"] for d in docs], [d["n_scored_past"] for d in docs])
+                        if past is not None else ())
         out["seconds"] = round(sum(r["windows"][w].get("seconds", 0.0) for r in records), 2)
         merged["windows"][w] = out
     return merged

@@ -22,7 +22,9 @@ def cells_frame(records: list[dict], only_model_window: bool = False) -> pd.Data
             if only_model_window and int(w) != model["ctx"]:
                 continue
             rows.append(dict(model, window=int(w), perplexity=r["perplexity"], ci_low=r["ci95"][0],
-                             ci_high=r["ci95"][1], n_tokens=r["n_scored_tokens"], n_docs=r["n_docs"]))
+                             ci_high=r["ci95"][1], n_tokens=r["n_scored_tokens"], n_docs=r["n_docs"],
+                             **({"past": r["past"]["position"], "past_perplexity": r["past"]["perplexity"]}
+                                if r.get("past") else {})))
     if not rows:
         raise ValueError("no perplexity records given")
     return pd.DataFrame(rows)
@@ -57,8 +59,15 @@ def _wide(cells: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def windows_table(cells: pd.DataFrame) -> pd.DataFrame:
-    """Tables 1-2: one row per (size, model window, method), one column per evaluation window."""
-    return _wide(cells, "window")
+    """Tables 1-2: one row per (size, model window, method), one column per evaluation window; where the records
+    report the tokens past a position P (``perplexity.past``), also one column "W, pos >= P" per window W."""
+    wide = _wide(cells, "window")
+    if "past_perplexity" not in cells or cells["past_perplexity"].isna().all():
+        return wide
+    p = int(cells["past"].dropna().iloc[0])
+    past = _wide(cells.drop(columns="perplexity").rename(columns={"past_perplexity": "perplexity"}), "window")
+    past = past.rename(columns={c: f"{c}, pos >= {p}" for c in past.columns if c.isdigit()})
+    return wide.merge(past, on=["size", "model_ctx", "method"], sort=False)
 
 
 def steps_table(cells: pd.DataFrame) -> pd.DataFrame:

@@ -24,15 +24,18 @@ rule audit:
         f"{R}/logs/audit/audit.log",
     benchmark:
         f"{R}/benchmarks/audit/audit.tsv"
+    threads: 2  # two re-executions at a time
     resources:
         runtime=audit_job()["runtime"],
         nodes=1,
         gpu=audit_job()["gpus"] or None,
         gpus_total=audit_job()["gpus"],
+        cpus_per_task=lambda w, threads: threads,
         mem_mb=audit_job()["mem_mb"],
     conda:
         "../envs/pi.yaml"
     shell:
         "python -u workflow/scripts/audit.py build --run-dir {params.run_dir} --config {params.config} --config-sha {params.sha}"
+        " --jobs {threads}"
         " --rule-scripts {params.scripts} --findings {input.findings} --manifest {output.manifest}"
         " --json {output.json} --md {output.md} --html {output.html} {input} > {log} 2>&1"

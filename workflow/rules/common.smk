@@ -90,6 +90,11 @@ def train_slurm_extra(w):
     return " ".join(extra + (["--exclusive"] if j["exclusive"] else [])) or None
 
 
+def train_threads(w):
+    """The cores a training job takes from the local scheduler: its resources' train_cpus_per_node, else 2."""
+    return tjob(w)["cpus_per_node"] or 2
+
+
 def train_cpus_per_task(w, threads):
     """CPUs of each SLURM task: one task per node (torchrun launches the ranks), or on the srun path one task
     per rank, sharing the node's CPUs."""
@@ -149,6 +154,10 @@ def ppl_shards(w):
 def ppl_shard_records(w):
     n = ppl_shards(w)
     return [f"{R}/eval/ppl/{w.dataset}/{w.size}/{w.model}/shards/{k}-of-{n}.json" for k in range(n)]
+
+
+# --past P: the records also report the tokens at document positions >= P (perplexity.past)
+PPL_PAST = f"--past {config['perplexity']['past']}" if "past" in config["perplexity"] else ""
 
 
 def ppl_windows(w):
@@ -409,7 +418,7 @@ def audit_targets():
     out += [f"{R}/figures/figure2.png", f"{R}/findings.md"]
     # every fine-tune the config lists (including variants no table of this issue reads yet, e.g. Table 5's
     # RedPajama model) and every dataset it names
-    out += [f"{R}/models/{e['size']}/{pcfg.extension_name(e)}/finetune.json" for e in config["extensions"]]
+    out += [f"{R}/models/{e['size']}/{pcfg.extension_name(e)}/finetune.json" for e in pcfg.trained(config)]
     out += [f"{R}/data/{d}/corpus.jsonl.gz" for d in DATASETS]
     return out
 

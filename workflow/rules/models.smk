@@ -78,6 +78,7 @@ rule init_extension:
         L=L,
         method=lambda w: ext_cfg(w)["method"],
         ctx=lambda w: ext_cfg(w)["ctx"],
+    priority: 10  # the fine-tunes wait on it
     log:
         f"{R}/logs/init_extension/{{size}}/{{ext}}.log",
     benchmark:
@@ -117,7 +118,8 @@ rule finetune:
         f"{R}/logs/finetune/{{size}}/{{ext}}.log",
     benchmark:
         f"{R}/benchmarks/finetune/{{size}}/{{ext}}.tsv"
-    threads: 2
+    threads: train_threads
+    priority: 10  # most jobs wait on a fine-tune: start each as soon as its step 0 exists (the critical path)
     # resubmissions by the main Snakemake process only: a job step must not retry inside its own (ending) allocation
     retries: None if workflow.remote_exec else pcfg.finetune_retries(config)
     resources:

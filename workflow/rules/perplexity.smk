@@ -14,7 +14,7 @@ rule perplexity:
             f"--merge {' '.join(input.shards)}" if ppl_shards(w) > 1 else
             f"--model {R}/models/{w.size}/{w.model} --docs {input.docs} --windows {ppl_windows(w)}"
             f" --stride {config['perplexity']['stride']} --batch-size {config['perplexity'].get('batch_size', 8)}"
-            f" --coords {eval_params(w, 'ppl')}"),
+            f" --coords {eval_params(w, 'ppl')} {PPL_PAST}"),
         boot=config["perplexity"].get("bootstrap", 1000),
         seed=config["seed"],
     log:
@@ -44,6 +44,7 @@ rule perplexity_shard:
         ckpt=lambda w: f"{R}/models/{w.size}/{w.model}",
         windows=lambda w: ppl_windows(w),
         coords=lambda w: eval_params(w, "ppl"),
+        past=PPL_PAST,
     log:
         f"{R}/logs/perplexity/{{dataset}}/{{size}}/{{model}}/{{shard}}-of-{{shards}}.log",
     benchmark:
@@ -55,4 +56,4 @@ rule perplexity_shard:
     shell:
         "python -u workflow/scripts/perplexity.py --model {params.ckpt} --docs {input.docs} --windows {params.windows}"
         " --stride {params.stride} --batch-size {params.batch} --shard {wildcards.shard} {wildcards.shards}"
-        " --coords {params.coords} --out {output} > {log} 2>&1"
+        " --coords {params.coords} {params.past} --out {output} > {log} 2>&1"

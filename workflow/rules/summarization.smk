@@ -27,7 +27,8 @@ rule summarize_finetune:
         f"{R}/logs/summarize_finetune/{{dataset}}/{{size}}/{{model}}.log",
     benchmark:
         f"{R}/benchmarks/summarize_finetune/{{dataset}}/{{size}}/{{model}}.tsv"
-    threads: 2
+    threads: train_threads
+    priority: 5  # Table 6 waits on a fine-tune, a generation and the scoring after it
     retries: None if workflow.remote_exec else pcfg.finetune_retries(config)
     resources:
         **train_resources,

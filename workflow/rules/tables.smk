@@ -70,6 +70,7 @@ rule findings:
         tables=as_json({pcfg.table_title(t, s): {"kind": s["kind"], "dataset": s.get("dataset"),
                                                   "csv": table_outputs(t)["csv"]} for t, s in config["tables"].items()}),
         hub=",".join(s for s, c in config["sizes"].items() if c["base"]["source"] == "hub"),
+        untrained=",".join(f"{e['size']}:{e['ctx']}" for e in config["extensions"] if e["steps"] == 0),
     log:
         f"{R}/logs/findings/findings.log",
     benchmark:
@@ -78,4 +79,4 @@ rule findings:
         "../envs/pi.yaml"
     shell:
         "python -u workflow/scripts/findings.py --base-window {params.L} --tables {params.tables}"
-        " --hub-sizes '{params.hub}' --theory {input.theory} --out-md {output.md} --out-json {output.json} --out-html {output.html} > {log} 2>&1; cat {output.md}"
+        " --hub-sizes '{params.hub}' --untrained '{params.untrained}' --theory {input.theory} --out-md {output.md} --out-json {output.json} --out-html {output.html} > {log} 2>&1; cat {output.md}"

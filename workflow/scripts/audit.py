@@ -91,7 +91,7 @@ def build(a) -> int:
     print(f"audit: {len(m['artefacts'])} artefacts of {len(m['jobs'])} jobs verified ({time.time() - t:.1f} s)")
     plan = {a.rule_scripts[r]: n for r, n in settings["determinism"]["jobs"].items() if n}
     tol = {a.rule_scripts[r]: v for r, v in settings["determinism"]["tolerance"].items()}
-    det = audit.determinism(m, a.run_dir, Path(a.run_dir) / "audit" / "rerun", plan, tol)
+    det = audit.determinism(m, a.run_dir, Path(a.run_dir) / "audit" / "rerun", plan, tol, jobs=a.jobs)
     side = []
     if settings["paper"]:
         cells = paper.load_cells(settings["paper"])
@@ -142,6 +142,7 @@ def main():
     b.add_argument("--run-dir", required=True)
     b.add_argument("--config", type=json.loads, required=True, help="the run's config (JSON)")
     b.add_argument("--config-sha", required=True)
+    b.add_argument("--jobs", type=int, default=1, help="re-executions run at a time (the rule's threads)")
     b.add_argument("--rule-scripts", type=json.loads, required=True, help="rule name -> its entry point's name")
     b.add_argument("--findings", required=True)
     b.add_argument("--manifest", required=True)

@@ -13,6 +13,7 @@ def main():
     ap.add_argument("--base-window", type=int, required=True)
     ap.add_argument("--tables", type=json.loads, required=True, help="{title: {kind, dataset, csv}} (JSON)")
     ap.add_argument("--hub-sizes", default="", help="comma-separated sizes whose base model is a hub LLaMA")
+    ap.add_argument("--untrained", default="", help="comma-separated size:ctx of PI extensions with steps 0")
     ap.add_argument("--theory", help="Figure 2's numbers (JSON file of rule figure2)")
     ap.add_argument("--out-md", required=True)
     ap.add_argument("--out-json", required=True)
@@ -20,7 +21,8 @@ def main():
     a = ap.parse_args()
     frames = {n: dict(t, frame=tables.read_table(t["csv"])) for n, t in a.tables.items()}
     theory = read_json(a.theory) if a.theory else None
-    res = findings.check(frames, a.base_window, [s for s in a.hub_sizes.split(",") if s], theory)
+    untrained = {(s.split(":")[0], int(s.split(":")[1])) for s in a.untrained.split(",") if s}
+    res = findings.check(frames, a.base_window, [s for s in a.hub_sizes.split(",") if s], theory, untrained)
     md = findings.to_markdown(res)
     write_json(a.out_json, res)
     with atomic_path(a.out_md) as tmp:

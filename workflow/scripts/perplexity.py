@@ -33,16 +33,20 @@ def evaluate(a) -> dict:
     for window in (int(w) for w in a.windows.split(",")):
         t = time.time()
         if a.shard is not None:  # the per-document sums only: the merge computes perplexity and interval
-            nll, count = perplexity.sliding_window_nll(model, docs, window, a.stride, a.batch_size, progress=True)
-            rec = {"window": window, "stride": a.stride, "docs": perplexity.doc_records(ids, nll, count)}
+            sums = perplexity.sliding_window_nll(model, docs, window, a.stride, a.batch_size, progress=True,
+                                                 past=a.past)
+            rec = {"window": window, "stride": a.stride, "docs": perplexity.doc_records(ids, *sums)}
+            if a.past is not None:
+                rec["past_position"] = a.past
         else:
             rec = perplexity.evaluate(model, docs, ids, window, a.stride, batch_size=a.batch_size,
-                                      n_boot=a.bootstrap, seed=a.seed, progress=True)
+                                      n_boot=a.bootstrap, seed=a.seed, progress=True, past=a.past)
         rec["seconds"] = round(time.time() - t, 2)
         meta["windows"][str(window)] = rec
         if "perplexity" in rec:
             print(f"{model_dir} w={window}: perplexity {rec['perplexity']:.4f} (95% CI {rec['ci95'][0]:.4f}-"
-                  f"{rec['ci95'][1]:.4f}, {rec['n_scored_tokens']} tokens, {rec['seconds']} s)")
+                  f"{rec['ci95'][1]:.4f}, {rec['n_scored_tokens']} tokens, {rec['seconds']} s)"
+                  + (f"; positions >= {a.past}: {rec['past']['perplexity']}" if a.past is not None else ""))
         else:
             print(f"{model_dir} w={window}: {len(ids)} documents scored ({rec['seconds']} s)")
     return meta
@@ -55,6 +59,7 @@ def main():
     ap.add_argument("--stride", type=int)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--past", type=int, help="also the perplexity of the tokens at document positions >= PAST")
     ap.add_argument("--shard", type=int, nargs=2, metavar=("INDEX", "OF"), help="evaluate shard INDEX of OF")
     ap.add_argument("--merge", nargs="+", metavar="SHARD_RECORD", help="merge the shards' records (no model)")
     a = _common.eval_args(ap, model_required=False).parse_args()

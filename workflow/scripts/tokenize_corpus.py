@@ -40,6 +40,8 @@ def main():
             bar.update(len(batch))
     bar.close()
     stats = {"train": train.stats()}
+    if (a.eval or {}).get("join") == "book":
+        test = data.join_books(test)
     ids, arrays = [d["id"] for d in test], data.encode_docs(tok, [d["text"] for d in test])
     if a.eval and test:
         ev = a.eval
