@@ -29,7 +29,8 @@ def long_finetune_config(tmp_path: Path, run: str, steps: int = 40, resume_every
         cfg["cluster"] = cluster
     for spec in cfg["tables"].values():  # rows of the models this config keeps: the base model and PI-64
         if "rows" in spec:
-            spec["rows"] = [r for r in spec["rows"] if r["method"] in ("None", "PI")]
+            spec["rows"] = [{k: v for k, v in r.items() if k != "steps"}  # smoke's steps are not this fine-tune's
+                            for r in spec["rows"] if r["method"] in ("None", "PI")]
     path = tmp_path / f"{run}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path, f"results/{run}/models/tiny/PI-64/finetune.json"

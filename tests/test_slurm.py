@@ -91,7 +91,7 @@ def test_smoke_run_through_sbatch_equals_local_run(smoke_run):
     for job in jobs.values():
         assert job["partition"] == want.get(job["rule"], job["partition"]), job
         if job["rule"] == "tokenize":
-            assert job["tres"]["cpu"] == "2", job  # the rule's threads (data_cpus), not the profile's 4
+            assert job["tres"]["cpu"] == "1", job  # the rule's threads (smoke's data_cpus), not the profile's 4
     assert_same_tables(smoke_run, ROOT / "results" / name)
 
 
