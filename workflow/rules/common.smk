@@ -165,6 +165,14 @@ def ppl_windows(w):
     return ",".join(map(str, pcfg.eval_windows(config, "ppl", w.dataset, w.size, w.model)))
 
 
+def ppl_eval_args(w):
+    """perplexity.py's arguments to evaluate checkpoint ``w`` (the whole job, or one shard of it)."""
+    p = config["perplexity"]
+    return (f"--model {R}/models/{w.size}/{w.model} --docs {tokenized(w.dataset, w.size, 'eval.npz')}"
+            f" --windows {ppl_windows(w)} --stride {p['stride']} --batch-size {p.get('batch_size', 8)}"
+            f" --coords {eval_params(w, 'ppl')} {PPL_PAST}")
+
+
 def perplexity_inputs(w):
     """An evaluation in one job reads the checkpoint and the documents; one split into shards, its shards' records."""
     if ppl_shards(w) > 1:

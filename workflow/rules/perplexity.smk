@@ -10,11 +10,7 @@ rule perplexity:
     output:
         eval_record("ppl"),
     params:
-        args=lambda w, input: (
-            f"--merge {' '.join(input.shards)}" if ppl_shards(w) > 1 else
-            f"--model {R}/models/{w.size}/{w.model} --docs {input.docs} --windows {ppl_windows(w)}"
-            f" --stride {config['perplexity']['stride']} --batch-size {config['perplexity'].get('batch_size', 8)}"
-            f" --coords {eval_params(w, 'ppl')} {PPL_PAST}"),
+        args=lambda w, input: f"--merge {' '.join(input.shards)}" if ppl_shards(w) > 1 else ppl_eval_args(w),
         boot=config["perplexity"].get("bootstrap", 1000),
         seed=config["seed"],
     log:
@@ -39,12 +35,7 @@ rule perplexity_shard:
     output:
         f"{R}/eval/ppl/{{dataset}}/{{size}}/{{model}}/shards/{{shard}}-of-{{shards}}.json",
     params:
-        stride=config["perplexity"]["stride"],
-        batch=config["perplexity"].get("batch_size", 8),
-        ckpt=lambda w: f"{R}/models/{w.size}/{w.model}",
-        windows=lambda w: ppl_windows(w),
-        coords=lambda w: eval_params(w, "ppl"),
-        past=PPL_PAST,
+        args=ppl_eval_args,
     log:
         f"{R}/logs/perplexity/{{dataset}}/{{size}}/{{model}}/{{shard}}-of-{{shards}}.log",
     benchmark:
@@ -54,6 +45,5 @@ rule perplexity_shard:
     conda:
         "../envs/pi.yaml"
     shell:
-        "python -u workflow/scripts/perplexity.py --model {params.ckpt} --docs {input.docs} --windows {params.windows}"
-        " --stride {params.stride} --batch-size {params.batch} --shard {wildcards.shard} {wildcards.shards}"
-        " --coords {params.coords} {params.past} --out {output} > {log} 2>&1"
+        "python -u workflow/scripts/perplexity.py {params.args} --shard {wildcards.shard} {wildcards.shards}"
+        " --out {output} > {log} 2>&1"
