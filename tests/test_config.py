@@ -13,7 +13,8 @@ def load(name):
     return yaml.safe_load((ROOT / "config" / name).read_text())
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "pretrain.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "pretrain.yaml", "paper.yaml", "smollm2.yaml",
+                                  "table4-regimes.yaml", "pretrain-deep.yaml"])
 def test_shipped_configs_are_valid(name):
     C.validate(load(name))
 
@@ -92,7 +93,7 @@ def test_table_cells_follow_the_config():
     assert ("ppl", "pg19", "mini", f"PI-{2 * L}/step0", 2 * L) in t3
     assert C.eval_windows(cfg, "ppl", "pg19", "mini", f"PI-{2 * L}/step25") == [2 * L]
     assert C.model_coords(cfg, "mini", f"PI-{2 * L}/step25") == {"size": "mini", "method": "PI", "ctx": 2 * L,
-                                                                "tag": None, "step": 25}
+                                                                "tag": None, "step": 25, "mixture": "pretraining"}
     assert C.model_coords(cfg, "mini", "base")["method"] == "None"
 
 
@@ -173,6 +174,26 @@ def test_hyperparameters_merge_train_size_extension():
     ext["global_batch"] = 16
     hp = C.train_hparams(cfg, ext)
     assert hp["global_batch"] == 16 and hp["lr"] == cfg["sizes"]["mini"]["lr"] and hp["steps"] == ext["steps"]
+
+
+def test_the_fine_tuning_mixture_is_chosen_per_extension_and_checked():
+    """The default fine-tunes on the base model's pretraining mixture (its passkey fraction in the hp, so in the
+    rule's params and the resume identity); corpus is the text alone and adds nothing to the hp (the paper's runs
+    are unchanged); an unknown mixture, a mixture for PI without fine-tuning, a fraction out of range and a mixture
+    named corpus are each refused with the key named."""
+    cfg = load("config.yaml")
+    assert {e.get("mixture") for e in cfg["extensions"]} == {"pretraining"}
+    assert C.train_hparams(cfg, cfg["extensions"][1])["mixture"] == {"name": "pretraining", "passkey_fraction": 0.15}
+    plain = dict(cfg["extensions"][1], mixture="corpus")
+    assert "mixture" not in C.train_hparams(cfg, plain) and C.mixture_name(cfg, plain) == "corpus"
+    assert all("mixture" not in C.train_hparams(load("paper.yaml"), e) for e in load("paper.yaml")["extensions"])
+    assert C.model_coords(cfg, "mini", "base")["mixture"] is None
+    msg = broken(lambda c: c["extensions"][0].update(mixture="pile"))
+    assert "extensions[0].mixture" in msg and "'pile'" in msg and "pretraining" in msg
+    msg = broken(lambda c: c["extensions"][1].update(steps=0, checkpoints=[0]))
+    assert "extensions[1].mixture" in msg and "steps: 0" in msg
+    assert "passkey_fraction" in broken(lambda c: c["finetune_mixtures"]["pretraining"].update(passkey_fraction=0.95))
+    assert "corpus" in broken(lambda c: c["finetune_mixtures"].update(corpus={"passkey_fraction": 0.1}))
 
 
 def test_a_variant_needs_its_own_tag():

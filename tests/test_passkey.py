@@ -247,3 +247,32 @@ def test_key_lengths_from_one_key_equal_those_of_all_90000_keys():
     fast = PreTrainedTokenizerFast(tokenizer_object=merging, unk_token="[UNK]")
     assert not passkey.digits_stand_alone(fast)
     assert passkey.key_lengths(fast) == every_key(fast)
+
+
+def test_key_positions_are_the_digits_of_both_copies_of_the_key_in_the_needle(tok):
+    t = passkey.trial_at(tok, "60494", 77, 120, intro=False)
+    pos = passkey.key_positions(tok, t)
+    assert [tok.decode([t.ids[p]]) for p in pos] == list("60494") * 2
+    assert len(t.ids) - t.k <= pos[0] and pos[-1] < len(t.ids) - len(enc(tok, " " + passkey.QUESTION))
+
+
+def test_pi_at_step_0_takes_the_base_models_copying_head_off_the_key(tok, tmp_path):
+    """The explanation docs/calibration.md gives for PI's lost retrieval at step 0, measured: on prompts inside L the
+    base model's copying head (layer 3, head 1) puts most of its attention from each answer position on the digit
+    to produce next, in the needle, and its previous-token heads on the token before; with the same weights and
+    positions divided by 2 the previous-token heads lose their target and the copying head the key."""
+    modeling.init_extension(MINI, "PI", 256, 128, tmp_path / "pi")
+    rng = random.Random(0)
+    trials = [passkey.trial_at(tok, passkey.random_key(rng), k, 120, intro=False) for k in (42, 77, 112) for _ in
+              range(4)]
+    base = passkey.attention_profile(modeling.load_model(MINI), tok, trials)
+    pi = passkey.attention_profile(modeling.load_model(tmp_path / "pi"), tok, trials)
+    target = np.asarray(base["target"])
+    layer, head = np.unravel_index(target.argmax(), target.shape)
+    assert (layer, head) == (3, 1) and target[layer, head] > 0.6  # one copying head, late
+    assert pi["target"][layer][head] < target[layer, head] / 2
+    prev = np.asarray(base["prev1"])
+    top = np.argsort(prev, axis=None)[::-1][:3]
+    assert np.asarray(pi["prev1"]).flat[top].sum() < 0.7 * prev.flat[top].sum()
+    assert base["retrieved"] >= 0.75 and pi["retrieved"] <= 0.25
+    assert min(base["p_digits"]) > 0.5 and max(pi["p_digits"]) < min(base["p_digits"])

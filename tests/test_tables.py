@@ -208,8 +208,9 @@ def test_passkey_table_has_the_papers_layout(tmp_path):
     from pi_repro.kinds import KINDS
 
     t = KINDS["passkey"].frame(papers_table4())
-    assert list(t.columns) == ["size", "model_ctx", "method", "window", "k_top", "0", "200", "400", "600", "800",
-                               "1000", "10000"]
+    assert list(t.columns) == ["size", "model_ctx", "method", "mixture", "window", "k_top", "0", "200", "400", "600",
+                               "800", "1000", "10000"]
+    assert list(t["mixture"]) == ["-", "-", "corpus", "corpus", "corpus", "corpus"]  # older records: corpus
     assert [(r.method, r.model_ctx, r.window) for r in t.itertuples()] == [
         ("None", 2048, 2048), ("None", 2048, 4096), ("FT", 8192, 8192), ("PI", 8192, 8192), ("PI", 16384, 16384),
         ("PI", 32768, 32768)]
@@ -243,6 +244,28 @@ def test_finding_4_on_the_papers_table_4_and_its_failures(kw, want):
     assert {k: v for k, v in got.items() if k in want} == want
     pi = next(r for r in res if r["finding"] == "4a" and "32768" in r["where"])
     assert pi["numbers"]["k_max step 600"] == kw.get("pi_32k_600", 18432) and pi["numbers"]["largest k tested"] == 32768
+
+
+def test_table_4_shows_two_fine_tuning_mixtures_side_by_side_and_finding_4_names_each():
+    """The same extension fine-tuned on two data mixtures (tagged variants) is two rows, never one cell given twice;
+    finding 4 is checked on each and says which mixture it read."""
+    from pi_repro.kinds import KINDS
+
+    recs = [passkey_record("mini", "None", 128, 0, {128: (120, 120), 256: (248, 0)})]
+    for mix, km in (("pretraining", 248), ("corpus", 0)):
+        recs += [dict(passkey_record("mini", m, 256, s, {256: (248, km if m == "PI" else 240)}), mixture=mix,
+                      tag=None if mix == "pretraining" else "corpus") for m in ("FT", "PI") for s in (0, 100)
+                 if (m, s) != ("FT", 0)]
+    t = KINDS["passkey"].frame(recs)
+    assert [(r.method, r.mixture, r.window) for r in t.itertuples()] == [
+        ("None", "-", 128), ("None", "-", 256), ("FT", "corpus", 256), ("FT", "pretraining", 256),
+        ("PI", "corpus", 256), ("PI", "pretraining", 256)]
+    res = [r for r in findings.check({"Table 4": {"kind": "passkey", "dataset": None, "frame": t}}, 128)
+           if r["finding"] in ("4a", "4b")]
+    assert [(r["finding"], r["status"], r["where"].split(" fine-tuned on ")[1].split()[0]) for r in res] == [
+        ("4b", "FAIL", "corpus"), ("4b", "FAIL", "pretraining"), ("4a", "FAIL", "corpus"),
+        ("4a", "PASS", "pretraining")]
+    assert res[3]["numbers"]["k_max step 100"] == 248
 
 
 def test_finding_4a_fails_when_pi_does_not_reach_its_window():

@@ -160,3 +160,64 @@ def test_a_full_disk_while_writing_a_checkpoint_keeps_the_last_and_the_rerun_res
         assert all(torch.equal(a[k], b[k]) for k in a)
     finally:
         subprocess.run(["umount", "--lazy", str(fs)], capture_output=True)  # tensors may still map its files
+
+
+MINI = "resources/models/mini"
+
+
+def _mini_data(tmp_path, n_docs=40):
+    """The shipped base model's tokenizer and a packed slice of the Austen corpus it was trained on."""
+    from itertools import islice
+
+    tok = modeling.load_tokenizer(MINI)
+    texts = [d["text"] for d in islice(pi_data.iter_corpus("resources/corpora/austen.jsonl.gz"), n_docs)]
+    pi_data.save_packed(tmp_path / "train.npy", pi_data.encode_docs(tok, texts), len(tok))
+    return tok, [str(tmp_path / "train.npy")]
+
+
+def test_the_pretraining_mixture_lays_passkey_documents_out_at_the_training_window(tmp_path):
+    """finetune_mixtures: f of the sequences are passkey documents (needle, question and answer inside the training
+    window, L' for PI and FT, each L-piece for CT) filled up with corpus text; the corpus chunks are those of the
+    text alone, every item is a function of (seed, index); without a mixture the data is exactly the text's."""
+    from pi_repro import passkey
+
+    tok, files = _mini_data(tmp_path)
+    stream = finetune.training_tokens(files, 3)
+    mix = dict(HP, steps=2, mixture={"name": "pretraining", "passkey_fraction": 0.15})
+    plain = finetune.training_data(stream, 256, "PI", 128, dict(HP, steps=2), tok)
+    assert type(plain) is train.Chunks
+    for method, piece in (("PI", 256), ("FT", 256), ("CT", 128)):
+        ds = finetune.training_data(stream, 256, method, 128, mix, tok)
+        assert isinstance(ds, finetune.PasskeyMixture) and len(ds.chunks) == len(plain)
+        assert ds.n_passkey / len(ds) == pytest.approx(0.15, abs=0.01)
+        assert all(torch.equal(ds[i]["input_ids"], plain[i]["input_ids"]) for i in range(0, len(plain), 7))
+        distances = set()
+        for i in range(len(plain), len(ds)):
+            ids = ds[i]["input_ids"]
+            assert ids.shape == (256,) and torch.equal(ids, finetune.training_data(stream, 256, method, 128, mix,
+                                                                                   tok)[i]["input_ids"])
+            for part in ids.split(piece):
+                text = tok.decode(part)
+                key = passkey.first_number(text.split("The pass key is", 1)[1])
+                head, tail = text.split(passkey.QUESTION, 1)
+                assert f"The pass key is {key}. Remember it. {key} is the pass key." in head  # whole needle
+                assert tail.startswith(f" {key}.")  # the answer follows the question, in the same piece
+                distances.add(len(head) - head.index("The pass key is"))
+        assert len(distances) > 20  # the needle-to-question distance varies over the window
+    with pytest.raises(ValueError, match="needs .* tokens; the window is 32"):
+        finetune.PasskeyMixture(stream, 32, tok, 0.15, 3)  # the document cannot fit: said before training
+
+
+def test_a_fine_tune_on_a_mixture_records_it_and_trains(tmp_path):
+    """The fine-tune script's path (finetune.finetune) with a mixture: the manifest names it, the hp carry its
+    fraction (so a resume under another mixture starts over), and training changes the weights."""
+    _, files = _mini_data(tmp_path)
+    modeling.init_extension(MINI, "PI", 256, 128, tmp_path / "step0")
+    hp = dict(HP, steps=2, global_batch=4, micro_batch=4, mixture={"name": "pretraining", "passkey_fraction": 0.5})
+    finetune.finetune(str(tmp_path / "step0"), "PI", 256, 128, hp, [0, 2], str(tmp_path / "run"),
+                      str(tmp_path / "run/finetune.json"), files)
+    man = json.loads((tmp_path / "run/finetune.json").read_text())
+    assert man["mixture"] == "pretraining" and man["hp"]["mixture"]["passkey_fraction"] == 0.5
+    assert man["checkpoints"]["step2"]["probe_error"] < 1e-4
+    assert finetune.run_params(hp, "PI", 256, str(tmp_path / "step0"), files) != finetune.run_params(
+        dict(HP, steps=2, global_batch=4, micro_batch=4), "PI", 256, str(tmp_path / "step0"), files)

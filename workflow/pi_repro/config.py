@@ -95,6 +95,12 @@ def _semantic_checks(cfg: dict) -> None:
             fail(f"{key}.checkpoints", f"must include the final step {ext['steps']}")
         if ext["steps"] == 0 and ext["method"] != "PI":
             fail(f"{key}.steps", f"{ext['method']} without fine-tuning is the base model: use a method None row")
+        mix = ext.get("mixture", "corpus")
+        if mix != "corpus" and mix not in cfg.get("finetune_mixtures", {}):
+            fail(f"{key}.mixture", f"unknown mixture {mix!r}: corpus or one of finetune_mixtures "
+                 f"{sorted(cfg.get('finetune_mixtures', {}))}")
+        if mix != "corpus" and ext["steps"] == 0:
+            fail(f"{key}.mixture", "an extension without fine-tuning (steps: 0) reads no fine-tuning data")
         for j, name in enumerate(ext.get("data", [])):
             if name not in datasets:
                 fail(f"{key}.data[{j}]", f"unknown dataset {name!r}")
@@ -352,7 +358,17 @@ def train_hparams(cfg: dict, ext: dict) -> dict:
             if k in src:
                 hp[k] = src[k]
     hp.update(lr=size["lr"], steps=ext["steps"], seed=cfg["seed"])
+    if ext.get("mixture", "corpus") != "corpus":  # the text alone (corpus) adds nothing: its runs stay as they were
+        hp["mixture"] = {"name": ext["mixture"], **cfg["finetune_mixtures"][ext["mixture"]]}
     return hp
+
+
+def mixture_name(cfg: dict, ext: dict | None) -> str | None:
+    """The fine-tuning data mixture of an extension (``corpus``: the text alone); None for the base model and for
+    PI without fine-tuning (no fine-tuning data)."""
+    if ext is None or ext["steps"] == 0:
+        return None
+    return ext.get("mixture", "corpus")
 
 
 def tokenizer_name(cfg: dict, size: str) -> str:
@@ -467,15 +483,15 @@ def theory(cfg: dict) -> dict:
 
 def model_coords(cfg: dict, size: str, model: str) -> dict:
     """What a record says about its checkpoint (so that nothing parses paths): size, method (None for the base
-    model), ctx (its window), tag, step."""
+    model), ctx (its window), tag, step, mixture (its fine-tuning data mixture, ``mixture_name``)."""
     if model == "base":
-        return {"size": size, "method": "None", "ctx": cfg["base_window"], "tag": None, "step": 0}
+        return {"size": size, "method": "None", "ctx": cfg["base_window"], "tag": None, "step": 0, "mixture": None}
     name, step = model.split("/")
     ext = extension_by_name(cfg, size, name)
     if ext is None:
         raise ValueError(f"no extension {size} {name} in the config")
     return {"size": size, "method": ext["method"], "ctx": ext["ctx"], "tag": ext.get("tag"),
-            "step": int(step.removeprefix("step"))}
+            "step": int(step.removeprefix("step")), "mixture": mixture_name(cfg, ext)}
 
 
 def lead_path(run_dir: str, dataset: str) -> str:

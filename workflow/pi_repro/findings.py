@@ -135,7 +135,8 @@ def passkey_findings(name: str, t: pd.DataFrame, L: int) -> list[dict]:
         tuned = {s: v for s, v in steps.items() if s > 0 and v is not None}
         last = tuned[max(tuned)] if tuned else None
         nums = {f"k_max step {s}": v for s, v in steps.items() if v is not None} | {"largest k tested": top, "L": L}
-        where = f"{name} {size} {method}-{ctx} window {window}"
+        mix = row.get("mixture", "-")
+        where = f"{name} {size} {method}-{ctx}" + (f" fine-tuned on {mix}" if mix != "-" else "") + f" window {window}"
         if method == "PI" and window == ctx:
             out.append(_result("4a", where, "after fine-tuning, PI's k_max reaches its window L' (the largest k "
                                "tested)", None if last is None else last >= top, nums,

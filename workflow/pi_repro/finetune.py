@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
-from . import data, modeling, train
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from . import data, modeling, passkey, train
 from .io import read_json, sha256_file, sha256_weights, write_json
 from .launch import STOP_AT_ENV
 
@@ -13,6 +18,56 @@ def training_tokens(files: list[str], seed: int) -> data.DocStream:
     """Documents of all training files, shuffled together with ``seed``, as one token stream read from the
     memory-mapped files (no rank holds the corpus in memory)."""
     return data.DocStream(files, seed)
+
+
+class PasskeyMixture(Dataset):
+    """An extension's fine-tuning sequences under a mixture with passkey documents (``finetune_mixtures``): the
+    corpus' chunks of ``seq_len`` tokens (``train.Chunks``) plus f/(1 - f) times as many passkey sequences, so that
+    a fraction f = ``passkey_fraction`` of all sequences are. A passkey sequence is ``seq_len // piece`` pieces
+    (one for PI and FT; L'/L for CT, which trains at L = ``piece``), each starting with one passkey document of at
+    most ``piece`` tokens (``passkey.training_ids``: the needle-to-question distance varied over the piece),
+    filled up with corpus text from a random place, as the base model's pretraining mixture lays them out at L
+    (``pretrain.mixture``, ``passkey_docs: varied``). The Trainer's seeded sampler shuffles both kinds together;
+    item i is a function of (seed, i) alone, the same on every rank and after a resume."""
+
+    def __init__(self, tokens, seq_len: int, tokenizer, passkey_fraction: float, seed: int, piece: int | None = None):
+        if not 0 < passkey_fraction < 1:
+            raise ValueError(f"passkey_fraction must be in (0, 1), not {passkey_fraction}")
+        piece = piece or seq_len
+        if seq_len % piece:
+            raise ValueError(f"sequence length {seq_len} is not a multiple of the training window {piece}")
+        self.chunks, self.tokens, self.tok, self.seed = train.Chunks(tokens, seq_len), tokens, tokenizer, seed
+        self.seq_len, self.piece = seq_len, piece
+        self.n_passkey = round(passkey_fraction / (1 - passkey_fraction) * len(self.chunks))
+        if self.n_passkey:  # a passkey document that does not fit the window is named now, before the model loads
+            self[len(self.chunks)]
+
+    def __len__(self):
+        return len(self.chunks) + self.n_passkey
+
+    def __getitem__(self, i):
+        if i < len(self.chunks):
+            return self.chunks[i]
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        rng = random.Random(f"passkey-mixture/{self.seed}/{i}")
+        pieces = []
+        for _ in range(self.seq_len // self.piece):
+            doc = np.asarray(passkey.training_ids(self.tok, rng, self.piece), dtype=np.int64)
+            fill = rng.randrange(0, len(self.tokens) - self.piece)
+            pieces += [doc, np.asarray(self.tokens[fill:fill + self.piece - len(doc)], dtype=np.int64)]
+        return {"input_ids": torch.from_numpy(np.concatenate(pieces))}
+
+
+def training_data(tokens, ctx: int, method: str, base_window: int, hp: dict, tokenizer):
+    """The dataset a fine-tune reads: the corpus chunks of ``ctx`` tokens, or, under a mixture with passkey
+    documents (``hp['mixture']``, from ``finetune_mixtures``), ``PasskeyMixture`` laid out at the training window
+    (L' for PI and FT, L for CT)."""
+    mix = hp.get("mixture")
+    if not mix:
+        return train.Chunks(tokens, ctx)
+    return PasskeyMixture(tokens, ctx, tokenizer, mix["passkey_fraction"], hp["seed"],
+                          piece=base_window if method == "CT" else ctx)
 
 
 def check_checkpoint(path: str | Path, method: str, ctx: int, base_window: int) -> dict:
@@ -37,7 +92,6 @@ def run_params(hp: dict, method: str, ctx: int, init: str, data_files: list[str]
 def distributed(use_deepspeed: bool) -> tuple[int, int]:
     """(rank, world size); under torchrun / srun the process group is set up before anything touches files
     (through DeepSpeed when it is used, so that ZeRO-3's partitioned loading sees the world size)."""
-    import torch
     import torch.distributed as dist
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -62,7 +116,6 @@ def _barrier(world: int) -> None:
 def verify_export(path: str | Path, method: str, ctx: int, base_window: int) -> dict:
     """Reload an exported checkpoint as evaluation will: its config must carry the extension and its logits must
     match those of the training-time model (the probe)."""
-    import torch
 
     rope = check_checkpoint(path, method, ctx, base_window)
     cuda = torch.cuda.is_available()
@@ -85,7 +138,6 @@ def train_and_export(init: str, dataset, hp: dict, outdir: str | Path, exports: 
     manifest records about the run on rank 0 (the other ranks return after the last barrier)."""
     import gc
 
-    import torch
 
     outdir = Path(outdir)
     work = outdir / "_trainer"
@@ -127,7 +179,6 @@ def throughput(init: str, seq_len: int, tokens: int, seconds: float | None, bf16
     """Tokens per second, model FLOP/s and MFU of this run's training (pi_repro.perf), for finetune.json: the MFU
     against a matmul peak measured here, on the training device in the training dtype (per rank: a multi-rank run's
     FLOP/s are divided by its world size)."""
-    import torch
     from transformers import LlamaConfig
 
     from . import perf
@@ -161,7 +212,8 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
     verifies every export and writes ``manifest`` last. Returns the manifest record (None on other ranks)."""
     rank, world = distributed(bool(hp.get("deepspeed")))
     tokens = training_tokens(data_files, hp["seed"])
-    data.check_tokenizer(data_files, modeling.load_tokenizer(init), init)  # before the model loads
+    tokenizer = modeling.load_tokenizer(init)
+    data.check_tokenizer(data_files, tokenizer, init)  # before the model loads
     needed = hp["steps"] * hp["global_batch"] * ctx
     if len(tokens) < needed:
         raise ValueError(f"{method}-{ctx}: the training data {data_files} has {len(tokens)} tokens; {hp['steps']} steps"
@@ -169,12 +221,13 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
     window = read_json(Path(init) / "config.json")["max_position_embeddings"]
     if method != "CT" and window != ctx:
         raise RuntimeError(f"{init}: window {window} does not match ctx {ctx}")
-    trained = train_and_export(init, train.Chunks(tokens, ctx), hp, outdir, steps,
+    trained = train_and_export(init, training_data(tokens, ctx, method, base_window, hp, tokenizer), hp, outdir, steps,
                                run_params(hp, method, ctx, init, data_files), ctx, rank, world,
                                train_window=base_window if method == "CT" else None, label=f"{method}-{ctx}")
     if rank != 0:
         return None
     record = {"method": method, "ctx": ctx, "base_window": base_window, "hp": hp, "data": data_files,
+              "mixture": (hp.get("mixture") or {}).get("name", "corpus"),
               "world_size": world, "deepspeed_zero_stage": trained["deepspeed_zero_stage"],
               "tokens_per_step": hp["global_batch"] * ctx, "train_tokens_available": int(len(tokens)),
               "final_train_loss": trained["final_train_loss"],

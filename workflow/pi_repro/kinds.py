@@ -142,7 +142,9 @@ class Passkey:
                 f"{p['num_k']} k per window, evenly spaced up to 'Largest k' (the window less the prompt's fixed "
                 f"parts{', intro included' if p['intro'] else ', without the intro'}); greedy decoding. Window: the "
                 "prompt's length plus the answer (past the model's own window it is extrapolation). None = base "
-                "model.")
+                "model. Fine-tuning data: the extension's mixture (corpus: the training text alone; another name: "
+                "the config's finetune_mixtures entry, the text with passkey-format sequences laid out at the "
+                "training window).")
 
 
 class Benchmarks:

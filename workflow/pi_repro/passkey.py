@@ -277,3 +277,60 @@ def k_max(rows: list[dict], threshold: float = 0.2) -> int:
             break
         best = r["k"]
     return best
+
+
+# --- how the heads read a passkey prompt (docs/calibration.md: why PI at step 0 loses retrieval) -------------------
+
+def key_positions(tokenizer, t: Trial) -> list[int]:
+    """Positions of the key's digits in a trial's needle (both copies: "The pass key is K. Remember it. K is ...")."""
+    start = len(t.ids) - t.k
+    n = len(_enc(tokenizer, " " + needle(t.key)))
+    return [start + j for j in range(n) if any(c.isdigit() for c in tokenizer.decode([t.ids[start + j]]))]
+
+
+def attention_profile(model, tokenizer, trials: list[Trial]) -> dict:
+    """How a model's heads read passkey prompts, averaged over ``trials``: one forward pass of each prompt followed
+    by its answer (teacher forcing, eager attention). For every answer position (the prompt's last token, which
+    predicts the key's first digit, then each digit of the answer but the last) and every layer and head:
+    ``target``, the attention weight on the digit it must produce next, in the needle (both copies: the copying
+    head of retrieval, an induction head), averaged over answer positions, and ``target_first`` at the first one
+    (the question's answer position); ``prev1`` / ``prev2``, the mean weight every position of the prompt puts on
+    the token 1 / 2 before it (previous-token heads, the first half of an induction circuit: under PI x2 an
+    offset of 2 has the rotation an offset of 1 had in training). ``p_digits``: the mean probability of each
+    digit of the key, given the ones before it; ``retrieved``: how often every digit is the most likely token."""
+    import torch
+
+    model.set_attn_implementation("eager")
+    cfg = model.config
+    shape = (cfg.num_hidden_layers, cfg.num_attention_heads)
+    target, first, prev1, prev2 = (torch.zeros(shape) for _ in range(4))
+    p_digits, retrieved_all = None, 0
+    for t in trials:
+        answer = _enc(tokenizer, " " + t.key)
+        n = len(t.ids)
+        ids = torch.tensor([t.ids + answer], device=model.device)
+        with torch.no_grad():
+            out = model(ids, output_attentions=True)
+        pos = key_positions(tokenizer, t)
+        half = len(pos) // 2  # the needle holds the key twice
+        if half == 0 or len(pos) % 2:
+            raise ValueError(f"the needle of key {t.key} should hold its digits twice; found {len(pos)} digit tokens")
+        digits = [i for i, tok in enumerate(answer) if tokenizer.decode([tok]).strip().isdigit()]
+        steps = [n - 1 + i for i in digits]  # the position that predicts each digit of the answer
+        q = torch.arange(2, n)
+        for layer, a in enumerate(out.attentions):  # (1, heads, T, T)
+            a = a[0].float().cpu()
+            hits = torch.stack([a[:, j, [pos[d], pos[d + half]]].sum(-1) for d, j in enumerate(steps)])
+            target[layer] += hits.mean(0)
+            first[layer] += hits[0]
+            prev1[layer] += a[:, q, q - 1].mean(-1)
+            prev2[layer] += a[:, q, q - 2].mean(-1)
+        probs = out.logits[0, steps].float().softmax(-1)
+        want = torch.tensor([answer[i] for i in digits])
+        p = probs[torch.arange(len(digits)), want]
+        p_digits = p if p_digits is None else p_digits + p
+        retrieved_all += bool((probs.argmax(-1) == want).all())
+    n = len(trials)
+    return {"target": (target / n).tolist(), "target_first": (first / n).tolist(), "prev1": (prev1 / n).tolist(),
+            "prev2": (prev2 / n).tolist(), "p_digits": (p_digits / n).tolist(), "retrieved": retrieved_all / n,
+            "trials": n}

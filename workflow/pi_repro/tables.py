@@ -75,21 +75,30 @@ def steps_table(cells: pd.DataFrame) -> pd.DataFrame:
     return _wide(cells, "step")
 
 
+def record_mixture(rec: dict) -> str:
+    """The fine-tuning data mixture of a record's model (config.mixture_name): '-' for a model that was not
+    fine-tuned (the base model, PI with steps: 0); records written before mixtures existed read as corpus."""
+    if rec["method"] == "None":
+        return "-"
+    return rec.get("mixture", "corpus") or "-"
+
+
 def passkey_table(records: list[dict]) -> pd.DataFrame:
-    """Table 4: one row per (size, model window, method, window k spans), its largest k tested, one column per
-    fine-tuning step: k_max."""
+    """Table 4: one row per (size, model window, method, fine-tuning data mixture, window k spans), its largest
+    k tested, one column per fine-tuning step: k_max."""
     rows = []
     for rec in records:
         for w, r in rec["windows"].items():
-            rows.append({"size": rec["size"], "ctx": rec["ctx"], "method": rec["method"], "window": int(w),
-                         "k_top": r["k_top"], "step": rec["step"], "k_max": r["k_max"]})
+            rows.append({"size": rec["size"], "ctx": rec["ctx"], "method": rec["method"],
+                         "mixture": record_mixture(rec), "window": int(w), "k_top": r["k_top"], "step": rec["step"],
+                         "k_max": r["k_max"]})
     if not rows:
         raise ValueError("no passkey records given")
     cells = pd.DataFrame(rows)
-    _one_record_each(cells, ["size", "ctx", "method", "window", "step"], "passkey")
-    wide = cells.pivot_table(index=["size", "ctx", "method", "window", "k_top"], columns="step", values="k_max",
-                             sort=False)
-    wide = _row_order(wide[sorted(wide.columns)].reset_index(), then=["window"])
+    _one_record_each(cells, ["size", "ctx", "method", "mixture", "window", "step"], "passkey")
+    wide = cells.pivot_table(index=["size", "ctx", "method", "mixture", "window", "k_top"], columns="step",
+                             values="k_max", sort=False)
+    wide = _row_order(wide[sorted(wide.columns)].reset_index(), then=["mixture", "window"])
     wide.columns = [str(c) for c in wide.columns]
     return wide.rename(columns={"ctx": "model_ctx"})
 
@@ -205,7 +214,7 @@ def summarization_display(df: pd.DataFrame) -> pd.DataFrame:
 
 
 LABELS = {"size": "Size", "model_ctx": "Model ctx", "method": "Method", "window": "Window", "k_top": "Largest k",
-          "finetune_data": "Fine-tune on"}
+          "finetune_data": "Fine-tune on", "mixture": "Fine-tuning data"}
 
 
 def _display(df: pd.DataFrame, fmt: str = "{:.2f}") -> pd.DataFrame:
