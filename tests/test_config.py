@@ -93,7 +93,7 @@ def test_table_cells_follow_the_config():
     assert ("ppl", "pg19", "mini", f"PI-{2 * L}/step0", 2 * L) in t3
     assert C.eval_windows(cfg, "ppl", "pg19", "mini", f"PI-{2 * L}/step25") == [2 * L]
     assert C.model_coords(cfg, "mini", f"PI-{2 * L}/step25") == {"size": "mini", "method": "PI", "ctx": 2 * L,
-                                                                "tag": None, "step": 25, "mixture": "pretraining"}
+                                                                "tag": None, "step": 25, "mixture": "corpus"}
     assert C.model_coords(cfg, "mini", "base")["method"] == "None"
 
 
@@ -177,20 +177,19 @@ def test_hyperparameters_merge_train_size_extension():
 
 
 def test_the_fine_tuning_mixture_is_chosen_per_extension_and_checked():
-    """The default fine-tunes on the base model's pretraining mixture (its passkey fraction in the hp, so in the
-    rule's params and the resume identity); corpus is the text alone and adds nothing to the hp (the paper's runs
+    """A mixture puts its passkey fraction in the hp (so in the rule's params and the resume identity); corpus is the text alone and adds nothing to the hp (the paper's runs
     are unchanged); an unknown mixture, a mixture for PI without fine-tuning, a fraction out of range and a mixture
     named corpus are each refused with the key named."""
-    cfg = load("config.yaml")
-    assert {e.get("mixture") for e in cfg["extensions"]} == {"pretraining"}
-    assert C.train_hparams(cfg, cfg["extensions"][1])["mixture"] == {"name": "pretraining", "passkey_fraction": 0.15}
-    plain = dict(cfg["extensions"][1], mixture="corpus")
+    cfg = load("table4-regimes.yaml")
+    assert {e.get("mixture") for e in cfg["extensions"]} == {"pretraining", "corpus"}
+    assert C.train_hparams(cfg, cfg["extensions"][2])["mixture"] == {"name": "pretraining", "passkey_fraction": 0.15}
+    plain = cfg["extensions"][3]
     assert "mixture" not in C.train_hparams(cfg, plain) and C.mixture_name(cfg, plain) == "corpus"
     assert all("mixture" not in C.train_hparams(load("paper.yaml"), e) for e in load("paper.yaml")["extensions"])
     assert C.model_coords(cfg, "mini", "base")["mixture"] is None
     msg = broken(lambda c: c["extensions"][0].update(mixture="pile"))
     assert "extensions[0].mixture" in msg and "'pile'" in msg and "pretraining" in msg
-    msg = broken(lambda c: c["extensions"][1].update(steps=0, checkpoints=[0]))
+    msg = broken(lambda c: c["extensions"][1].update(steps=0, checkpoints=[0], mixture="pretraining"))
     assert "extensions[1].mixture" in msg and "steps: 0" in msg
     assert "passkey_fraction" in broken(lambda c: c["finetune_mixtures"]["pretraining"].update(passkey_fraction=0.95))
     assert "corpus" in broken(lambda c: c["finetune_mixtures"].update(corpus={"passkey_fraction": 0.1}))

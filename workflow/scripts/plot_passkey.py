@@ -14,13 +14,13 @@ from pi_repro import tables  # noqa: E402
 
 
 def panels(records: list[dict]) -> dict:
-    """(size, method, ctx, window) -> [(step, per-k rows, k_max)], in the table's row order."""
+    """(size, method, ctx, fine-tuning mixture, window) -> [(step, per-k rows, k_max)], in the table's row order."""
     out = {}
     for rec in sorted(records, key=lambda r: (tables.METHOD_ORDER[r["method"]], r["ctx"], r["step"])):
         for w, r in rec["windows"].items():
-            out.setdefault((rec["size"], rec["method"], rec["ctx"], int(w)), []).append((rec["step"], r["per_k"],
-                                                                                        r["k_max"]))
-    return dict(sorted(out.items(), key=lambda kv: (tables.METHOD_ORDER[kv[0][1]], kv[0][2], kv[0][3])))
+            key = (rec["size"], rec["method"], rec["ctx"], tables.record_mixture(rec), int(w))
+            out.setdefault(key, []).append((rec["step"], r["per_k"], r["k_max"]))
+    return dict(sorted(out.items(), key=lambda kv: (tables.METHOD_ORDER[kv[0][1]], kv[0][2], kv[0][3], kv[0][4])))
 
 
 def main():
@@ -35,7 +35,8 @@ def main():
     rows = math.ceil(len(groups) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False, sharey=True)
     cmap = plt.get_cmap("viridis")
-    for ax, ((size, method, ctx, window), lines) in zip(axes.flat, groups.items()):
+    mixtures = {k[3] for k in groups} - {"-"}
+    for ax, ((size, method, ctx, mixture, window), lines) in zip(axes.flat, groups.items()):
         for i, (step, per_k, kmax) in enumerate(lines):
             color = cmap(i / max(1, len(lines) - 1)) if len(lines) > 1 else "tab:blue"
             ks = [r["k"] for r in per_k]
@@ -44,6 +45,7 @@ def main():
         ax.axvline(a.base_window, ls="--", color="k", lw=0.8)
         ax.axhline(records[0]["protocol"]["threshold"], ls=":", color="tab:red", lw=0.8)
         name = tables.METHOD_LABEL[method] + ("" if method == "None" else f" L'={ctx}")
+        name += f" ({mixture})" if len(mixtures) > 1 and mixture != "-" else ""
         ax.set_title(f"{size} {name}, window {window}", fontsize=9)
         ax.set_xlabel("k (tokens from the needle to the end)")
         ax.set_ylim(-0.03, 1.03)
