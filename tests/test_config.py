@@ -177,9 +177,9 @@ def test_hyperparameters_merge_train_size_extension():
 
 
 def test_the_fine_tuning_mixture_is_chosen_per_extension_and_checked():
-    """A mixture puts its passkey fraction in the hp (so in the rule's params and the resume identity); corpus is the text alone and adds nothing to the hp (the paper's runs
-    are unchanged); an unknown mixture, a mixture for PI without fine-tuning, a fraction out of range and a mixture
-    named corpus are each refused with the key named."""
+    """A mixture puts its passkey fraction in the hp (so in the rule's params and the resume identity); corpus is
+    the text alone and adds nothing to the hp (the paper's runs are unchanged); an unknown mixture, a mixture for PI
+    without fine-tuning, a fraction out of range and a mixture named corpus are each refused with the key named."""
     cfg = load("table4-regimes.yaml")
     assert {e.get("mixture") for e in cfg["extensions"]} == {"pretraining", "corpus"}
     assert C.train_hparams(cfg, cfg["extensions"][2])["mixture"] == {"name": "pretraining", "passkey_fraction": 0.15}

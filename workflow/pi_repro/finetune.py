@@ -116,7 +116,6 @@ def _barrier(world: int) -> None:
 def verify_export(path: str | Path, method: str, ctx: int, base_window: int) -> dict:
     """Reload an exported checkpoint as evaluation will: its config must carry the extension and its logits must
     match those of the training-time model (the probe)."""
-
     rope = check_checkpoint(path, method, ctx, base_window)
     cuda = torch.cuda.is_available()
     dtype = torch.bfloat16 if cuda else torch.float32
