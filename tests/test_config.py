@@ -14,7 +14,7 @@ def load(name):
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "pretrain.yaml", "paper.yaml", "smollm2.yaml",
-                                  "table4-regimes.yaml", "pretrain-deep.yaml"])
+                                  "table4-regimes.yaml", "pretrain-deep.yaml", "pretrain-heads.yaml"])
 def test_shipped_configs_are_valid(name):
     C.validate(load(name))
 
@@ -93,7 +93,7 @@ def test_table_cells_follow_the_config():
     assert ("ppl", "pg19", "mini", f"PI-{2 * L}/step0", 2 * L) in t3
     assert C.eval_windows(cfg, "ppl", "pg19", "mini", f"PI-{2 * L}/step25") == [2 * L]
     assert C.model_coords(cfg, "mini", f"PI-{2 * L}/step25") == {"size": "mini", "method": "PI", "ctx": 2 * L,
-                                                                "tag": None, "step": 25, "mixture": "corpus"}
+                                                                "tag": None, "step": 25, "mixture": "pretraining"}
     assert C.model_coords(cfg, "mini", "base")["method"] == "None"
 
 
