@@ -268,6 +268,45 @@ def test_table_4_shows_two_fine_tuning_mixtures_side_by_side_and_finding_4_names
     assert res[3]["numbers"]["k_max step 100"] == 248
 
 
+def test_the_passkey_figure_draws_each_mixture_in_its_own_panel(tmp_path):
+    """The rule's plot script (figure_passkey) on one extension fine-tuned on two mixtures: one panel per model,
+    mixture and window (two mixtures' lines never share a panel), steps in order in each, and the figure written
+    with one panel each."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from matplotlib.image import imread
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "workflow" / "scripts"))
+    import plot_passkey
+
+    def with_per_k(rec, acc):
+        for w in rec["windows"].values():
+            w["per_k"] = [{"k": k, "accuracy": acc, "ci95": [max(0.0, acc - 0.2), min(1.0, acc + 0.2)]}
+                          for k in (48, 148, 248)]
+        return rec
+
+    recs = [with_per_k(passkey_record("mini", "None", 128, 0, {128: (120, 120)}), 1.0)]
+    for mix, tag in (("pretraining", None), ("corpus", "corpus")):
+        recs += [with_per_k(dict(passkey_record("mini", "PI", 256, s, {256: (248, 0)}), mixture=mix, tag=tag), s / 200)
+                 for s in (100, 0)]
+    groups = plot_passkey.panels(recs)
+    assert list(groups) == [("mini", "None", 128, "-", 128), ("mini", "PI", 256, "corpus", 256),
+                            ("mini", "PI", 256, "pretraining", 256)]
+    assert [[step for step, _, _ in lines] for lines in groups.values()] == [[0], [0, 100], [0, 100]]
+    paths = []
+    for i, rec in enumerate(recs):
+        paths.append(tmp_path / f"passkey{i}.json")
+        paths[-1].write_text(json.dumps(rec))
+    out = tmp_path / "figures" / "passkey.png"
+    p = subprocess.run([sys.executable, "workflow/scripts/plot_passkey.py", "--base-window", "128", "--out", str(out),
+                        *map(str, paths)], cwd=root, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert imread(out).shape[:2] == (round(3.2 * 110), 3 * 4 * 110)  # one row of three panels
+
+
 def test_finding_4a_fails_when_pi_does_not_reach_its_window():
     from pi_repro.kinds import KINDS
 
