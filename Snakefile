@@ -7,6 +7,14 @@
 #   snakemake audit                            provenance, determinism re-execution, claims (and the paper's cells)
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+
+# Every path of the workflow (scripts, shipped resources, config files) is relative to the repository: a run from
+# another directory would plan jobs that all fail late.
+if Path.cwd().resolve() != Path(workflow.basedir).resolve():
+    raise WorkflowError(f"run Snakemake from the repository: cd {workflow.basedir} (or pass --directory "
+                        f"{workflow.basedir}); it was started in {Path.cwd()}")
+
 # A --configfile replaces the default config rather than being merged into it (a merge would leave keys of
 # the default, e.g. a dataset path, inside the paper configuration).
 if not workflow.overwrite_configfiles:

@@ -93,6 +93,37 @@ def test_resumed_run_is_bitwise_equal_to_uninterrupted(tmp_path, tiny_llama, one
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_finished_fine_tune_rerun_trains_nothing_and_counts_no_negative_tokens(tmp_path, tiny_llama):
+    """A fine-tune whose attempt trained to the end (its resume state at the final step) but whose manifest was
+    never written (interrupted while verifying; Snakemake then marks it incomplete): the rerun re-verifies the
+    exports and trains no step past ``steps`` (before: it resumed and trained step 7 of 6, tokens_trained -256)."""
+    data = _setup(tmp_path, tiny_llama)
+    args = (str(tmp_path / "step0"), "PI", 32, 16, dict(HP, steps=4), [0, 2, 4], str(tmp_path / "run"))
+    first = finetune.finetune(*args, str(tmp_path / "run/finetune.json"), data)
+    (tmp_path / "run/finetune.json").unlink()
+    log = (tmp_path / "run/train-log.jsonl").read_text()
+    weights = (tmp_path / "run/step4/model.safetensors").read_bytes()
+    again = finetune.finetune(*args, str(tmp_path / "run/finetune.json"), data)
+    assert again["resumed_from"].endswith("checkpoint-4")
+    assert again["throughput"]["tokens_trained"] == first["throughput"]["tokens_trained"] == 4 * 4 * 32  # measured
+    (tmp_path / "run/finetune.json").unlink()  # the attempt that trained, as it recorded it
+    (tmp_path / "run/_trainer" / finetune.FINISHED).unlink()
+    again = finetune.finetune(*args, str(tmp_path / "run/finetune.json"), data)  # without its measurements
+    assert again["throughput"] is None  # nothing trained in this attempt, and nothing negative
+    assert (tmp_path / "run/train-log.jsonl").read_text() == log  # no step logged after the end
+    assert not (tmp_path / "run/step5").exists() and sorted(p.name for p in (tmp_path / "run/_trainer").glob(
+        "checkpoint-*")) == ["checkpoint-4"]
+    assert (tmp_path / "run/step4/model.safetensors").read_bytes() == weights
+    assert again["checkpoints"] == first["checkpoints"]  # the exports, verified again: the same digests and probes
+    assert again["final_train_loss"] == pytest.approx(first["final_train_loss"], rel=0.05)
+    assert all(v >= 0 for v in (again["tokens_per_step"], again["train_tokens_available"]))
+    # another export list: step 1, before the resume state, cannot come from it: the run trains again
+    (tmp_path / "run/finetune.json").unlink()
+    rec = finetune.finetune(*args[:5], [0, 1, 4], *args[6:], str(tmp_path / "run/finetune.json"), data)
+    assert rec["resumed_from"] is None and set(rec["checkpoints"]) == {"step0", "step1", "step4"}
+    assert rec["throughput"]["tokens_trained"] == 4 * 4 * 32
+
+
 def test_a_non_finite_loss_stops_the_run_at_its_step_and_the_rerun_resumes(tmp_path, tiny_llama, one_thread,
                                                                            monkeypatch):
     """A NaN loss at step 5 (fault injection: the loss of that step is multiplied by NaN before backward): the run

@@ -138,7 +138,9 @@ def verify_manifest(manifest: dict, run_dir: str | Path) -> list[dict]:
     run_dir = Path(run_dir)
     problems = []
     jobs = manifest["jobs"]
-    for field in ("commit", "code_sha256", "config_sha256"):
+    # not the config's digest: after a partial rerun the jobs legitimately carry several; whether each was made
+    # with the settings the config now gives it is ``stale_settings``'s question
+    for field in ("commit", "code_sha256"):
         common = majority([j.get(field) for j in jobs.values()])
         for key, j in sorted(jobs.items()):
             if j.get(field) != common:
@@ -176,13 +178,196 @@ def failures(problems: list[dict]) -> list[dict]:
     return [p for p in problems if not p.get("warning")]
 
 
-def verify(run_dir: str | Path) -> tuple[dict, list[dict]]:
-    """Verify a results folder against its own manifest (``audit/provenance.json``), rerunning nothing."""
+# The manifest and report of the last audit that passed, and those of a failed audit: beside the rule's outputs,
+# which Snakemake deletes when it reruns the audit or the audit fails (so a failed audit never loses the last good)
+LAST_GOOD = "audit/last-good"
+FAILED = "audit/failed"
+
+
+def manifest_path(run_dir: str | Path) -> tuple[Path, str | None]:
+    """The manifest to verify against: the audit's own, else the last one that passed (with a note saying so)."""
     path = Path(run_dir) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no audit manifest (run `snakemake audit` for this run first)")
+    if path.is_file():
+        return path, None
+    good = Path(run_dir) / LAST_GOOD / Path(MANIFEST).name
+    if good.is_file():
+        failed = Path(run_dir) / FAILED / Path(MANIFEST).name
+        why = f"the last audit failed (its manifest: {failed})" if failed.is_file() else "the audit is being rerun"
+        return good, f"{why}: verifying against the last audit that passed ({good})"
+    raise FileNotFoundError(f"{path}: no audit manifest (run `snakemake audit` for this run first)")
+
+
+def verify(run_dir: str | Path) -> tuple[dict, list[dict]]:
+    """Verify a results folder against its manifest (``manifest_path``), rerunning nothing."""
+    path, note = manifest_path(run_dir)
     manifest = json.loads(path.read_text())
+    if note:
+        manifest["note"] = note
     return manifest, verify_manifest(manifest, run_dir)
+
+
+# ------------------------------------------------------------------------------------ stale settings
+SHELL_OPERATORS = set("();<>|&")
+
+
+def script_argv(command: str) -> list[str] | None:
+    """The command line of the last entry point (``workflow/scripts/*.py``) a rule's shell command runs: its
+    words up to the first shell operator (a redirection, a pipe, a closing parenthesis)."""
+    import shlex
+
+    lex = shlex.shlex(command, posix=True, punctuation_chars="();<>|&")
+    lex.whitespace_split = True
+    words = list(lex)
+    starts = [i for i, w in enumerate(words) if w.startswith("workflow/scripts/") and w.endswith(".py")]
+    if not starts:
+        return None
+    out = []
+    for w in words[starts[-1]:]:
+        if w and set(w) <= SHELL_OPERATORS:
+            break
+        out.append(w)
+    return out
+
+
+def planned_jobs(dry_run: str) -> list[dict]:
+    """The jobs of a Snakemake dry run printed with their shell commands (``-n -p``): rule, outputs, argv."""
+    jobs, cur = [], None
+    for line in dry_run.splitlines():
+        head = line.strip()
+        if (head.startswith("rule ") or head.startswith("localrule ")) and head.endswith(":"):
+            cur = {"rule": head.split()[1].rstrip(":"), "outputs": [], "argv": None}
+            jobs.append(cur)
+        elif cur is not None and head.startswith("output: "):
+            cur["outputs"] = [o.strip() for o in head[len("output: "):].split(", ")]
+        elif cur is not None and line.startswith("Shell command: "):
+            cur["argv"] = script_argv(line[len("Shell command: "):])
+    return jobs
+
+
+def snakemake_dry_run(repo: str | Path, configfiles: list[str], overrides: dict, target: str = "all") -> str:
+    """Every job the config gives (``--forceall``: whether or not it would rerun), with its shell command."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = []
+        for f in configfiles:
+            if not Path(f).is_file():
+                raise FileNotFoundError(f"config file {f} (the one the run was made with) does not exist: give "
+                                        "--configfile")
+            args += ["--configfile", str(f)]
+        if overrides:
+            extra = Path(tmp) / "overrides.json"
+            extra.write_text(json.dumps(overrides))
+            args += ["--configfile", str(extra)]
+        p = subprocess.run([sys.executable, "-m", "snakemake", target, "--dry-run", "--forceall", "--printshellcmds",
+                            "--nolock", *args], cwd=repo, capture_output=True, text=True)
+    if p.returncode:
+        raise RuntimeError(f"snakemake could not plan the config's jobs:\n{(p.stdout + p.stderr)[-3000:]}")
+    return p.stdout + p.stderr
+
+
+def _options(argv: list[str]) -> dict[str, list[str]]:
+    out, key = {"": []}, ""
+    for w in argv[1:]:
+        if w.startswith("--"):
+            key, _, value = w.partition("=")
+            out.setdefault(key, [])
+            if value:
+                out[key].append(value)
+        else:
+            out.setdefault(key, []).append(w)
+    return out
+
+
+def _json_changes(old, new, where: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [c for k in sorted(set(old) | set(new), key=str)
+                for c in _json_changes(old.get(k, "(none)"), new.get(k, "(none)"), f"{where}.{k}" if where else k)]
+    return [] if old == new else [f"{where or 'value'} {json.dumps(old)} -> {json.dumps(new)}"]
+
+
+def argv_changes(recorded: list[str], planned: list[str]) -> list[str]:
+    """What differs between the command line a job ran and the one the config gives it now, option by option
+    (a JSON option, key by key): ``["--stride 8 -> 4", "--hp: lr 0.001 -> 0.002"]``."""
+    a, b = _options(recorded), _options(planned)
+    out = []
+    for k in sorted(set(a) | set(b), key=lambda k: (k == "", k)):
+        x, y = a.get(k), b.get(k)
+        if x == y:
+            continue
+        name = k or "inputs"
+        if x and y and len(x) == len(y) == 1 and x[0][:1] in "{[" and y[0][:1] in "{[":
+            try:
+                out += [f"{name}: {c}" for c in _json_changes(json.loads(x[0]), json.loads(y[0]))]
+                continue
+            except ValueError:
+                pass
+        show = lambda v: "(absent)" if v is None else " ".join(v) or "(set)"  # noqa: E731
+        out.append(f"{name} {show(x)} -> {show(y)}")
+    return out
+
+
+def _producer(path: str, made_by: dict[str, str]) -> str | None:
+    """The job key that made ``path``, or the folder that holds it."""
+    p = path
+    while p and p not in made_by:
+        p = os.path.dirname(p)
+    return made_by.get(p)
+
+
+def stale_settings(manifest: dict, run_dir: str | Path, dry_run: str) -> list[dict]:
+    """A problem for every artefact whose job ran with other settings than the config now gives it (its command
+    line, compared option by option), and for every artefact made from one (stale upstream); a warning for
+    artefacts the config no longer makes and for outputs it asks for that the folder lacks."""
+    run_dir = Path(run_dir)
+    planned = planned_jobs(dry_run)
+    prefix = run_dir.as_posix().rstrip("/") + "/"
+    by_output = {}
+    for job in planned:
+        for o in job["outputs"]:
+            if o.startswith(prefix):
+                by_output[o[len(prefix):]] = job
+    if planned and not by_output:
+        runs = sorted({o.split("/")[1] for j in planned for o in j["outputs"] if o.startswith("results/")})
+        raise ValueError(f"the config describes results/{', results/'.join(runs)}, not {run_dir}: give the config "
+                         "this folder was made with (--configfile, or --config run=...)")
+    jobs, arts = manifest["jobs"], manifest["artefacts"]
+    outs_of = {}
+    for path, art in arts.items():
+        outs_of.setdefault(art["job"], []).append(path)
+    stale, problems, gone = {}, [], []
+    for key, job in sorted(jobs.items()):
+        match = next((by_output[o] for o in job["outputs"] if o in by_output), None)
+        if match is None:
+            gone += outs_of.get(key, [])
+            continue
+        if match["argv"] is None:
+            continue
+        changes = argv_changes(job["argv"], match["argv"])
+        if changes:
+            stale[key] = f"made with other settings than the config now gives rule {match['rule']}: " + "; ".join(changes)
+    made_by = {o: key for key, j in jobs.items() for o in j["outputs"]}
+    changed = True
+    while changed:  # made from a stale artefact: stale too
+        changed = False
+        for key, job in jobs.items():
+            if key in stale:
+                continue
+            src = next((k for k in (_producer(i, made_by) for i in job["inputs"]) if k in stale), None)
+            if src is not None:
+                stale[key] = f"made from {', '.join(sorted(jobs[src]['outputs']))[:200]}, which is stale"
+                changed = True
+    for key, why in sorted(stale.items()):
+        problems += [{"path": p, "problem": "stale", "detail": why} for p in sorted(outs_of.get(key, []))]
+    if gone:
+        problems.append({"path": f"{len(gone)} artefacts", "problem": "not in the config", "warning": True,
+                         "detail": f"the config no longer makes them (e.g. {sorted(gone)[0]})"})
+    lacking = sorted(o for o in by_output if not (run_dir / o).exists())
+    if lacking:
+        problems.append({"path": f"{len(lacking)} outputs", "problem": "not made yet", "warning": True,
+                         "detail": f"the config asks for them and the folder lacks them (e.g. {lacking[0]}): run "
+                                   "Snakemake"})
+    return problems
 
 
 # ------------------------------------------------------------------------------------------ determinism

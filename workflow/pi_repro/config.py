@@ -4,6 +4,8 @@ The DAG's shape comes from the config alone; these functions are what ``workflow
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from pathlib import Path
@@ -338,6 +340,60 @@ def train_tokens_needed(cfg: dict, dataset: str) -> int:
             hp = train_hparams(cfg, ext)
             need = max(need, hp["steps"] * hp["global_batch"] * ext["ctx"])
     return need
+
+
+def token_budget(tokens: int) -> int:
+    """``tokens`` rounded up to the next m x 2^k with 8 <= m < 16 (at most 12.5% more): the size a hub training
+    subset is fetched at. A function of the config alone (a fresh run fetches what a rerun would), and a change
+    of the fine-tunes' steps or batch that stays inside its bracket refetches nothing (and so retrains nothing)."""
+    if tokens <= 0:
+        return 0
+    unit = 1 << max(0, tokens.bit_length() - 4)
+    return -(-tokens // unit) * unit
+
+
+def fetch_train_tokens(cfg: dict, dataset: str) -> int:
+    """The training tokens a dataset is fetched for (rule fetch_dataset): a hub subset sized by the fine-tunes'
+    budget (``token_budget``); 0 where the amount changes nothing (a local file, a hub dataset fetched whole)."""
+    spec = cfg["datasets"][dataset]
+    if spec["source"] != "hub" or spec["hub"].get("subset", "budget") == "all":
+        return 0
+    return token_budget(train_tokens_needed(cfg, dataset))
+
+
+def results_config(cfg: dict) -> dict:
+    """The config less what changes no result: where the jobs run and what they ask of the cluster (``cluster``,
+    ``cost``, every ``resources`` block) and the path of a local dataset (its sha256 stands for its bytes). Its
+    digest is the config digest every job records and the audit's rerun trigger."""
+    out = {k: v for k, v in cfg.items() if k not in ("cluster", "cost")}
+    out["datasets"] = {d: fetch_spec(cfg, d) | ({"eval": s["eval"]} if "eval" in s else {})
+                       for d, s in cfg["datasets"].items()}
+    out["sizes"] = {n: {k: v for k, v in s.items() if k != "resources"} | {"base": base_spec(cfg, n)}
+                    for n, s in cfg["sizes"].items()}
+    out["extensions"] = [{k: v for k, v in e.items() if k != "resources"} for e in cfg["extensions"]]
+    return out
+
+
+def config_digest(cfg: dict) -> str:
+    """sha256 of ``results_config`` (keys sorted: the order a file lists them in changes nothing)."""
+    return hashlib.sha256(json.dumps(results_config(cfg), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def base_spec(cfg: dict, size: str) -> dict:
+    """What decides a size's base weights (rule base_model's param): shipped weights by the sha256 of the SHA256SUMS
+    that lists their files' (``preflight`` checks them before any job), not by the folder's path."""
+    spec = dict(cfg["sizes"][size]["base"])
+    if spec["source"] == "local":
+        from .preflight import model_dir_digest
+
+        spec["sha256sums"] = model_dir_digest(spec.pop("path"))
+    return spec
+
+
+def fetch_spec(cfg: dict, dataset: str) -> dict:
+    """What decides a dataset's fetched content (rule fetch_dataset's param): its source and pinned revision or
+    sha256; not its evaluation block (rule eval_docs) nor a local file's path (its sha256 stands for its bytes)."""
+    return {k: v for k, v in cfg["datasets"][dataset].items() if k not in ("eval", "path")}
 
 
 def model_windows(cfg: dict) -> list[int]:

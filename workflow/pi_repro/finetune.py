@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -142,9 +143,21 @@ def train_and_export(init: str, dataset, hp: dict, outdir: str | Path, exports: 
     work = outdir / "_trainer"
     if rank == 0:
         resume = train.prepare_work_dir(work, params)
+        missing = [s for s in exports if s > 0 and not (outdir / f"step{s}" / "model.safetensors").is_file()]
+        if resume and missing and min(missing) <= _step(resume):  # (the export list changed since it was saved)
+            print(f"{label}: {resume} is past step {min(missing)}, which is to be exported and is not: training "
+                  "again from step 0")
+            shutil.rmtree(work)
+            resume = train.prepare_work_dir(work, params)
     _barrier(world)
     if rank != 0:
         resume = train.last_checkpoint(work)
+    done = _step(resume) if resume else 0
+    if done >= hp["steps"]:  # finished before: its exports precede its resume state (train.build_trainer)
+        if rank == 0:
+            print(f"{label}: {resume} is the resume state of the final step {hp['steps']}: nothing to train; the "
+                  "exports are verified again")
+        return finished_run(resume, world, hp)
     if resume and rank == 0:
         print(f"resuming from {resume}")
     args = train.training_args(hp, work)  # before loading: under ZeRO-3 the model is then loaded partitioned
@@ -159,6 +172,7 @@ def train_and_export(init: str, dataset, hp: dict, outdir: str | Path, exports: 
         raise StoppedBeforeTimeLimit(
             f"{label}: stopped at step {trainer.state.global_step} of {hp['steps']} before the job's time limit;"
             f" the resume state is saved in {work}: the next submission of this job continues from it")
+    trained_to = trainer.state.global_step
     plugin = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
     zero_stage = plugin.zero_stage if plugin is not None else None
     _barrier(world)
@@ -168,10 +182,41 @@ def train_and_export(init: str, dataset, hp: dict, outdir: str | Path, exports: 
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
         unset_hf_deepspeed_config()
-    start = int(Path(resume).name.split("-")[1]) if resume else 0
-    return {"world_size": world, "deepspeed_zero_stage": zero_stage, "final_train_loss": result.training_loss,
-            "resumed_from": resume, "steps_run": hp["steps"] - start,
-            "train_seconds": (result.metrics or {}).get("train_runtime")}
+    out = {"world_size": world, "deepspeed_zero_stage": zero_stage, "final_train_loss": result.training_loss,
+           "resumed_from": resume, "steps_run": max(0, trained_to - done),
+           "train_seconds": (result.metrics or {}).get("train_runtime")}
+    if rank == 0:  # what this attempt measured, for a rerun that finds the run finished (``finished_run``)
+        write_json(work / FINISHED, out)
+    return out
+
+
+def _step(checkpoint: str) -> int:
+    return int(Path(checkpoint).name.split("-")[1])
+
+
+FINISHED = "finished.json"  # in the resume state's folder: the measurements of the attempt that reached the end
+
+
+def finished_run(checkpoint: str, world: int, hp: dict) -> dict:
+    """What ``train_and_export`` returns for a run whose resume state is already at its final step (an attempt
+    that trained to the end and was stopped before its manifest was written, or a rerun that changes no training
+    setting): what the attempt that trained recorded (``FINISHED``); without it, nothing trained and the loss the
+    mean of the losses the run logged (each weighted by the steps it covers)."""
+    measured = Path(checkpoint).parent / FINISHED
+    if measured.is_file():
+        return dict(read_json(measured), resumed_from=checkpoint)
+    state = read_json(Path(checkpoint) / "trainer_state.json")
+    losses, last = [], 0
+    for entry in state.get("log_history", []):
+        if "loss" in entry:
+            losses.append((entry["loss"], entry["step"] - last))
+            last = entry["step"]
+    covered = sum(n for _, n in losses)
+    loss = sum(v * n for v, n in losses) / covered if covered else None
+    # as configured: this attempt started no engine to ask
+    zero = read_json(hp["deepspeed"])["zero_optimization"]["stage"] if hp.get("deepspeed") else None
+    return {"world_size": world, "deepspeed_zero_stage": zero, "final_train_loss": loss, "resumed_from": checkpoint,
+            "steps_run": 0, "train_seconds": None}
 
 
 def throughput(init: str, seq_len: int, tokens: int, seconds: float | None, bf16: bool = False) -> dict | None:

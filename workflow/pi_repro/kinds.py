@@ -174,10 +174,14 @@ class Benchmarks:
             out.append((self.task, self.dataset, row["size"], "base" if ext is None else C.final_model(ext), window))
         return out
 
-    def frame(self, records: list[dict]):
+    def layout(self, cfg: dict, spec: dict) -> dict:
+        """What the table job lays out beside the records (rule table's param): the tasks in the config's order."""
+        return {"task_order": list(cfg["benchmarks"]["tasks"])}
+
+    def frame(self, records: list[dict], task_order: list[str] | None = None):
         from . import tables
 
-        return tables.benchmarks_table(records)
+        return tables.benchmarks_table(records, task_order)
 
     def display(self, frame):
         from . import tables

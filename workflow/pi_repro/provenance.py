@@ -197,7 +197,7 @@ class Recorder:
             "inputs": inputs, "outputs": {p: folder_digest(files[p]) if p in files else digest(p) for p in outputs},
             "files": files,
             "start": self.start, "end": end, "wall_s": round(end - self.start, 3),
-            "config_sha256": os.environ.get(CONFIG_ENV), **self.code, "packages": package_versions(),
+            "run_dir": self.run_dir, "config_sha256": os.environ.get(CONFIG_ENV), **self.code, "packages": package_versions(),
             "hardware": hardware(), "env": {k: os.environ[k] for k in ENV_KEYS if k in os.environ},
             "slurm": {k: os.environ[k] for k in SLURM_KEYS if k in os.environ} or None,
         }
@@ -223,3 +223,55 @@ def load_jobs(run_dir: str | Path) -> list[dict]:
         rec["record"] = str(f)
         jobs.append(rec)
     return sorted(jobs, key=lambda r: r["end"])
+
+
+# ------------------------------------------------------------------------------------- verified reading
+class ChangedSinceWritten(ValueError):
+    """A result file a job is about to read differs from what the job that wrote it recorded."""
+
+
+def recorded_outputs(run_dir: str | Path) -> dict[str, tuple[str, dict]]:
+    """Every output the run's jobs recorded, by path relative to the run folder: (its sha256, the newest job
+    record that wrote it); files inside a recorded folder are listed too. Paths are taken relative to the run
+    folder the job ran in, so a copied or moved run folder reads the same."""
+    run = Path(run_dir).resolve()
+    out = {}
+    for job in load_jobs(run_dir):  # oldest first: a rerun supersedes
+        for path, sha in job["outputs"].items():
+            base = Path(job["run_dir"]).resolve() if job.get("run_dir") else run
+            try:
+                key = Path(path).resolve().relative_to(base).as_posix() if job.get("run_dir") else \
+                    Path(os.path.abspath(path)).relative_to(run).as_posix()
+            except ValueError:
+                continue
+            out[key] = (sha, job)
+            for f, d in (job.get("files", {}).get(path) or {}).items():
+                out[f"{key}/{f}"] = (d, job)
+    return out
+
+
+def check_read(paths: list[str | Path], what: str = "read") -> None:
+    """Refuse, before anything is written, to read a result of this run (a path under ``$PI_RUN_DIR``) whose bytes
+    differ from those its job recorded when it wrote it (edited by hand, replaced by another file) or that no job of
+    the run recorded writing; every such file is named. Outside a recorded run (no ``$PI_RUN_DIR``: a script run by
+    hand, a determinism re-execution) nothing is checked."""
+    run_dir = os.environ.get(RUN_DIR_ENV)
+    if not run_dir:
+        return
+    run = Path(run_dir).resolve()
+    inside = [p for p in paths if run in Path(p).resolve().parents]
+    if not inside:
+        return
+    written = recorded_outputs(run_dir)
+    problems = []
+    for p in inside:
+        hit = written.get(Path(p).resolve().relative_to(run).as_posix())
+        if hit is None:
+            problems.append(f"{p}: no job of this run recorded writing it (copied in, or written by hand)")
+        elif digest(p) != hit[0]:
+            problems.append(f"{p}: its bytes differ from those {hit[1]['script']} recorded when it wrote it "
+                            f"({hit[1]['record']}): edited or replaced since")
+    if problems:
+        raise ChangedSinceWritten(f"refusing to {what} results that are not what their jobs wrote (nothing was "
+                                  "written):\n  " + "\n  ".join(problems) + "\nDelete each and run Snakemake again: "
+                                  "its job rebuilds it")

@@ -39,6 +39,20 @@ def protocol(cfg: dict) -> dict:
     return out
 
 
+# Each job reads its own slice of the protocol (its rule's param): a change reruns the jobs whose output it changes
+SLICES = {
+    "finetune": ("prompt", "summary_tokens", "doc_tokens", "epochs", "train_docs"),  # rule summarize_finetune
+    "generate": ("prompt", "doc_tokens", "generate", "test_docs"),  # rule summarize (and its fine-tune, an input)
+    "score": ("generate", "summary_tokens", "bootstrap"),  # rule rouge: recorded beside the scores
+    "lead": ("test_docs", "lead"),  # rule rouge_lead: the test documents and the lead section, nothing trained
+}
+
+
+def protocol_slice(spec: dict, job: str) -> dict:
+    """The part of the protocol (``protocol``) that job ``job`` of ``SLICES`` depends on."""
+    return {k: spec[k] for k in SLICES[job]}
+
+
 # ------------------------------------------------------------------------------------------------- examples
 def documents(corpus: str | Path, split: str, limit: int | None = None, seed: int = 0) -> list[dict]:
     """The (id, text, summary) documents of a split; ``limit``: a seeded subset of that many (in corpus order)."""

@@ -31,6 +31,10 @@ def cells_frame(records: list[dict], only_model_window: bool = False) -> pd.Data
 
 
 def load_records(paths: list[str | Path]) -> list[dict]:
+    """Evaluation records, each verified against what its job recorded writing (``provenance.check_read``)."""
+    from .provenance import check_read
+
+    check_read(paths, "lay out")
     return [read_json(p) for p in paths]
 
 
@@ -103,14 +107,18 @@ def passkey_table(records: list[dict]) -> pd.DataFrame:
     return wide.rename(columns={"ctx": "model_ctx"})
 
 
-def benchmarks_table(records: list[dict]) -> pd.DataFrame:
+def benchmarks_table(records: list[dict], task_order: list[str] | None = None) -> pd.DataFrame:
     """Table 5: one row per model (size, model window, method, fine-tuning data), per task its accuracy and the
-    harness's standard error, in percent (the paper's unit); tasks in the config's order."""
+    harness's standard error, in percent (the paper's unit); tasks in ``task_order`` (the config's order), else in
+    the records' own."""
     rows = []
     for rec in records:
         row = {"size": rec["size"], "ctx": rec["ctx"], "method": rec["method"],
                "finetune_data": "+".join(rec.get("finetune_data") or []) or "None"}
-        for name in rec["task_order"]:
+        for name in task_order or rec["task_order"]:
+            if name not in rec["tasks"]:
+                raise ValueError(f"the benchmark record of {rec['size']} {rec['method']}-{rec['ctx']} has no task {name!r} (it has "
+                                 f"{', '.join(rec['tasks'])}): rerun its benchmark job")
             t = rec["tasks"][name]
             row[t["label"]] = 100 * t["acc"]
             row[f"{t['label']} stderr"] = 100 * t["acc_stderr"]

@@ -17,8 +17,9 @@ rule audit:
         html=report(f"{R}/audit/summary.html", category="Audit", labels={"page": "provenance, determinism, claims"}),
     params:
         run_dir=lambda w, output: str(Path(output.manifest).parents[1]),  # results/{run}
-        config=as_json(config),
-        sha=CONFIG_SHA256,
+        sha=CONFIG_SHA256,  # the rerun trigger: what can change a result
+        config=untracked(lambda w: as_json(config)),
+        invocation=untracked(lambda w: as_json(snakemake_invocation())),
         scripts=as_json(rule_scripts()),
     log:
         f"{R}/logs/audit/audit.log",
@@ -36,6 +37,7 @@ rule audit:
         "../envs/pi.yaml"
     shell:
         "python -u workflow/scripts/audit.py build --run-dir {params.run_dir} --config {params.config} --config-sha {params.sha}"
+        " --invocation {params.invocation}"
         " --jobs {threads}"
         " --rule-scripts {params.scripts} --findings {input.findings} --manifest {output.manifest}"
         " --json {output.json} --md {output.md} --html {output.html} {input} > {log} 2>&1"

@@ -1,5 +1,4 @@
 # Config validation and input functions: every path of the DAG is computed here, from the config alone.
-import hashlib
 import json
 import shlex
 import sys
@@ -8,7 +7,9 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from pi_repro import METHODS  # noqa: E402
 from pi_repro import config as pcfg  # noqa: E402
 from pi_repro import cost  # noqa: E402
+from pi_repro import preflight  # noqa: E402
 from pi_repro.kinds import KINDS  # noqa: E402
+from pi_repro.summarization import protocol_slice as summarization_slice  # noqa: E402
 from pi_repro.summarization import protocol as summarization_protocol  # noqa: E402
 
 pcfg.validate(config)  # stops with a message naming the key before any job is scheduled
@@ -21,7 +22,7 @@ TOKENIZERS = pcfg.tokenizers(config)
 DATASETS = list(config["datasets"])
 
 
-CONFIG_SHA256 = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+CONFIG_SHA256 = pcfg.config_digest(config)  # of what can change a result (not resources, not a local file's path)
 
 # Every job's shell knows its run folder and the config's digest: the entry points record their provenance there
 # (pi_repro.provenance; the audit reads it). Bash's strict mode is Snakemake's own default prefix.
@@ -189,6 +190,13 @@ def as_json(obj):
     return shlex.quote(json.dumps(obj, sort_keys=True))
 
 
+def untracked(fn):
+    """A param that Snakemake does not compare when it decides what to rerun, for a value whose content another
+    param pins (a local file's path: its sha256 is compared). Snakemake leaves out of its params trigger every param
+    function that takes the job's ``input``: this one takes it and ignores it."""
+    return lambda wildcards, input: fn(wildcards)
+
+
 # ------------------------------------------------------------------------------------------------- models
 def base_dir(size):
     return f"{R}/models/{size}/base"
@@ -277,6 +285,13 @@ def benchmark_includes(w):
     out = [f"{R}/data/benchmarks/{w.size}"] if pcfg.built_benchmarks(config) else []
     inc = config.get("benchmarks", {}).get("include")
     return out + ([inc] if inc else [])
+
+
+# ---------------------------------------------------------------------------------------------- preflight
+# Before any job: the local files the config names are there and are what their sha256 says; the run's token
+# files are whole (pi_repro.preflight). A damaged file stops the run here, before Snakemake deletes anything.
+preflight.check(config, R, {t: Path(size_tokenizer_dir(pcfg.tokenizer_size(config, t))) for t in TOKENIZERS},
+                preflight.Sha256Cache(Path(".snakemake/pi-repro-sha256.json")))
 
 
 # ---------------------------------------------------------------------------------------------- cluster
@@ -379,6 +394,13 @@ def check_audit_rules():
                                        f" entry point (rules: {', '.join(sorted(known))})")
 
 
+def snakemake_invocation():
+    """The config files and --config values of this invocation: `audit.py verify` re-reads them to name the
+    artefacts made with other settings than the config now gives (pi_repro.audit.stale_settings)."""
+    cs = workflow.config_settings
+    return {"configfiles": [str(f) for f in cs.configfiles or []], "config": dict(cs.config or {})}
+
+
 def audit_job():
     """The audit's resources: those of an evaluation job of the smallest size when it re-executes a GPU rule's
     jobs (it picks the cheapest, in practice the smallest size's), else none."""
@@ -396,6 +418,13 @@ def table_inputs(table):
     spec = config["tables"][table]
     extra = getattr(KINDS[spec["kind"]], "extra_records", lambda *a: [])(config, spec, R)
     return [eval_record(*r) for r in pcfg.table_records(config, table)] + extra
+
+
+def table_layout(table):
+    """What a table's kind lays out from the config beside its records (e.g. Table 5's task order), if anything."""
+    spec = config["tables"][table]
+    layout = getattr(KINDS[spec["kind"]], "layout", None)
+    return layout(config, spec) if layout else {}
 
 
 def quoted_input(table):

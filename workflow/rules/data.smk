@@ -9,8 +9,9 @@ rule fetch_dataset:
         corpus=f"{R}/data/{{dataset}}/corpus.jsonl.gz",
         provenance=f"{R}/data/{{dataset}}/fetch.json",
     params:
-        spec=lambda w: as_json(config["datasets"][w.dataset]),
-        train_tokens=lambda w: pcfg.train_tokens_needed(config, w.dataset),
+        spec=lambda w: as_json(pcfg.fetch_spec(config, w.dataset)),  # what decides the content (a local file: sha256)
+        train_tokens=lambda w: pcfg.fetch_train_tokens(config, w.dataset),
+        path=untracked(lambda w: config["datasets"][w.dataset].get("path", "")),  # its sha256 is compared
     log:
         f"{R}/logs/fetch_dataset/{{dataset}}.log",
     benchmark:
@@ -22,25 +23,20 @@ rule fetch_dataset:
         "../envs/pi.yaml"
     shell:
         "python -u workflow/scripts/fetch_dataset.py --spec {params.spec} --train-tokens {params.train_tokens}"
-        " --out {output.corpus} --provenance {output.provenance} > {log} 2>&1"
+        " --path '{params.path}' --out {output.corpus} --provenance {output.provenance} > {log} 2>&1"
 
 
 rule tokenize:
     """Packed training tokens (documents joined, each opening with BOS: train.npy, written as the corpus streams
-    through in bounded memory, memory-mapped by every training rank; train.idx.npz: document offsets) and the
-    chosen evaluation documents, once per (dataset, tokenizer): sizes that share a tokenizer
-    (`sizes.<size>.tokenizer`) share this job."""
+    through in bounded memory, memory-mapped by every training rank; train.idx.npz: document offsets), once per
+    (dataset, tokenizer): sizes that share a tokenizer (`sizes.<size>.tokenizer`) share this job."""
     input:
         corpus=f"{R}/data/{{dataset}}/corpus.jsonl.gz",
         tokenizer=lambda w: size_tokenizer_dir(tok_size(w)),
     output:
         train=f"{R}/data/{{dataset}}/{{tok}}/train.npy",
         train_index=f"{R}/data/{{dataset}}/{{tok}}/train.idx.npz",
-        eval=f"{R}/data/{{dataset}}/{{tok}}/eval.npz",
         stats=f"{R}/data/{{dataset}}/{{tok}}/stats.json",
-    params:
-        eval=lambda w: as_json(config["datasets"][w.dataset].get("eval")),
-        seed=config["seed"],
     log:
         f"{R}/logs/tokenize/{{dataset}}/{{tok}}.log",
     benchmark:
@@ -53,5 +49,31 @@ rule tokenize:
     conda:
         "../envs/pi.yaml"
     shell:
+        "python -u workflow/scripts/tokenize_corpus.py --corpus {input.corpus} --tokenizer {input.tokenizer}"
+        " --train {output.train} --train-index {output.train_index} --stats {output.stats} > {log} 2>&1"
+
+
+rule eval_docs:
+    """The evaluation documents of a dataset (its `eval` block: style, count, length; seeded), tokenized from its
+    test split. A rule of its own: choosing other documents rewrites no training tokens and retrains nothing."""
+    input:
+        corpus=f"{R}/data/{{dataset}}/corpus.jsonl.gz",
+        tokenizer=lambda w: size_tokenizer_dir(tok_size(w)),
+    output:
+        eval=f"{R}/data/{{dataset}}/{{tok}}/eval.npz",
+        stats=f"{R}/data/{{dataset}}/{{tok}}/eval-stats.json",
+    params:
+        eval=lambda w: as_json(config["datasets"][w.dataset].get("eval")),
+        seed=config["seed"],
+    log:
+        f"{R}/logs/eval_docs/{{dataset}}/{{tok}}.log",
+    benchmark:
+        f"{R}/benchmarks/eval_docs/{{dataset}}/{{tok}}.tsv"
+    resources:
+        runtime=lambda w: pcfg.data_job(config, tok_size(w))["runtime"],
+        mem_mb=lambda w: pcfg.data_job(config, tok_size(w))["mem_mb"],
+    conda:
+        "../envs/pi.yaml"
+    shell:
         "python -u workflow/scripts/tokenize_corpus.py --corpus {input.corpus} --tokenizer {input.tokenizer} --eval {params.eval}"
-        " --seed {params.seed} --train {output.train} --train-index {output.train_index} --eval-out {output.eval} --stats {output.stats} > {log} 2>&1"
+        " --seed {params.seed} --eval-out {output.eval} --stats {output.stats} > {log} 2>&1"

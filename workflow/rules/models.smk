@@ -49,7 +49,8 @@ rule base_model:
     output:
         directory(f"{R}/models/{{size}}/base"),
     params:
-        spec=lambda w: as_json(size_cfg(w)["base"]),
+        spec=lambda w: as_json(pcfg.base_spec(config, w.size)),  # shipped weights: their SHA256SUMS, not their path
+        path=untracked(lambda w: size_cfg(w)["base"].get("path", "")),
         window=L,
         seed=config["seed"],
     log:
@@ -63,7 +64,7 @@ rule base_model:
     conda:
         "../envs/pi.yaml"
     shell:
-        "python -u workflow/scripts/base_model.py --spec {params.spec} --window {params.window} --seed {params.seed} --out {output}"
+        "python -u workflow/scripts/base_model.py --spec {params.spec} --path '{params.path}' --window {params.window} --seed {params.seed} --out {output}"
         " {input} > {log} 2>&1"
 
 
@@ -113,7 +114,7 @@ rule finetune:
         L=L,
         outdir=lambda w: f"{R}/models/{w.size}/{w.ext}",
         history=f"{R}/logs/finetune/{{size}}/{{ext}}.attempts.log",
-        launch=train_launch_args,
+        launch=untracked(train_launch_args),  # where it runs (ranks, CPUs), not what it computes
     log:
         f"{R}/logs/finetune/{{size}}/{{ext}}.log",
     benchmark:

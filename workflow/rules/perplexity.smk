@@ -10,7 +10,8 @@ rule perplexity:
     output:
         eval_record("ppl"),
     params:
-        args=lambda w, input: f"--merge {' '.join(input.shards)}" if ppl_shards(w) > 1 else ppl_eval_args(w),
+        # from the wildcards alone: Snakemake compares no param that is a function of the job's input
+        args=lambda w: f"--merge {' '.join(ppl_shard_records(w))}" if ppl_shards(w) > 1 else ppl_eval_args(w),
         boot=config["perplexity"].get("bootstrap", 1000),
         seed=config["seed"],
     log:

@@ -16,13 +16,13 @@ rule summarize_finetune:
     params:
         init=lambda w: f"{R}/models/{w.size}/{w.model}",
         hp=lambda w: as_json(pcfg.summarization_hparams(config, w.size, w.model)),
-        spec=as_json(SUMMARIZATION),
+        spec=as_json(summarization_slice(SUMMARIZATION, "finetune")),
         method=lambda w: pcfg.model_coords(config, w.size, w.model)["method"],
         ctx=lambda w: pcfg.model_coords(config, w.size, w.model)["ctx"],
         L=L,
         outdir=lambda w: pcfg.summarizer_dir(R, w.dataset, w.size, w.model),
         history=f"{R}/logs/summarize_finetune/{{dataset}}/{{size}}/{{model}}.attempts.log",
-        launch=train_launch_args,
+        launch=untracked(train_launch_args),  # where it runs, not what it computes
     log:
         f"{R}/logs/summarize_finetune/{{dataset}}/{{size}}/{{model}}.log",
     benchmark:
@@ -51,7 +51,7 @@ rule summarize:
     output:
         f"{R}/eval/summaries/{{dataset}}/{{size}}/{{model}}/summaries.jsonl",
     params:
-        spec=as_json(SUMMARIZATION),
+        spec=as_json(summarization_slice(SUMMARIZATION, "generate")),
         seed=config["seed"],
     log:
         f"{R}/logs/summarize/{{dataset}}/{{size}}/{{model}}.log",
@@ -74,7 +74,7 @@ rule rouge:
     output:
         eval_record("rouge"),
     params:
-        spec=as_json(SUMMARIZATION),
+        spec=as_json(summarization_slice(SUMMARIZATION, "score")),
         coords=lambda w: eval_params(w, "rouge"),
     log:
         f"{R}/logs/rouge/{{dataset}}/{{size}}/{{model}}.log",
@@ -94,7 +94,7 @@ rule rouge_lead:
     output:
         f"{R}/eval/rouge/{{dataset}}/lead/rouge.json",
     params:
-        spec=as_json(SUMMARIZATION),
+        spec=as_json(summarization_slice(SUMMARIZATION, "lead")),
         seed=config["seed"],
         coords=lambda w: as_json({"task": "rouge", "dataset": w.dataset, "method": "LEAD"}),
     log:

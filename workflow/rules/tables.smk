@@ -16,6 +16,7 @@ rule table:
     params:
         kind=lambda w: config["tables"][w.table]["kind"],
         title=lambda w: shlex.quote(pcfg.table_title(w.table, config["tables"][w.table])),
+        layout=lambda w: as_json(table_layout(w.table)),
     log:
         f"{R}/logs/tables/{{table}}.log",
     benchmark:
@@ -25,6 +26,7 @@ rule table:
     shell:
         "python -u workflow/scripts/make_table.py --kind {params.kind} --title {params.title} --md {output.md}"
         " --csv {output.csv} --tex {output.tex} --html {output.html} --table {wildcards.table} --quoted '{input.quoted}'"
+        " --layout {params.layout}"
         " {input.records} > {log} 2>&1"
 
 

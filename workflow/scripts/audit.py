@@ -1,17 +1,23 @@
 #!/usr/bin/env python3
 """The audit of a run (rule audit), and the verification of a results folder.
 
-    python workflow/scripts/audit.py verify results/default     re-hash every artefact against the manifest
+    python workflow/scripts/audit.py verify results/default     re-hash every artefact against the manifest, and
+                                                                name those made with other settings than the
+                                                                config now gives their jobs ("stale")
 
 verify's exit status: 0 every artefact verified and every applicable claim held; 1 an artefact is missing,
-changed, or made by a different commit / code / config than the rest (each named); 3 the artefacts verify but a
-claim of the paper failed on this run (findings: shown, never hidden).
+changed, stale, or made by a different commit / code than the rest (each named); 2 no manifest, or the config's
+jobs could not be planned; 3 the artefacts verify but a claim of the paper failed on this run (findings: shown,
+never hidden). With the audit's manifest gone (a failed or running audit), the last audit that passed is used.
 """
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 import _common  # noqa: F401
 from pi_repro import audit, paper
@@ -81,12 +87,16 @@ def build(a) -> int:
     settings = C.audit(cfg)
     t = time.time()
     m = audit.build(a.run_dir, a.targets, a.config_sha)
+    m["invocation"] = a.invocation  # the config files (and --config values) verify re-reads to find stale settings
     problems = m["problems"]
     for p in problems:
         print(f"audit: {p['problem']}{' (warning)' if p.get('warning') else ''}: {p['path']}: {p['detail']}")
     hard = [p for p in audit.failures(problems) if p["problem"] in ("missing", "changed")]
     if hard:
-        print(f"audit: {len(hard)} artefacts are missing or changed since they were written: rerun their jobs")
+        failed = Path(a.run_dir) / audit.FAILED
+        write_json(failed / Path(a.manifest).name, m)  # beside the last good one, which stays as it was
+        print(f"audit: {len(hard)} artefacts are missing or changed since they were written: rerun their jobs "
+              f"(this audit's manifest: {failed}; the last audit that passed: {Path(a.run_dir) / audit.LAST_GOOD})")
         return EXIT_PROBLEMS
     print(f"audit: {len(m['artefacts'])} artefacts of {len(m['jobs'])} jobs verified ({time.time() - t:.1f} s)")
     plan = {a.rule_scripts[r]: n for r, n in settings["determinism"]["jobs"].items() if n}
@@ -106,8 +116,18 @@ def build(a) -> int:
     with atomic_path(a.md) as tmp:
         tmp.write_text(text)
     write_html(a.html, text, f"Audit of {a.run_dir}")
+    good = Path(a.run_dir) / audit.LAST_GOOD
+    for f in (a.manifest, a.json, a.md):  # kept where Snakemake never deletes them: the last audit that passed
+        write_bytes_atomic(good / Path(f).name, Path(f).read_bytes())
+    shutil.rmtree(Path(a.run_dir) / audit.FAILED, ignore_errors=True)
     print(Path(a.md).read_text())
     return 0
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def verify(a) -> int:
@@ -116,6 +136,14 @@ def verify(a) -> int:
     except FileNotFoundError as e:
         print(f"audit verify: {e}", file=sys.stderr)
         return 2
+    if m.get("note"):
+        print(f"note: {m['note']}")
+    if a.settings:
+        try:
+            problems += settings_problems(a, m)
+        except (FileNotFoundError, RuntimeError, ValueError) as e:
+            print(f"audit verify: cannot compare the artefacts' settings with the config: {e}", file=sys.stderr)
+            return 2
     for p in problems:
         print(f"{p['problem']}{' (warning)' if p.get('warning') else ''}: {p['path']}: {p['detail']}")
     fails = audit.failures(problems)
@@ -135,6 +163,23 @@ def verify(a) -> int:
     return 0
 
 
+def settings_problems(a, m: dict) -> list[dict]:
+    """The artefacts made with other settings than the config now gives their jobs (audit.stale_settings), the
+    config being the files the run was made with (recorded by the audit), as they are now, or those given."""
+    inv = m.get("invocation") or {}
+    files = a.configfile if a.configfile else inv.get("configfiles", [])
+    overrides = dict(inv.get("config", {})) if not a.configfile else {}
+    for kv in a.config or []:
+        k, _, v = kv.partition("=")
+        overrides[k] = yaml.safe_load(v)
+    repo = Path(__file__).resolve().parents[2]
+    run_dir = Path(a.run_dir).resolve()
+    rel_run = run_dir.relative_to(repo).as_posix() if repo in run_dir.parents else a.run_dir
+    print(f"comparing every artefact's settings with what {', '.join(map(str, files)) or 'config/config.yaml'}"
+          f"{' with ' + json.dumps(overrides) if overrides else ''} gives its job now ...", flush=True)
+    return audit.stale_settings(m, rel_run, audit.snakemake_dry_run(repo, files, overrides))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -142,6 +187,7 @@ def main():
     b.add_argument("--run-dir", required=True)
     b.add_argument("--config", type=json.loads, required=True, help="the run's config (JSON)")
     b.add_argument("--config-sha", required=True)
+    b.add_argument("--invocation", type=json.loads, default={}, help="Snakemake's config files and --config (JSON)")
     b.add_argument("--jobs", type=int, default=1, help="re-executions run at a time (the rule's threads)")
     b.add_argument("--rule-scripts", type=json.loads, required=True, help="rule name -> its entry point's name")
     b.add_argument("--findings", required=True)
@@ -152,6 +198,11 @@ def main():
     b.add_argument("targets", nargs="+")
     v = sub.add_parser("verify", help="re-hash a results folder against its manifest")
     v.add_argument("run_dir")
+    v.add_argument("--configfile", nargs="+", help="the config to compare the settings with (default: the files the "
+                   "run was made with, as recorded by its audit, as they are now)")
+    v.add_argument("--config", nargs="+", metavar="KEY=VALUE", help="values over the config, as Snakemake's --config")
+    v.add_argument("--no-settings", dest="settings", action="store_false",
+                   help="only re-hash: do not plan the config's jobs (which needs Snakemake) to find stale settings")
     a = ap.parse_args()
     sys.exit(build(a) if a.cmd == "build" else verify(a))
 

@@ -14,6 +14,7 @@ from pi_repro.modeling import seal_checkpoint
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--spec", type=json.loads, required=True, help="sizes.<size>.base, as JSON")
+    ap.add_argument("--path", default="", help="source local: the shipped folder (its SHA256SUMS digest is in --spec)")
     ap.add_argument("--window", type=int, required=True)
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--out", required=True)
@@ -21,6 +22,8 @@ def main():
     ap.add_argument("inputs", nargs="*", help="pretrain: the tokenizer directory, then the packed corpora and their indexes;"
                     " hub: the downloaded snapshot")
     a = ap.parse_args()
+    if a.spec["source"] == "local":
+        a.spec = dict(a.spec, path=a.path)
     if a.spec["source"] == "pretrain":
         from pi_repro.pretrain import pretrain
 

@@ -6,6 +6,7 @@ import json
 import _common  # noqa: F401
 from pi_repro import findings, tables
 from pi_repro.io import atomic_path, read_json, write_html, write_json
+from pi_repro.provenance import check_read
 
 
 def main():
@@ -19,6 +20,7 @@ def main():
     ap.add_argument("--out-json", required=True)
     ap.add_argument("--out-html", required=True, help="the findings as a page of the HTML report")
     a = ap.parse_args()
+    check_read([t["csv"] for t in a.tables.values()] + ([a.theory] if a.theory else []), "check the findings on")
     frames = {n: dict(t, frame=tables.read_table(t["csv"])) for n, t in a.tables.items()}
     theory = read_json(a.theory) if a.theory else None
     untrained = {(s.split(":")[0], int(s.split(":")[1])) for s in a.untrained.split(",") if s}

@@ -2,6 +2,7 @@
 """Write one table of the config (Markdown and LaTeX at two decimals, CSV at full precision) from the evaluation
 records its kind reads (rule table)."""
 import argparse
+import json
 
 import _common  # noqa: F401
 from pi_repro import paper, tables
@@ -19,13 +20,14 @@ def main():
     ap.add_argument("--html", required=True, help="the Markdown table as a page of the HTML report")
     ap.add_argument("--table", help="the table's name in the config (its rows in --quoted)")
     ap.add_argument("--quoted", default="", help="published cells (CSV) to show beside ours, marked as quoted")
+    ap.add_argument("--layout", type=json.loads, default={}, help="the kind's layout settings from the config (JSON)")
     ap.add_argument("records", nargs="+")
     a = ap.parse_args()
     kind, records = KINDS[a.kind], tables.load_records(a.records)
     if a.quoted:
-        frame = kind.frame(records, [c for c in paper.load_cells(a.quoted) if c["table"] == a.table])
+        frame = kind.frame(records, [c for c in paper.load_cells(a.quoted) if c["table"] == a.table], **a.layout)
     else:
-        frame = kind.frame(records)
+        frame = kind.frame(records, **a.layout)
     disp = kind.display(frame) if hasattr(kind, "display") else None  # else each cell as kind.fmt
     tables.write_table(frame, a.title, kind.note(records), md=a.md, csv=a.csv, tex=a.tex, fmt=kind.fmt, disp=disp)
     text = open(a.md).read()

@@ -26,17 +26,19 @@ def main():
         rows = [{"id": d["id"], "summary": summarization.lead(d["text"], section), "reference": d["summary"]}
                 for d in docs]
         source = {"baseline": "LEAD", "section": section, "corpus": a.corpus}
+        protocol = {}
     else:
         with open(a.summaries) as f:
             rows = [json.loads(line) for line in f if line.strip()]
         first = rows[0] if rows else {}
         source = {"summaries": a.summaries, "summarizer": first.get("model"), "summarizer_sha256":
                   first.get("model_sha256"), "window": first.get("window"), "finetune": a.finetune}
+        protocol = {"generate": a.spec["generate"], "summary_tokens": a.spec["summary_tokens"],
+                    "bootstrap": a.spec["bootstrap"]}
     per_doc = summarization.rouge([r["summary"] for r in rows], [r["reference"] for r in rows])
     scores = summarization.corpus_scores(per_doc)
     record = {**a.coords, **source, "n_docs": len(rows), "scores": scores, "rouge": "rouge-score 0.1.2, stemming",
-              "generate": a.spec["generate"], "summary_tokens": a.spec["summary_tokens"], "bootstrap": a.spec["bootstrap"],
-              "per_doc": [{"id": r["id"], **s} for r, s in zip(rows, per_doc)]}
+              **protocol, "per_doc": [{"id": r["id"], **s} for r, s in zip(rows, per_doc)]}
     write_json(a.out, record)
     print(" ".join(f"{summarization.ROUGE_LABELS[k]} {v:.2f}" for k, v in scores.items()), f"over {len(rows)} documents")
 

@@ -1,0 +1,179 @@
+"""Partial reruns you can trust (on the shared smoke run): each config setting reruns exactly the jobs whose output
+it changes, nothing that it does not (key order, resources, a path to identical bytes); the audit names artefacts
+made with other settings than the config now gives; records are verified where they are read; a damaged token
+file or a wrong local file stops the run before any job; the Snakefile refuses another working directory."""
+import copy
+import gzip
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import SMOKE_RUN
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+pytestmark = pytest.mark.slow
+
+
+def planned(cfg: dict, tmp: Path, name: str, target: str = "all") -> dict[str, list[str]]:
+    """The jobs `snakemake -n` plans for ``cfg`` on the shared smoke run: rule -> sorted wildcards of each job."""
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    p = subprocess.run([sys.executable, "-m", "snakemake", target, "-n", "--configfile", str(path), "--config",
+                        f"run={SMOKE_RUN}"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, f"{name}: {p.stdout[-2000:]}{p.stderr[-2000:]}"
+    jobs, rule = {}, None
+    for line in p.stdout.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line.strip())
+        if m:
+            rule = m.group(1)
+            jobs.setdefault(rule, []).append("")
+        elif rule and line.strip().startswith("wildcards: "):
+            jobs[rule][-1] = line.strip()[len("wildcards: "):]
+    return {r: sorted(w) for r, w in jobs.items()}
+
+
+def changed(**paths) -> dict:
+    """smoke.yaml with each ``a__b__0__c=value`` set (``__`` separates keys; list indexes are numbers)."""
+    cfg = copy.deepcopy(SMOKE)
+    for dotted, value in paths.items():
+        keys = [int(k) if k.isdigit() else k for k in dotted.split("__")]
+        d = cfg
+        for k in keys[:-1]:
+            d = d[k]
+        d[keys[-1]] = value
+    return cfg
+
+
+def sorted_keys(obj):
+    return {k: sorted_keys(obj[k]) for k in sorted(obj)} if isinstance(obj, dict) else \
+        [sorted_keys(v) for v in obj] if isinstance(obj, list) else obj
+
+
+PPL = "dataset={d}, size=tiny, model={m}"
+ALL_PPL = [PPL.format(d=d, m=m) for d in ("pg19", "proofpile") for m in
+           ("CT-64/step6", "FT-64/step6", "PI-64/step6", "base")] + [PPL.format(d="pg19", m=f"PI-64/step{s}")
+                                                                    for s in (0, 3)]
+TAIL = {"findings": [""], "audit": [""], "all": [""]}  # what every change of a result reruns after it
+WINDOW_TABLES = {"table": ["table=table1", "table=table2", "table=table3"], "figure_ppl_vs_window": [""]}
+
+
+def expected() -> dict[str, tuple[dict, dict]]:
+    """setting -> (the config, the jobs it must plan: rule -> sorted wildcards)."""
+    pg19 = SMOKE["datasets"]["pg19"]
+    return {
+        "the same config": (SMOKE, {}),
+        "its keys sorted": (sorted_keys(SMOKE), {}),
+        "a size's resources": (changed(sizes__tiny__resources={"data_cpus": 2, "train_cpus_per_node": 2}), {}),
+        "a corpus path to identical bytes": ("copy", {}),
+        "perplexity.stride": (changed(perplexity__stride=4),
+                              {"perplexity": sorted(ALL_PPL), **WINDOW_TABLES, **TAIL}),
+        "perplexity.bootstrap": (changed(perplexity__bootstrap=50),
+                                 {"perplexity": sorted(ALL_PPL), **WINDOW_TABLES, **TAIL}),
+        "perplexity.windows": (changed(perplexity__windows=[16, 32, 48, 64]),  # not PI's step 0 and 3: at L' only
+                               {"perplexity": sorted(p for p in ALL_PPL if "step0" not in p and "step3" not in p),
+                                **WINDOW_TABLES, **TAIL}),
+        "a table's extrapolation window": (changed(tables__table1__extrapolate_to={"tiny": 32}),
+                                           {"perplexity": [PPL.format(d="pg19", m="base")], "table": ["table=table1"],
+                                            "figure_ppl_vs_window": [""], **TAIL}),
+        "a dataset's evaluation documents": (changed(datasets__proofpile__eval={"style": "proofpile", "num_docs": 2,
+                                                                                 "doc_tokens": 64}),
+                                             {"eval_docs": ["dataset=proofpile, tok=tiny"],
+                                              "perplexity": sorted(p for p in ALL_PPL if "proofpile" in p),
+                                              "table": ["table=table2"], "figure_ppl_vs_window": [""], **TAIL}),
+        "an extension's steps": (changed(extensions__0={"size": "tiny", "method": "FT", "ctx": 64, "steps": 8,
+                                                         "checkpoints": [8]}), "ft-steps"),
+        "an extension's checkpoints": (changed(extensions__1__checkpoints=[0, 2, 6]), "pi-checkpoints"),
+        "the fine-tuning lr": (changed(sizes__tiny__lr=2e-3), "lr"),
+        "passkey trials": (changed(passkey__trials=3),
+                           {"passkey": ["size=tiny, model=FT-64/step6", "size=tiny, model=PI-64/step6",
+                                        "size=tiny, model=base"], "table": ["table=table4"],
+                            "figure_passkey": [""], **TAIL}),
+        "a benchmark task's items": (changed(benchmarks__tasks__cloze_pg19__build=dict(
+            SMOKE["benchmarks"]["tasks"]["cloze_pg19"]["build"], items=10)),
+            {"benchmark_task": ["size=tiny, task=cloze_pg19"],
+             "benchmark": ["size=tiny, model=PI-64/step6", "size=tiny, model=base"], "table": ["table=table5"],
+             **TAIL}),
+        "a table's rows": (changed(tables__table5__rows=SMOKE["tables"]["table5"]["rows"]
+                                   + [{"size": "tiny", "method": "FT", "ctx": 64}]),
+                           {"benchmark": ["size=tiny, model=FT-64/step6"], "table": ["table=table5"], **TAIL}),
+        "summarization summary length": (changed(summarization__summary_tokens=5), {
+            "summarize_finetune": ["dataset=manpages, size=tiny, model=PI-64/step6",
+                                   "dataset=manpages, size=tiny, model=base"],
+            "summarize": ["dataset=manpages, size=tiny, model=PI-64/step6", "dataset=manpages, size=tiny, model=base"],
+            "rouge": ["dataset=manpages, size=tiny, model=PI-64/step6", "dataset=manpages, size=tiny, model=base"],
+            "table": ["table=table6"], **TAIL}),
+        "the LEAD baseline's section": (changed(summarization__lead={"section": "NAME"}),
+                                        {"rouge_lead": ["dataset=manpages"], "table": ["table=table6"], **TAIL}),
+        "the theory figure's points": (changed(theory={"points": 50}), {"figure2": [""], **TAIL}),
+        "the audit's re-executions": (changed(audit__determinism={"jobs": {"table": 1}, "tolerance": {}}),
+                                      {"audit": [""], "all": [""]}),
+        "a corpus's content": ("content", "content"),
+        "pg19 unchanged": (changed(datasets__pg19=dict(pg19)), {}),
+    }
+
+
+def test_each_setting_reruns_exactly_its_jobs(smoke_run, tmp_path):
+    cases = expected()
+    # a corpus path to byte-identical content; a corpus whose content differs (one document fewer)
+    copy_ = tmp_path / "austen-copy.jsonl.gz"
+    shutil.copyfile(ROOT / SMOKE["datasets"]["pg19"]["path"], copy_)
+    cases["a corpus path to identical bytes"] = (changed(datasets__pg19__path=str(copy_)), {})
+    other = tmp_path / "austen-less.jsonl.gz"
+    lines = gzip.open(ROOT / SMOKE["datasets"]["pg19"]["path"], "rt").read().splitlines()
+    with gzip.open(other, "wt") as f:
+        f.write("\n".join(lines[1:]) + "\n")
+    cases["a corpus's content"] = (changed(datasets__pg19__path=str(other),
+                                           datasets__pg19__sha256=hashlib.sha256(other.read_bytes()).hexdigest()),
+                                   "content")
+    with ThreadPoolExecutor(2) as pool:
+        got = dict(zip(cases, pool.map(lambda kv: planned(kv[1][0], tmp_path, f"c{kv[0][:20]}".replace(" ", "-")),
+                                       cases.items())))
+    ext_jobs = derived_expectations()
+    failures = []
+    for name, (cfg, want) in cases.items():
+        want = ext_jobs[want] if isinstance(want, str) else want
+        if got[name] != want:
+            failures.append(f"{name}:\n  planned {json.dumps(got[name])}\n  wanted  {json.dumps(want)}")
+    assert not failures, "\n".join(failures)
+    assert len(cases) >= 15
+
+
+def derived_expectations() -> dict[str, dict]:
+    """The expectations of settings that rerun a fine-tune (the fine-tune and every job downstream of it) or the
+    tokenizer (a corpus's content: all but what never reads that corpus)."""
+    summarized = lambda *models: {r: [f"dataset=manpages, size=tiny, model={m}" for m in models]  # noqa: E731
+                                  for r in ("summarize_finetune", "summarize", "rouge")}
+    ext = lambda *names: {"finetune": [f"size=tiny, ext={n}-64" for n in names]}  # noqa: E731
+    ft8 = "size=tiny, model=FT-64/step8"
+    ft = {**ext("FT"), "perplexity": [f"dataset=pg19, {ft8}", f"dataset=proofpile, {ft8}"], "passkey": [ft8],
+          "table": ["table=table1", "table=table2", "table=table4"], "figure_ppl_vs_window": [""],
+          "figure_passkey": [""], **TAIL}
+    pi6 = "size=tiny, model=PI-64/step6"
+    every_table = {"table": [f"table=table{i}" for i in range(1, 7)], "figure_ppl_vs_window": [""],
+                   "figure_passkey": [""], **TAIL}
+    pi = {**ext("PI"), "perplexity": [PPL.format(d="pg19", m="PI-64/step2"), PPL.format(d="pg19", m="PI-64/step6"),
+                                      PPL.format(d="proofpile", m="PI-64/step6")],
+          "passkey": [pi6], "benchmark": [pi6], **summarized("PI-64/step6"), **every_table}
+    lr = {**ext("CT", "FT", "PI"),
+          "perplexity": [p for p in ALL_PPL if "base" not in p and "step0" not in p],
+          "passkey": ["size=tiny, model=FT-64/step6", pi6], "benchmark": [pi6],
+          **summarized("PI-64/step6", "base"), **every_table}  # the base model's summarizer: the size's lr too
+    content = {"fetch_dataset": ["dataset=pg19"], "train_tokenizer": ["size=tiny"],
+               "tokenize": ["dataset=pg19, tok=tiny", "dataset=proofpile, tok=tiny"],
+               "eval_docs": ["dataset=pg19, tok=tiny", "dataset=proofpile, tok=tiny"],
+               "benchmark_task": ["size=tiny, task=cloze_pg19"], "base_model": ["size=tiny"],
+               "init_extension": ["size=tiny, ext=CT-64", "size=tiny, ext=FT-64", "size=tiny, ext=PI-64"],
+               **ext("CT", "FT", "PI"), "perplexity": ALL_PPL,
+               "passkey": ["size=tiny, model=FT-64/step6", pi6, "size=tiny, model=base"],
+               "benchmark": [pi6, "size=tiny, model=base"], **summarized("PI-64/step6", "base"), **every_table}
+    return {name: {k: sorted(v) for k, v in d.items()}
+            for name, d in (("ft-steps", ft), ("pi-checkpoints", pi), ("lr", lr), ("content", content))}
