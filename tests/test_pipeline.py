@@ -119,20 +119,39 @@ def test_users_slurm_command_runs_the_profiles_settings():
 @pytest.mark.parametrize("key,value,named", [
     ("perplexity", {"stride": 10**4}, "perplexity.stride"),
     ("base_window", "big", "base_window"),
+    ("run", "r" * 300, "config error at run: "),  # a raw OSError (file name too long) before
+    ("tables", {}, "config error at tables: {} should be non-empty"),  # built nothing, exit 0, before
+    ("datasets", {"pg19": {"path": "resources/corpora/no-such.jsonl.gz"}}, "datasets.pg19.path: resources/corpora/no-"
+                                                                            "such.jsonl.gz does not exist"),
+    ("datasets", {"pg19": {"path": "resources/corpora/coq.jsonl.gz"}}, "datasets.pg19.path: resources/corpora/coq."
+                                                                         "jsonl.gz has sha256 a3a250ef"),
+    ("sizes", {"mini": {"base": {"source": "local", "path": "resources/paper"}}}, "sizes.mini.base.path: "
+                                                                                  "resources/paper has no SHA256SUMS"),
 ])
 def test_bad_config_stops_before_any_job(tmp_path, key, value, named):
+    """A bad value is named before any job runs (the local files the config names included: they must be there and
+    be what their sha256 says, pi_repro.preflight)."""
     cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     cfg["run"] = "bad-config"
-    if isinstance(value, dict):
-        cfg[key].update(value)
+    if isinstance(value, dict) and value:
+        for k, v in value.items():  # merged one level deeper where both are mappings
+            cfg[key][k] = {**cfg[key][k], **v} if isinstance(v, dict) and isinstance(cfg[key].get(k), dict) else v
     else:
         cfg[key] = value
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(cfg))
     p = snakemake("--configfile", str(path), "--cores", "1", check=False)
     assert p.returncode != 0
-    assert named in p.stdout + p.stderr
-    assert not (ROOT / "results/bad-config").exists()
+    assert named in p.stdout + p.stderr, (p.stdout + p.stderr)[-2000:]
+    assert not (ROOT / "results/bad-config").exists() and not (ROOT / f"results/{cfg['run']}"[:200]).exists()
+
+
+def test_the_snakefile_refuses_another_working_directory(tmp_path):
+    """Run from elsewhere (`snakemake -s path/to/Snakefile`), every job would fail late on a relative path: it says
+    at once where to run it."""
+    p = subprocess.run(SNAKEMAKE + ["-s", str(ROOT / "Snakefile"), "-n"], cwd=tmp_path, capture_output=True, text=True)
+    assert p.returncode != 0 and f"run Snakemake from the repository: cd {ROOT}" in p.stdout + p.stderr
+    assert not (tmp_path / "results").exists()
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import copy
 import gzip
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -177,3 +178,154 @@ def derived_expectations() -> dict[str, dict]:
                "benchmark": [pi6, "size=tiny, model=base"], **summarized("PI-64/step6", "base"), **every_table}
     return {name: {k: sorted(v) for k, v in d.items()}
             for name, d in (("ft-steps", ft), ("pi-checkpoints", pi), ("lr", lr), ("content", content))}
+
+
+def test_benchmark_jobs_are_the_same_whatever_order_the_config_lists_its_tasks_in(tmp_path):
+    """YAML mappings have no order: two task lists in two orders give the same benchmark jobs (before: "params have
+    changed", every benchmark job again); only Table 5's layout follows the order the config writes."""
+    from pi_repro import audit
+
+    tasks = SMOKE["benchmarks"]["tasks"]
+    second = {"label": "Cloze-B", "build": dict(tasks["cloze_pg19"]["build"], items=8)}
+    commands = []
+    for order in (("cloze_pg19", "cloze_b"), ("cloze_b", "cloze_pg19")):
+        cfg = copy.deepcopy(SMOKE)
+        both = {"cloze_pg19": tasks["cloze_pg19"], "cloze_b": second}
+        cfg["benchmarks"]["tasks"] = {name: both[name] for name in order}
+        path = tmp_path / f"{order[0]}.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        p = subprocess.run([sys.executable, "-m", "snakemake", "table5", "-n", "-p", "--forceall", "--configfile",
+                            str(path), "--config", "run=task-order"], cwd=ROOT, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr[-2000:]
+        commands.append({(j["rule"], tuple(j["outputs"])): j["argv"] for j in audit.planned_jobs(p.stdout)})
+    a, b = commands
+    assert a.keys() == b.keys()
+    differ = {k[0] for k in a if a[k] != b[k]}
+    assert differ == {"table"}, differ  # Table 5 alone, through its layout
+    table = next(k for k in a if k[0] == "table")
+    assert audit.argv_changes(a[table], b[table]) == [
+        '--layout: task_order ["cloze_pg19", "cloze_b"] -> ["cloze_b", "cloze_pg19"]']
+
+
+def copy_of(smoke_run: Path, name: str) -> Path:
+    """A copy of the shared smoke run under another run name (modification times kept: nothing is out of date)."""
+    out = smoke_run.parent / f"{smoke_run.name}-{name}"
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(smoke_run, out, symlinks=True)
+    return out
+
+
+def snakemake_on(run: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "snakemake", *args, "--configfile", "config/smoke.yaml", "--config",
+                           f"run={run.name}", "--cores", "2"], cwd=ROOT, capture_output=True, text=True)
+
+
+def verify(run: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "workflow/scripts/audit.py", "verify", str(run.relative_to(ROOT)), *args],
+                          cwd=ROOT, capture_output=True, text=True)
+
+
+def test_the_audit_names_artefacts_made_with_other_settings(smoke_run, tmp_path):
+    """`audit.py verify` plans the config's jobs and compares each artefact's command line with the one the config
+    gives it now: a stride change names every perplexity record (made with stride 8, the config says 4) and what was
+    made from them, nothing else; the unchanged config names none."""
+    same = verify(smoke_run)
+    assert "stale" not in same.stdout and same.returncode in (0, 3), same.stdout[-2000:] + same.stderr[-2000:]
+    (tmp_path / "stride.yaml").write_text(yaml.safe_dump({"perplexity": dict(SMOKE["perplexity"], stride=4)}))
+    p = verify(smoke_run, "--configfile", "config/smoke.yaml", str(tmp_path / "stride.yaml"), "--config",
+               f"run={SMOKE_RUN}")
+    assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-3000:]
+    stale = dict(re.findall(r"^stale: (\S+): (.*)$", p.stdout, re.M))
+    records = {f"eval/ppl/{w.split(', ')[0][8:]}/tiny/{w.split('model=')[1]}/ppl.json" for w in ALL_PPL}
+    assert {k for k, v in stale.items() if "--stride 8 -> 4" in v} == records
+    made_from = {k for k, v in stale.items() if "which is stale" in v}
+    assert made_from == {f"tables/table{i}.{e}" for i in (1, 2, 3) for e in ("md", "csv", "tex", "html")} | {
+        "figures/ppl_vs_window.png", "findings.md", "findings.json"}, made_from
+
+
+def test_a_changed_record_is_refused_where_it_is_read_and_a_failed_audit_keeps_the_last_good(smoke_run):
+    run = copy_of(smoke_run, "tampered")
+    record = run / "eval/ppl/pg19/tiny/base/ppl.json"
+    stamp = record.stat()
+    rec = json.loads(record.read_text())
+    rec["windows"]["32"]["perplexity"] *= 1.5
+    record.write_text(json.dumps(rec))
+    # the edit with its modification time put back: nothing reruns, but the audit (forced) finds it, fails, and
+    # keeps the manifest of the last audit that passed, which verify then uses
+    os.utime(record, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    p = snakemake_on(run, "audit", "--forcerun", "audit")
+    assert p.returncode != 0 and not (run / "audit/provenance.json").exists(), p.stdout[-2000:]
+    assert (run / "audit/last-good/provenance.json").is_file() and (run / "audit/failed/provenance.json").is_file()
+    v = verify(run, "--no-settings")
+    assert v.returncode == 1 and "verifying against the last audit that passed" in v.stdout
+    assert "changed: eval/ppl/pg19/tiny/base/ppl.json" in v.stdout, v.stdout[-2000:]
+    # read by Table 1 (the record newer than the table: Snakemake reruns it): refused before anything is written
+    record.touch()
+    p = snakemake_on(run, "table1")
+    assert p.returncode != 0
+    log = (run / "logs/tables/table1.log").read_text()
+    assert f"{record.relative_to(ROOT)}: its bytes differ from those perplexity.py recorded" in log, log[-2000:]
+    shutil.rmtree(run)
+
+
+def test_a_replaced_table_is_refused_by_the_findings(smoke_run):
+    run = copy_of(smoke_run, "replaced")
+    shutil.copyfile(run / "tables/table1.csv", run / "tables/table2.csv")  # newer than its inputs: not rebuilt
+    p = snakemake_on(run, "findings")
+    assert p.returncode != 0
+    log = (run / "logs/findings/findings.log").read_text()
+    assert f"{run.relative_to(ROOT)}/tables/table2.csv: its bytes differ from those make_table.py recorded" in log
+    shutil.rmtree(run)
+
+
+def test_a_truncated_token_file_stops_the_run_before_any_job(smoke_run):
+    """Before: `mmap length is greater than file size` naming no file, after Snakemake had deleted the base model
+    it was about to rebuild from the file."""
+    run = copy_of(smoke_run, "truncated")
+    tokens = run / "data/pg19/tiny/train.npy"
+    with open(tokens, "r+b") as f:
+        f.truncate(tokens.stat().st_size // 2)
+    base = run / "models/tiny/base/model.safetensors"
+    stamp = base.stat().st_mtime_ns
+    p = snakemake_on(run)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 and f"{tokens.relative_to(ROOT)}: " in out and "truncated or damaged" in out, out[-2000:]
+    assert "nothing was run, nothing deleted" in out
+    assert base.is_file() and base.stat().st_mtime_ns == stamp
+    shutil.rmtree(run)
+
+
+def test_a_finished_fine_tune_rerun_through_snakemake_trains_nothing(smoke_run):
+    """The fine-tune's manifest lost after its training finished (as when Snakemake marks an interrupted job
+    incomplete): the rerun verifies and exports again, trains no step, and records what the training measured."""
+    run = copy_of(smoke_run, "finished")
+    ext = run / "models/tiny/PI-64"
+    before = json.loads((ext / "finetune.json").read_text())
+    log, weights = (ext / "train-log.jsonl").read_text(), (ext / "step6/model.safetensors").read_bytes()
+    (ext / "finetune.json").unlink()
+    target = str((ext / "finetune.json").relative_to(ROOT))
+    p = snakemake_on(run, target)
+    assert p.returncode == 0, p.stderr[-2000:]
+    after = json.loads((ext / "finetune.json").read_text())
+    assert (ext / "train-log.jsonl").read_text() == log and (ext / "step6/model.safetensors").read_bytes() == weights
+    assert not (ext / "step7").exists() and after["throughput"]["tokens_trained"] == 6 * 4 * 64
+    strip = lambda m: {k: {f: v for f, v in c.items() if f != "path"} for k, c in m["checkpoints"].items()}  # noqa
+    assert strip(after) == strip(before) and after["resumed_from"].endswith("checkpoint-6")
+    shutil.rmtree(run)
+
+
+def test_counts_are_checked_against_the_data_they_count_before_any_job(smoke_run, tmp_path):
+    """On the finished smoke run: a fine-tune longer than its training tokens, more evaluation or summarization
+    documents than a split has: each named (key, numbers, file) while the DAG is built, nothing run."""
+    cfg = changed(extensions__0={"size": "tiny", "method": "FT", "ctx": 64, "steps": 100000, "checkpoints": [100000]},
+                  summarization__test_docs=500, datasets__pg19__eval={"style": "pg19", "num_docs": 99})
+    path = tmp_path / "counts.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    p = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(path), "--config",
+                        f"run={SMOKE_RUN}"], cwd=ROOT, capture_output=True, text=True)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 and "nothing was run, nothing deleted" in out
+    assert re.search(r"extensions\[0\] \(FT-64\): 100000 steps x 4 sequences x 64 tokens need 25600000 training "
+                     r"tokens; \S+/data/pg19/tiny/train.npy, \S+/data/proofpile/tiny/train.npy hold \d+", out), out
+    assert "summarization.test_docs: 500 asked, the test split of manpages" in out
+    assert "datasets.pg19.eval.num_docs: 99 evaluation documents asked, the test split of " in out

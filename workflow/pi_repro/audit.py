@@ -249,16 +249,17 @@ def snakemake_dry_run(repo: str | Path, configfiles: list[str], overrides: dict,
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        args = []
+        files = []
         for f in configfiles:
             if not Path(f).is_file():
                 raise FileNotFoundError(f"config file {f} (the one the run was made with) does not exist: give "
                                         "--configfile")
-            args += ["--configfile", str(f)]
-        if overrides:
+            files.append(str(f))
+        if overrides:  # --config values: applied after the files, as Snakemake applies them
             extra = Path(tmp) / "overrides.json"
             extra.write_text(json.dumps(overrides))
-            args += ["--configfile", str(extra)]
+            files.append(str(extra))
+        args = ["--configfile", *files] if files else []  # one option: a repeated --configfile keeps the last only
         p = subprocess.run([sys.executable, "-m", "snakemake", target, "--dry-run", "--forceall", "--printshellcmds",
                             "--nolock", *args], cwd=repo, capture_output=True, text=True)
     if p.returncode:
@@ -267,15 +268,19 @@ def snakemake_dry_run(repo: str | Path, configfiles: list[str], overrides: dict,
 
 
 def _options(argv: list[str]) -> dict[str, list[str]]:
-    out, key = {"": []}, ""
+    """``--key value`` (or ``--key=value``) pairs; a ``--flag`` followed by another option holds no value; every
+    other word is positional (key "")."""
+    out, key = {"": []}, None
     for w in argv[1:]:
         if w.startswith("--"):
             key, _, value = w.partition("=")
-            out.setdefault(key, [])
-            if value:
-                out[key].append(value)
+            out[key] = [value] if value else []
+            key = None if value else key
+        elif key is not None:
+            out[key].append(w)
+            key = None
         else:
-            out.setdefault(key, []).append(w)
+            out[""].append(w)
     return out
 
 

@@ -324,10 +324,14 @@ def cluster_plan(cfg: dict) -> list[dict]:
     for tok in tokenizers(cfg):  # one tokenization per (dataset, tokenizer), whatever the sizes sharing it
         sizes = {s for s in cfg["sizes"] if tokenizer_name(cfg, s) == tok}
         d = data_job(cfg, tokenizer_size(cfg, tok))
-        n = len({ds for ext in cfg["extensions"] if ext["size"] in sizes for ds in ext.get("data", cfg["finetune_data"])}
-                | {ds for task, ds, s, _ in evals if s in sizes and task == "ppl"})
-        rows.append({"job": f"tokenize ({tok} tokenizer)", "count": n, "partition": "CPU", "nodes": 1, "gpus": "-",
-                     "cpus": d["cpus"], "mem_mb": d["mem_mb"], "runtime": d["runtime"], "submissions": 1})
+        train = {ds for ext in cfg["extensions"] if ext["size"] in sizes for ds in ext.get("data", cfg["finetune_data"])}
+        train |= {ds for s in sizes if cfg["sizes"][s]["base"]["source"] == "pretrain" for ds in cfg["finetune_data"]}
+        evaluated = {ds for task, ds, s, _ in evals if s in sizes and task == "ppl"}
+        for job, n, cpus in ((f"tokenize ({tok} tokenizer)", len(train), d["cpus"]),
+                             (f"evaluation documents ({tok} tokenizer)", len(evaluated), 1)):
+            if n:
+                rows.append({"job": job, "count": n, "partition": "CPU", "nodes": 1, "gpus": "-", "cpus": cpus,
+                             "mem_mb": d["mem_mb"], "runtime": d["runtime"], "submissions": 1})
     return rows
 
 

@@ -1,7 +1,8 @@
 """Checks of the files a run stands on, made while the DAG is built (common.smk), before any job starts and so
 before Snakemake deletes any output it is about to rebuild: the local files the config names exist and are what
-their sha256 says, and the run's token files are whole (their size against their header, their offsets against
-their index, the tokenizer that made them against the run's). Each problem names its file; all are reported at once.
+their sha256 says; the run's token files are whole (their size against their header, their offsets against their
+index, the tokenizer that made them against the run's); counts fit what they count (documents asked of a split,
+a fine-tune's tokens of its training files). Each problem names its file or key; all are reported at once.
 
 Hashing is cached (``Sha256Cache``: a file's sha256 keyed by its size and modification time), so a DAG built
 again reads no unchanged file twice.
@@ -212,9 +213,70 @@ def run_data_problems(run_dir: str | Path, tokenizers: dict[str, Path], cache: S
     return out
 
 
-def check(cfg: dict, run_dir: str | Path, tokenizers: dict[str, Path], cache: Sha256Cache) -> None:
-    """Raise ``PreflightError`` listing every problem found (local inputs, then the run's token files)."""
+# ------------------------------------------------------------------------------------------ counts
+def split_counts(path: Path, cache: Sha256Cache) -> dict[str, int]:
+    """Documents per split of a local corpus (cached by the file's sha256)."""
+    digest = cache.sha256(path)
+    hit = cache.recall(f"split-counts:{digest}", [])
+    if hit:
+        return json.loads(hit)
+    from .data import iter_corpus
+
+    counts = {}
+    for doc in iter_corpus(path):
+        counts[doc["split"]] = counts.get(doc["split"], 0) + 1
+    cache.remember(f"split-counts:{digest}", [], json.dumps(counts))
+    return counts
+
+
+def count_problems(cfg: dict, run_dir: str | Path, tokenizer_of: dict[str, str], cache: Sha256Cache) -> list[str]:
+    """Counts against the data they count: a local dataset's evaluation documents and a summarization table's
+    train / test documents against its splits; each fine-tune's tokens (steps x batch x L') against its training
+    files, where they exist and are up to date (``tokenizer_of``: size -> its tokenizer's name)."""
+    from . import config as C
+    from .summarization import protocol
+
+    out, counts = [], {}
+    for name, d in cfg["datasets"].items():
+        if d["source"] == "local" and Path(d["path"]).is_file() and cache.sha256(d["path"]) == d["sha256"]:
+            counts[name] = split_counts(Path(d["path"]), cache)
+    for name, c in counts.items():
+        want = (cfg["datasets"][name].get("eval") or {}).get("num_docs")
+        if want and want > c.get("test", 0) and (cfg["datasets"][name]["eval"].get("join") != "book"):
+            out.append(f"datasets.{name}.eval.num_docs: {want} evaluation documents asked, the test split of "
+                       f"{cfg['datasets'][name]['path']} has {c.get('test', 0)}")
+    spec = protocol(cfg)
+    for t, table in cfg.get("tables", {}).items():
+        if table.get("kind") == "summarization" and table.get("dataset") in counts:
+            for split in ("train", "test"):
+                want, have = spec.get(f"{split}_docs"), counts[table["dataset"]].get(split, 0)
+                if want and want > have:
+                    out.append(f"summarization.{split}_docs: {want} asked, the {split} split of "
+                               f"{table['dataset']} ({cfg['datasets'][table['dataset']]['path']}) has {have}")
+    from .data import index_path
+
+    for i, ext in enumerate(cfg["extensions"]):
+        files = [Path(run_dir, "data", ds, tokenizer_of[ext["size"]], "train.npy")
+                 for ds in ext.get("data", cfg["finetune_data"])]
+        if not all(f.is_file() and index_path(f).is_file() and not npy_problem(f) for f in files):
+            continue
+        if any(f.stat().st_mtime < _newest([f.parents[1] / "corpus.jsonl.gz"]) for f in files):
+            continue  # about to be rebuilt
+        have = sum(np.load(f, mmap_mode="r", allow_pickle=False).shape[0] for f in files)
+        hp = C.train_hparams(cfg, ext)
+        need = hp["steps"] * hp["global_batch"] * ext["ctx"]
+        if need > have:
+            out.append(f"extensions[{i}] ({ext['method']}-{ext['ctx']}): {hp['steps']} steps x {hp['global_batch']} "
+                       f"sequences x {ext['ctx']} tokens need {need} training tokens; "
+                       f"{', '.join(str(f) for f in files)} hold {have}")
+    return out
+
+
+def check(cfg: dict, run_dir: str | Path, tokenizers: dict[str, Path], tokenizer_of: dict[str, str],
+          cache: Sha256Cache) -> None:
+    """Raise ``PreflightError`` listing every problem found (local inputs, the run's token files, counts)."""
     problems = local_problems(cfg, cache) + run_data_problems(run_dir, tokenizers, cache)
+    problems += count_problems(cfg, run_dir, tokenizer_of, cache)
     cache.save()
     if problems:
         raise PreflightError("files this run reads are missing or damaged (nothing was run, nothing deleted):\n  "

@@ -216,13 +216,27 @@ class Recorder:
 
 
 def load_jobs(run_dir: str | Path) -> list[dict]:
-    """Every job record of a run, oldest first."""
+    """Every job record of a run, oldest first; a record made where the run folder had another path (the folder
+    was copied or moved since) has its paths moved to where the folder is now."""
     jobs = []
     for f in sorted((Path(run_dir) / "provenance" / "jobs").glob("*/*.json")):
         rec = json.loads(f.read_text())
         rec["record"] = str(f)
+        made_in = rec.get("run_dir")
+        if made_in and os.path.normpath(made_in) != os.path.normpath(str(run_dir)):
+            rec = relocated(rec, os.path.normpath(made_in), os.path.normpath(str(run_dir)))
         jobs.append(rec)
     return sorted(jobs, key=lambda r: r["end"])
+
+
+def relocated(rec: dict, old: str, new: str) -> dict:
+    """A job record with every path under the run folder ``old`` (argv, inputs, outputs) moved under ``new``."""
+    def move(p: str) -> str:
+        return new + p[len(old):] if p == old or p.startswith(old + "/") else p
+
+    return dict(rec, run_dir=new, argv=[move(w) for w in rec["argv"]], inputs=[move(i) for i in rec["inputs"]],
+                outputs={move(o): d for o, d in rec["outputs"].items()},
+                files={move(o): f for o, f in rec.get("files", {}).items()})
 
 
 # ------------------------------------------------------------------------------------- verified reading
@@ -232,16 +246,14 @@ class ChangedSinceWritten(ValueError):
 
 def recorded_outputs(run_dir: str | Path) -> dict[str, tuple[str, dict]]:
     """Every output the run's jobs recorded, by path relative to the run folder: (its sha256, the newest job
-    record that wrote it); files inside a recorded folder are listed too. Paths are taken relative to the run
-    folder the job ran in, so a copied or moved run folder reads the same."""
+    record that wrote it); files inside a recorded folder are listed too (a copied or moved run folder reads the
+    same: ``load_jobs``)."""
     run = Path(run_dir).resolve()
     out = {}
     for job in load_jobs(run_dir):  # oldest first: a rerun supersedes
         for path, sha in job["outputs"].items():
-            base = Path(job["run_dir"]).resolve() if job.get("run_dir") else run
             try:
-                key = Path(path).resolve().relative_to(base).as_posix() if job.get("run_dir") else \
-                    Path(os.path.abspath(path)).relative_to(run).as_posix()
+                key = Path(path).resolve().relative_to(run).as_posix()
             except ValueError:
                 continue
             out[key] = (sha, job)
