@@ -97,9 +97,9 @@ def build(run_dir: str | Path, targets: list[str], config_sha: str | None = None
     for path, job in sorted(arts.items()):
         key = rel(job["record"], run_dir)
         if key not in job_index:
-            job_index[key] = {k: job[k] for k in ("script", "argv", "start", "end", "wall_s", "commit", "dirty",
-                                                  "code_sha256", "config_sha256", "packages", "hardware", "env",
-                                                  "slurm") if k in job}
+            job_index[key] = {k: job[k] for k in ("script", "argv", "run_dir", "start", "end", "wall_s", "commit",
+                                                  "dirty", "code_sha256", "config_sha256", "packages", "hardware",
+                                                  "env", "slurm") if k in job}
             job_index[key]["inputs"] = {rel(i, run_dir): _input_digest(i, by_output, shipped) for i in job["inputs"]}
             job_index[key]["outputs"] = {rel(o, run_dir): d for o, d in job["outputs"].items()}
         files = job["files"].get(path)
@@ -323,19 +323,22 @@ def _producer(path: str, made_by: dict[str, str]) -> str | None:
 def stale_settings(manifest: dict, run_dir: str | Path, dry_run: str) -> list[dict]:
     """A problem for every artefact whose job ran with other settings than the config now gives it (its command
     line, compared option by option), and for every artefact made from one (stale upstream); a warning for
-    artefacts the config no longer makes and for outputs it asks for that the folder lacks."""
-    run_dir = Path(run_dir)
+    artefacts the config no longer makes and for outputs it asks for that the folder lacks. The folder is compared
+    with the config's run (``results/{run}/``) wherever it lies: paths under either run folder compare as equal."""
     planned = planned_jobs(dry_run)
-    prefix = run_dir.as_posix().rstrip("/") + "/"
+    prefixes = Counter("/".join(o.split("/")[:2]) for j in planned for o in j["outputs"] if o.startswith("results/"))
+    if not prefixes:
+        raise ValueError("the config's dry run planned no job under results/: nothing to compare with")
+    prefix = prefixes.most_common(1)[0][0] + "/"
     by_output = {}
     for job in planned:
         for o in job["outputs"]:
             if o.startswith(prefix):
                 by_output[o[len(prefix):]] = job
-    if planned and not by_output:
-        runs = sorted({o.split("/")[1] for j in planned for o in j["outputs"] if o.startswith("results/")})
-        raise ValueError(f"the config describes results/{', results/'.join(runs)}, not {run_dir}: give the config "
-                         "this folder was made with (--configfile, or --config run=...)")
+
+    def here(argv: list[str], run_prefix: str) -> list[str]:  # the run folder's paths as "{run}/..."
+        return ["{run}/" + w[len(run_prefix):] if w.startswith(run_prefix) else w for w in argv]
+
     jobs, arts = manifest["jobs"], manifest["artefacts"]
     outs_of = {}
     for path, art in arts.items():
@@ -348,7 +351,8 @@ def stale_settings(manifest: dict, run_dir: str | Path, dry_run: str) -> list[di
             continue
         if match["argv"] is None:
             continue
-        changes = argv_changes(job["argv"], match["argv"])
+        made_in = (job.get("run_dir") or manifest["run_dir"]).rstrip("/") + "/"
+        changes = argv_changes(here(job["argv"], made_in), here(match["argv"], prefix))
         if changes:
             stale[key] = f"made with other settings than the config now gives rule {match['rule']}: " + "; ".join(changes)
     made_by = {o: key for key, j in jobs.items() for o in j["outputs"]}
@@ -367,7 +371,7 @@ def stale_settings(manifest: dict, run_dir: str | Path, dry_run: str) -> list[di
     if gone:
         problems.append({"path": f"{len(gone)} artefacts", "problem": "not in the config", "warning": True,
                          "detail": f"the config no longer makes them (e.g. {sorted(gone)[0]})"})
-    lacking = sorted(o for o in by_output if not (run_dir / o).exists())
+    lacking = sorted(o for o in by_output if o not in arts and not (Path(run_dir) / o).exists())
     if lacking:
         problems.append({"path": f"{len(lacking)} outputs", "problem": "not made yet", "warning": True,
                          "detail": f"the config asks for them and the folder lacks them (e.g. {lacking[0]}): run "

@@ -11,7 +11,7 @@ rule fetch_dataset:
     params:
         spec=lambda w: as_json(pcfg.fetch_spec(config, w.dataset)),  # what decides the content (a local file: sha256)
         train_tokens=lambda w: pcfg.fetch_train_tokens(config, w.dataset),
-        path=untracked(lambda w: config["datasets"][w.dataset].get("path", "")),  # its sha256 is compared
+        path=untracked(lambda w: shlex.quote(config["datasets"][w.dataset].get("path", ""))),  # sha256 compared
     log:
         f"{R}/logs/fetch_dataset/{{dataset}}.log",
     benchmark:
@@ -23,7 +23,7 @@ rule fetch_dataset:
         "../envs/pi.yaml"
     shell:
         "python -u workflow/scripts/fetch_dataset.py --spec {params.spec} --train-tokens {params.train_tokens}"
-        " --path '{params.path}' --out {output.corpus} --provenance {output.provenance} > {log} 2>&1"
+        " --path {params.path} --out {output.corpus} --provenance {output.provenance} > {log} 2>&1"
 
 
 rule tokenize:

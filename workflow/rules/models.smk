@@ -50,7 +50,7 @@ rule base_model:
         directory(f"{R}/models/{{size}}/base"),
     params:
         spec=lambda w: as_json(pcfg.base_spec(config, w.size)),  # shipped weights: their SHA256SUMS, not their path
-        path=untracked(lambda w: size_cfg(w)["base"].get("path", "")),
+        path=untracked(lambda w: shlex.quote(size_cfg(w)["base"].get("path", ""))),
         window=L,
         seed=config["seed"],
     log:
@@ -64,7 +64,7 @@ rule base_model:
     conda:
         "../envs/pi.yaml"
     shell:
-        "python -u workflow/scripts/base_model.py --spec {params.spec} --path '{params.path}' --window {params.window} --seed {params.seed} --out {output}"
+        "python -u workflow/scripts/base_model.py --spec {params.spec} --path {params.path} --window {params.window} --seed {params.seed} --out {output}"
         " {input} > {log} 2>&1"
 
 

@@ -173,11 +173,9 @@ def settings_problems(a, m: dict) -> list[dict]:
         k, _, v = kv.partition("=")
         overrides[k] = yaml.safe_load(v)
     repo = Path(__file__).resolve().parents[2]
-    run_dir = Path(a.run_dir).resolve()
-    rel_run = run_dir.relative_to(repo).as_posix() if repo in run_dir.parents else a.run_dir
     print(f"comparing every artefact's settings with what {', '.join(map(str, files)) or 'config/config.yaml'}"
           f"{' with ' + json.dumps(overrides) if overrides else ''} gives its job now ...", flush=True)
-    return audit.stale_settings(m, rel_run, audit.snakemake_dry_run(repo, files, overrides))
+    return audit.stale_settings(m, a.run_dir, audit.snakemake_dry_run(repo, files, overrides))
 
 
 def main():
