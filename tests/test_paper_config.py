@@ -316,7 +316,8 @@ def test_the_plan_prices_every_gpu_job_of_the_paper_dag(counts):
 def test_each_dataset_is_tokenized_once_per_tokenizer(counts):
     """The four LLaMA sizes share one tokenizer (`sizes.<size>.tokenizer: llama`): the Pile subset (5.2B tokens),
     RedPajama (training tokens: rule tokenize), PG19 and proof-pile (evaluation documents: rule eval_docs) are each
-    tokenized once, by the first size's tokenizer, and every size reads that data (each checks it against its own tokenizer's digest when it reads it)."""
+    tokenized once, by the first size's tokenizer, and every size reads that data (each checks it against its own
+    tokenizer's digest when it reads it)."""
     assert pcfg.tokenizers(PAPER) == ["llama"] and counts["tokenize"] == 2 and counts["eval_docs"] == 2
     out = planned_commands("all")
     jobs = re.findall(r"tokenize_corpus\.py --corpus results/paper/data/(\w+)/corpus\.jsonl\.gz --tokenizer (\S+)", out)

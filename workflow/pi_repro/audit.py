@@ -354,7 +354,8 @@ def stale_settings(manifest: dict, run_dir: str | Path, dry_run: str) -> list[di
         made_in = (job.get("run_dir") or manifest["run_dir"]).rstrip("/") + "/"
         changes = argv_changes(here(job["argv"], made_in), here(match["argv"], prefix))
         if changes:
-            stale[key] = f"made with other settings than the config now gives rule {match['rule']}: " + "; ".join(changes)
+            stale[key] = (f"made with other settings than the config now gives rule {match['rule']}: "
+                          + "; ".join(changes))
     made_by = {o: key for key, j in jobs.items() for o in j["outputs"]}
     changed = True
     while changed:  # made from a stale artefact: stale too

@@ -324,7 +324,8 @@ def cluster_plan(cfg: dict) -> list[dict]:
     for tok in tokenizers(cfg):  # one tokenization per (dataset, tokenizer), whatever the sizes sharing it
         sizes = {s for s in cfg["sizes"] if tokenizer_name(cfg, s) == tok}
         d = data_job(cfg, tokenizer_size(cfg, tok))
-        train = {ds for ext in cfg["extensions"] if ext["size"] in sizes for ds in ext.get("data", cfg["finetune_data"])}
+        train = {ds for ext in cfg["extensions"] if ext["size"] in sizes
+                 for ds in ext.get("data", cfg["finetune_data"])}
         train |= {ds for s in sizes if cfg["sizes"][s]["base"]["source"] == "pretrain" for ds in cfg["finetune_data"]}
         evaluated = {ds for task, ds, s, _ in evals if s in sizes and task == "ppl"}
         for job, n, cpus in ((f"tokenize ({tok} tokenizer)", len(train), d["cpus"]),

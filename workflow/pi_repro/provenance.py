@@ -197,7 +197,8 @@ class Recorder:
             "inputs": inputs, "outputs": {p: folder_digest(files[p]) if p in files else digest(p) for p in outputs},
             "files": files,
             "start": self.start, "end": end, "wall_s": round(end - self.start, 3),
-            "run_dir": self.run_dir, "config_sha256": os.environ.get(CONFIG_ENV), **self.code, "packages": package_versions(),
+            "run_dir": self.run_dir, "config_sha256": os.environ.get(CONFIG_ENV), **self.code,
+            "packages": package_versions(),
             "hardware": hardware(), "env": {k: os.environ[k] for k in ENV_KEYS if k in os.environ},
             "slurm": {k: os.environ[k] for k in SLURM_KEYS if k in os.environ} or None,
         }

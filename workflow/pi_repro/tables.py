@@ -117,7 +117,8 @@ def benchmarks_table(records: list[dict], task_order: list[str] | None = None) -
                "finetune_data": "+".join(rec.get("finetune_data") or []) or "None"}
         for name in task_order or rec["task_order"]:
             if name not in rec["tasks"]:
-                raise ValueError(f"the benchmark record of {rec['size']} {rec['method']}-{rec['ctx']} has no task {name!r} (it has "
+                raise ValueError(f"the benchmark record of {rec['size']} {rec['method']}-{rec['ctx']} has no task "
+                                 f"{name!r} (it has "
                                  f"{', '.join(rec['tasks'])}): rerun its benchmark job")
             t = rec["tasks"][name]
             row[t["label"]] = 100 * t["acc"]

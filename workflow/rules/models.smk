@@ -64,7 +64,8 @@ rule base_model:
     conda:
         "../envs/pi.yaml"
     shell:
-        "python -u workflow/scripts/base_model.py --spec {params.spec} --path {params.path} --window {params.window} --seed {params.seed} --out {output}"
+        "python -u workflow/scripts/base_model.py --spec {params.spec} --path {params.path} --window {params.window}"
+        " --seed {params.seed} --out {output}"
         " {input} > {log} 2>&1"
 
 
