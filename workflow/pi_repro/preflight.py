@@ -179,16 +179,16 @@ def tokenizer_digest(folder: Path, cache: Sha256Cache) -> str | None:
                                                                   f.name == "special_tokens_map.json"))
     if not files:
         return None
-    stamp = [cache.sha256(f) for f in files]
-    key = f"tokenizer-digest:{folder.resolve()}"
-    hit = cache.recall(key, stamp)
+    stamp = [f.name for f in files] + [cache.sha256(f) for f in files]
+    key = "tokenizer-digest"  # by content: the same tokenizer files in another run's folder hit too
+    hit = cache.recall(f"{key}:{':'.join(stamp)}", [])
     if hit:
         return hit
     from .data import tokenizer_digest as digest
     from .modeling import load_tokenizer
 
     value = digest(load_tokenizer(folder))
-    cache.remember(key, stamp, value)
+    cache.remember(f"{key}:{':'.join(stamp)}", [], value)
     return value
 
 

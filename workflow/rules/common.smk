@@ -290,9 +290,10 @@ def benchmark_includes(w):
 # ---------------------------------------------------------------------------------------------- preflight
 # Before any job: the local files the config names are there and are what their sha256 says; the run's token
 # files are whole (pi_repro.preflight). A damaged file stops the run here, before Snakemake deletes anything.
-preflight.check(config, R, {t: Path(size_tokenizer_dir(pcfg.tokenizer_size(config, t))) for t in TOKENIZERS},
-                {s: pcfg.tokenizer_name(config, s) for s in SIZES},
-                preflight.Sha256Cache(Path(".snakemake/pi-repro-sha256.json")))
+if not workflow.remote_exec:  # the main process checks; a cluster job step (which parses this file again) does not
+    preflight.check(config, R, {t: Path(size_tokenizer_dir(pcfg.tokenizer_size(config, t))) for t in TOKENIZERS},
+                    {s: pcfg.tokenizer_name(config, s) for s in SIZES},
+                    preflight.Sha256Cache(Path(".snakemake/pi-repro-sha256.json")))
 
 
 # ---------------------------------------------------------------------------------------------- cluster
