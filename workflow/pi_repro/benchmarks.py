@@ -17,6 +17,8 @@ import collections
 import random
 import re
 
+from .io import input_device
+
 WORD = re.compile(r"[A-Za-z][A-Za-z_']{2,}")
 SENTENCE_END = re.compile(r"[.!?;\n]")
 
@@ -107,7 +109,7 @@ def run_harness(model, tokenizer, tasks: list[str], include_path: str | None, wi
     from lm_eval.tasks import TaskManager
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, max_length=window, batch_size=batch_size,
-              device=str(model.device))
+              device=str(input_device(model)))
     tm = TaskManager(include_path=include_path) if include_path else TaskManager()
     return simple_evaluate(model=lm, tasks=tasks, task_manager=tm, num_fewshot=0, log_samples=True, limit=limit,
                            random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,

@@ -118,12 +118,33 @@ def verify_export(path: str | Path, method: str, ctx: int, base_window: int) -> 
     """Reload an exported checkpoint as evaluation will: its config must carry the extension and its logits must
     match those of the training-time model (the probe)."""
     rope = check_checkpoint(path, method, ctx, base_window)
-    cuda = torch.cuda.is_available()
-    dtype = torch.bfloat16 if cuda else torch.float32
-    model = modeling.load_model(path, dtype=dtype, device_map="auto" if cuda else None)
+    dtype, device_map = modeling.eval_placement()
+    model = modeling.load_model(path, dtype=dtype, device_map=device_map)
     err = modeling.verify_probe(model, path)
     del model
+    if torch.cuda.is_available():  # rank 0 checks step 0 before training: the other ranks' GPUs are returned
+        torch.cuda.empty_cache()
     return {"rope_parameters": rope, "probe_error": err}
+
+
+class ExportCheckFailed(RuntimeError):
+    """An export failed its check after training. Not worth a resubmission: the next attempt of the job finds the
+    verdict (``EXPORT_FAILED`` in the resume state's folder) and stops before it trains or loads anything."""
+
+
+EXPORT_FAILED = "export-check-failed.json"
+
+
+def refuse_failed_exports(work: Path, params: dict) -> None:
+    """Stop a resubmitted fine-tune whose previous attempt trained and then failed the export check with these
+    same settings (Snakemake resubmits every failed job; this makes the resubmission cost seconds, not a run)."""
+    verdict = work / EXPORT_FAILED
+    if verdict.is_file():
+        v = read_json(verdict)
+        if v.get("params") == params:
+            raise ExportCheckFailed(f"a previous attempt of this fine-tune trained and its exports failed their check:"
+                                    f" {v['error']}. Not trained again: fix the cause, then delete {work} (or "
+                                    "change a training setting) and rerun")
 
 
 class StoppedBeforeTimeLimit(RuntimeError):
@@ -143,6 +164,7 @@ def train_and_export(init: str, dataset, hp: dict, outdir: str | Path, exports: 
     work = outdir / "_trainer"
     if rank == 0:
         resume = train.prepare_work_dir(work, params)
+        refuse_failed_exports(work, params)
         missing = [s for s in exports if s > 0 and not (outdir / f"step{s}" / "model.safetensors").is_file()]
         if resume and missing and min(missing) <= _step(resume):  # (the export list changed since it was saved)
             print(f"{label}: {resume} is past step {min(missing)}, which is to be exported and is not: training "
@@ -265,17 +287,27 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
     window = read_json(Path(init) / "config.json")["max_position_embeddings"]
     if method != "CT" and window != ctx:
         raise RuntimeError(f"{init}: window {window} does not match ctx {ctx}")
+    params = run_params(hp, method, ctx, init, data_files)
+    if rank == 0 and 0 in steps:  # step 0 is the initial checkpoint: checked before any GPU-hour is spent
+        step0 = verify_exports(init, [0], outdir, method, ctx, base_window)
     trained = train_and_export(init, training_data(tokens, ctx, method, base_window, hp, tokenizer), hp, outdir, steps,
-                               run_params(hp, method, ctx, init, data_files), ctx, rank, world,
+                               params, ctx, rank, world,
                                train_window=base_window if method == "CT" else None, label=f"{method}-{ctx}")
     if rank != 0:
         return None
+    try:
+        checkpoints = verify_exports(init, [s for s in steps if s > 0], outdir, method, ctx, base_window)
+    except (RuntimeError, FileNotFoundError) as e:  # recorded so that a resubmission does not train again
+        write_json(Path(outdir) / "_trainer" / EXPORT_FAILED, {"params": params, "error": str(e)})
+        raise ExportCheckFailed(f"{method}-{ctx}: {e}") from e
+    if 0 in steps:
+        checkpoints = {**step0, **checkpoints}
     record = {"method": method, "ctx": ctx, "base_window": base_window, "hp": hp, "data": data_files,
               "mixture": (hp.get("mixture") or {}).get("name", "corpus"),
               "world_size": world, "deepspeed_zero_stage": trained["deepspeed_zero_stage"],
               "tokens_per_step": hp["global_batch"] * ctx, "train_tokens_available": int(len(tokens)),
               "final_train_loss": trained["final_train_loss"],
-              "checkpoints": verify_exports(init, steps, outdir, method, ctx, base_window),
+              "checkpoints": checkpoints,
               "resumed_from": trained["resumed_from"],
               # CT trains the same tokens at L: its sequences are L long
               "throughput": throughput(init, base_window if method == "CT" else ctx,

@@ -95,3 +95,16 @@ def write_html(path: str | Path, markdown_text: str, title: str) -> None:
 
 def read_json(path: str | Path):
     return json.loads(Path(path).read_text())
+
+
+def input_device(model):
+    """Where a model's input ids go: its input embedding's execution device. For a model spread over devices
+    (``device_map``, accelerate's hooks) that is the first device of the map, not the first parameter's, which
+    is ``meta`` for offloaded weights."""
+    emb = model.get_input_embeddings()
+    hook = getattr(emb, "_hf_hook", None)
+    if getattr(hook, "execution_device", None) is not None:
+        import torch
+
+        return torch.device(hook.execution_device)
+    return emb.weight.device

@@ -5,6 +5,8 @@ import random
 import re
 from dataclasses import dataclass
 
+from .io import input_device
+
 INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
          "I will quiz you about the important information there.")
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
@@ -102,7 +104,7 @@ def retrieved(model, tokenizer, t: Trial) -> bool:
     import torch
 
     n_new = len(_enc(tokenizer, " " + t.key)) + 1
-    ids = torch.tensor([t.ids], device=model.device)
+    ids = torch.tensor([t.ids], device=input_device(model))
     with torch.no_grad():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_new, do_sample=False,
                              pad_token_id=tokenizer.eos_token_id or 0)
@@ -208,7 +210,7 @@ def generate_answers(model, tokenizer, trials: list[Trial], batch_size: int = 8)
     n_new = max(len(_enc(tokenizer, " " + t.key)) for t in trials) + 1
     out = []
     for i in range(0, len(trials), batch_size):
-        ids = torch.tensor([t.ids for t in trials[i:i + batch_size]], device=model.device)
+        ids = torch.tensor([t.ids for t in trials[i:i + batch_size]], device=input_device(model))
         with torch.no_grad():
             gen = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_new, do_sample=False,
                                  pad_token_id=tokenizer.eos_token_id or 0)
@@ -308,7 +310,7 @@ def attention_profile(model, tokenizer, trials: list[Trial]) -> dict:
     for t in trials:
         answer = _enc(tokenizer, " " + t.key)
         n = len(t.ids)
-        ids = torch.tensor([t.ids + answer], device=model.device)
+        ids = torch.tensor([t.ids + answer], device=input_device(model))
         with torch.no_grad():
             out = model(ids, output_attentions=True)
         pos = key_positions(tokenizer, t)

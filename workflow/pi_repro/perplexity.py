@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .io import input_device
+
 
 @dataclass(frozen=True)
 class Span:
@@ -58,25 +60,29 @@ def score_spans(model, tokens: torch.Tensor, spans: list[Span], batch_size: int 
     groups = defaultdict(list)
     for s in spans:
         groups[(s.end - s.begin, s.n_scored)].append(s)
-    device = next(model.parameters()).device
+    # a model spread over several GPUs (device_map="auto": 33B/65B) takes its input on its first device and gives
+    # its hidden states and logits on its last: the targets follow the logits, the sums are kept on the CPU
+    device = input_device(model)
     bar = tqdm(total=len(spans), disable=not progress, desc="windows", unit="win")
     for (length, n), group in sorted(groups.items()):
         for i in range(0, len(group), batch_size):
             batch = group[i:i + batch_size]
-            ids = torch.stack([tokens[s.doc][s.begin:s.end] for s in batch]).to(device)
+            ids = torch.stack([tokens[s.doc][s.begin:s.end] for s in batch])
             # no KV cache: nothing reads it (at 32768 tokens a 7B model would build ~17 GB of it)
-            hidden = model.model(input_ids=ids, use_cache=False).last_hidden_state[:, length - n - 1: length - 1]
+            hidden = model.model(input_ids=ids.to(device), use_cache=False).last_hidden_state
+            hidden = hidden[:, length - n - 1: length - 1]
             targets = ids[:, length - n:]
-            losses = torch.zeros(len(batch), dtype=torch.float64, device=device)
-            losses_past, counts_past = torch.zeros_like(losses), torch.zeros(len(batch), dtype=torch.long, device=device)
-            first = torch.tensor([s.end - n for s in batch], device=device)  # document position of the first scored
+            losses = torch.zeros(len(batch), dtype=torch.float64)
+            losses_past, counts_past = torch.zeros_like(losses), torch.zeros(len(batch), dtype=torch.long)
+            first = torch.tensor([s.end - n for s in batch])  # document position of the first scored
             for c in range(0, n, head_chunk):
                 logits = model.lm_head(hidden[:, c:c + head_chunk]).float()
-                ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[:, c:c + head_chunk].reshape(-1),
-                                     reduction="none").view(len(batch), -1).double()
+                chunk = targets[:, c:c + head_chunk]
+                ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), chunk.reshape(-1).to(logits.device),
+                                     reduction="none").view(len(batch), -1).double().cpu()
                 losses += ce.sum(dim=1)
                 if past is not None:
-                    later = (first[:, None] + c + torch.arange(ce.shape[1], device=device)) >= past
+                    later = (first[:, None] + c + torch.arange(ce.shape[1])) >= past
                     losses_past += (ce * later).sum(dim=1)
                     counts_past += later.sum(dim=1)
             for s, loss, lp, cp in zip(batch, losses.tolist(), losses_past.tolist(), counts_past.tolist()):

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .io import input_device
+
 INTRO = "Read the following article and then summarize it.\n"
 OUTRO = "\nNow summarize the above article.\nSummary:"
 IGNORE = -100  # label of a position the loss skips
@@ -210,7 +212,7 @@ def generate(model, tok, prompts: list[list[int]], max_new_tokens: int, temperat
         for r, i in enumerate(batch):
             ids[r, n - len(prompts[i]):] = torch.tensor(prompts[i])
             mask[r, n - len(prompts[i]):] = 1
-        ids, mask = ids.to(model.device), mask.to(model.device)
+        ids, mask = ids.to(input_device(model)), mask.to(input_device(model))
         sample = temperature > 0
         with torch.no_grad():
             gen = model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=sample,
