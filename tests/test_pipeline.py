@@ -99,7 +99,7 @@ def test_users_slurm_command_runs_the_profiles_settings():
                        capture_output=True, text=True, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     out = p.stdout + p.stderr
-    partitions = {}
+    partitions, gpu_less_on_gpu = {}, []
     for block in out.split("\nrule ")[1:]:
         rule = block.split(":", 1)[0]
         res = re.search(r"resources: (.*)", block)
@@ -107,8 +107,17 @@ def test_users_slurm_command_runs_the_profiles_settings():
             kv = dict(x.split("=", 1) for x in res.group(1).split(", "))
             assert kv["slurm_account"] == "acct-x", (rule, kv)
             partitions.setdefault(rule, set()).add(kv["slurm_partition"])
-    assert partitions["finetune"] == partitions["perplexity"] == {"gpu-x"}
-    assert partitions["tokenize"] == partitions["init_extension"] == {"cpu-x"}
+            gpus = int(kv.get("gpus_total") or 0)  # every job of the paper DAG: on the GPU partition iff it asks GPUs
+            assert (kv["slurm_partition"] == "gpu-x") == (gpus > 0) or kv["slurm_partition"] == "net-x", (rule, kv)
+            if rule in ("perplexity", "rouge", "rouge_lead", "figure2") and not gpus:
+                gpu_less_on_gpu.append(rule)
+    # the CPU jobs that used to go to the GPU partition (a shard merge, scoring, the theory figure) run on the CPU one
+    assert set(gpu_less_on_gpu) == {"perplexity", "rouge", "rouge_lead", "figure2"}
+    assert partitions["finetune"] == partitions["perplexity_shard"] == {"gpu-x"}
+    assert partitions["perplexity"] == {"gpu-x", "cpu-x"}  # evaluations, and the merges of sharded ones
+    # sealing a checkpoint runs its probe as the evaluations load it: on their GPUs (issue #28, item 3)
+    assert partitions["base_model"] == partitions["init_extension"] == {"gpu-x"}
+    assert partitions["tokenize"] == partitions["rouge"] == partitions["figure2"] == {"cpu-x"}
     assert partitions["fetch_dataset"] == {"net-x"}
     counts = job_counts(out)
     paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())

@@ -84,10 +84,11 @@ def test_smoke_run_through_sbatch_equals_local_run(smoke_run):
     total = int(re.search(r"^total\s+(\d+)", dry, re.M).group(1))
     assert len(jobs) == total - 1  # every job but the local target rule `all` went through sbatch
     assert {j["state"] for j in jobs.values()} == {"COMPLETED"}, jobs
-    # each rule ran on the partition the profile gives it, with the CPUs the rule asks (not the profile default)
+    # each rule ran on the partition it is given, with the CPUs the rule asks (not the profile default): the smoke
+    # config asks no GPU, so its fine-tunes and evaluations run on the CPU partition too
     want = {"fetch_dataset": TRANSFER_PARTITION, "base_model": CPU_PARTITION, "tokenize": CPU_PARTITION,
             "train_tokenizer": CPU_PARTITION, "init_extension": CPU_PARTITION, "table1": CPU_PARTITION,
-            "findings": CPU_PARTITION, "finetune": PARTITION, "perplexity": PARTITION}
+            "findings": CPU_PARTITION, "finetune": CPU_PARTITION, "perplexity": CPU_PARTITION}
     for job in jobs.values():
         assert job["partition"] == want.get(job["rule"], job["partition"]), job
         if job["rule"] == "tokenize":
@@ -128,6 +129,7 @@ def test_gpu_jobs_and_the_multi_node_launch_path_through_the_executor(tmp_path):
     assert ft["nodes"] == 2 and ft["tres"]["cpu"] == str(2 * cpus_per_node)
     assert ft["tres"].get("gres/gpu") == str(2 * gpus_per_node) and ft["tres"]["mem"] == "8000M"
     assert ppl["nodes"] == 1 and ppl["tres"].get("gres/gpu") == "1"
+    assert ft["partition"] == ppl["partition"] == PARTITION  # jobs that ask GPUs: the GPU partition
     steps = subprocess.run(["sacct", "-n", "-P", "-j", ft_id, "-o", "JobID,NNodes,State"], capture_output=True,
                            text=True, check=True).stdout.split()
     assert f"{ft_id}.0|2|COMPLETED" in steps, steps  # the launcher's srun step ran on both nodes

@@ -99,8 +99,8 @@ def test_a_finished_fine_tune_rerun_trains_nothing_and_counts_no_negative_tokens
     exports and trains no step past ``steps`` (before: it resumed and trained step 7 of 6, tokens_trained -256)."""
     data = _setup(tmp_path, tiny_llama)
     args = (str(tmp_path / "step0"), "PI", 32, 16, dict(HP, steps=4), [0, 2, 4], str(tmp_path / "run"))
-    first = finetune.finetune(*args, str(tmp_path / "run/finetune.json"), data)
-    (tmp_path / "run/finetune.json").unlink()
+    first = finetune.finetune(*args, str(tmp_path / "run/finetune.json"), data, {"keep_resume_state": True})
+    (tmp_path / "run/finetune.json").unlink()  # as if interrupted before the manifest (and the resume state's end)
     log = (tmp_path / "run/train-log.jsonl").read_text()
     weights = (tmp_path / "run/step4/model.safetensors").read_bytes()
     again = finetune.finetune(*args, str(tmp_path / "run/finetune.json"), data)

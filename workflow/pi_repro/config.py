@@ -180,6 +180,28 @@ def _semantic_checks(cfg: dict) -> None:
     ds_cfg = cfg["train"].get("deepspeed")
     if ds_cfg and not Path(ds_cfg).is_file():
         fail("train.deepspeed", f"DeepSpeed config {ds_cfg} does not exist (paths are relative to the repository root)")
+    if ds_cfg and not cfg["train"].get("deepspeed_compiled_ops"):
+        problem = deepspeed_compiler_needed(json.loads(Path(ds_cfg).read_text()))
+        if problem:
+            fail("train.deepspeed", f"{ds_cfg}: {problem}")
+    from .memory import check as check_memory  # last: it reads what the checks above made sure of
+
+    check_memory(cfg)  # a GPU job whose estimated peak memory exceeds its GPU's (pi_repro/memory.py)
+
+
+def deepspeed_compiler_needed(ds: dict) -> str | None:
+    """Why a DeepSpeed config's optimizer would be compiled at run time (None if it would not): DeepSpeed's Adam
+    without ``torch_adam`` is its FusedAdam (DeepSpeedCPUAdam with an optimizer offload), built by the first rank
+    that reaches it with nvcc and CUDA_HOME, which compute nodes often lack, after the model has loaded."""
+    opt = ds.get("optimizer") or {}
+    if opt.get("type", "").lower() not in ("adam", "adamw") or (opt.get("params") or {}).get("torch_adam"):
+        return None
+    offload = ((ds.get("zero_optimization") or {}).get("offload_optimizer") or {}).get("device", "none")
+    op = "DeepSpeedCPUAdam" if offload == "cpu" else "FusedAdam"
+    return (f"optimizer {opt['type']} without torch_adam is DeepSpeed's {op}, compiled at run time on every node "
+            "(nvcc and CUDA_HOME needed there). Set optimizer.params.torch_adam: true (torch's AdamW; add "
+            "\"fused\": true for its fused CUDA kernel), or, where DeepSpeed was installed with its ops prebuilt "
+            "(DS_BUILD_OPS=1), set train.deepspeed_compiled_ops: true")
 
 
 def load(path: str | Path) -> dict:
@@ -284,12 +306,23 @@ def eval_job(cfg: dict, size: str) -> dict:
             "runtime": _capped(cfg, r.get("eval_runtime", 30))}
 
 
+def seal_job(cfg: dict, size: str) -> dict:
+    """What a job that seals a checkpoint of ``size`` asks (base model, step 0 of an extension): the sha256 of the
+    weights and a probe run as the size's evaluations load the model. With evaluation GPUs, the GPUs, CPUs and
+    memory of an evaluation job (bf16 on GPUs: on CPU, fp16 ran at 0.66 GFLOP/s per thread here, ~27 h for 33B,
+    and 65B in fp32 needs 260 GB) and the data jobs' runtime (the copy of the weights dominates); else a data job."""
+    e, d = eval_job(cfg, size), data_job(cfg, size)
+    if not e["gpus"]:
+        return dict(d, gpus=0)
+    return dict(e, runtime=d["runtime"])
+
+
 # merging the records of a sharded perplexity evaluation: seconds on one CPU
 MERGE_JOB = {"gpus": 0, "cpus": 1, "mem_mb": 4000, "runtime": 15}
 
 
 def data_job(cfg: dict, size: str) -> dict:
-    """What the CPU jobs of a size ask: tokenization, weight download, base-model sealing, step 0."""
+    """What the CPU jobs of a size ask: tokenization, weight download (and sealing, without evaluation GPUs)."""
     r = resources(cfg, size)
     return {"cpus": r.get("data_cpus", 2), "mem_mb": r.get("data_mem_mb", 8000),
             "runtime": _capped(cfg, r.get("data_runtime", 240))}
@@ -317,6 +350,11 @@ def cluster_plan(cfg: dict) -> list[dict]:
             rows.append({"job": f"evaluation {size}", "count": n, "partition": "GPU", "nodes": 1,
                          "gpus": e["gpus"] or "-", "cpus": e["cpus"] or "rule", "mem_mb": e["mem_mb"],
                          "runtime": e["runtime"], "submissions": 1})
+    for size in cfg["sizes"]:  # the base model and the step 0 of each extension, sealed (seal_job)
+        j, n = seal_job(cfg, size), 1 + sum(ext["size"] == size for ext in cfg["extensions"])
+        rows.append({"job": f"seal checkpoints {size} (base, step 0)", "count": n,
+                     "partition": "GPU" if j["gpus"] else "CPU", "nodes": 1, "gpus": j["gpus"] or "-",
+                     "cpus": j.get("cpus") or "rule", "mem_mb": j["mem_mb"], "runtime": j["runtime"], "submissions": 1})
     if shards:
         rows.append({"job": "merge perplexity shards", "count": len(shards), "partition": "CPU", "nodes": 1,
                      "gpus": "-", "cpus": MERGE_JOB["cpus"], "mem_mb": MERGE_JOB["mem_mb"],
@@ -410,10 +448,22 @@ def model_windows(cfg: dict) -> list[int]:
     return out or [cfg["base_window"]]
 
 
+# `train` keys that change how a fine-tune runs or reports, never what it computes: not hyperparameters (a change
+# reruns nothing and keeps the resume state); the jobs get them as options (train_options)
+RUN_OPTIONS = ("deepspeed_compiled_ops", "report_to", "keep_resume_state")
+
+
+def train_options(cfg: dict) -> dict:
+    """What every training job is told besides its hyperparameters: experiment tracking (``report_to``: none,
+    tensorboard or wandb, through the Trainer) and whether the resume state is kept once the exports are verified."""
+    t = cfg["train"]
+    return {"report_to": t.get("report_to", "none"), "keep_resume_state": bool(t.get("keep_resume_state", False))}
+
+
 def train_hparams(cfg: dict, ext: dict) -> dict:
     """Fine-tuning hyperparameters of one extension: train defaults, then the size's, then the extension's."""
     size = cfg["sizes"][ext["size"]]
-    hp = dict(cfg["train"])
+    hp = {k: v for k, v in cfg["train"].items() if k not in RUN_OPTIONS}
     for src in (size, ext):
         for k in ("global_batch", "micro_batch"):
             if k in src:
@@ -572,7 +622,7 @@ def summarization_hparams(cfg: dict, size: str, model: str) -> dict:
     from .summarization import protocol
 
     s = protocol(cfg)
-    hp = dict(cfg["train"])
+    hp = {k: v for k, v in cfg["train"].items() if k not in RUN_OPTIONS}
     size_cfg = cfg["sizes"][size]
     for k in ("global_batch", "micro_batch"):
         hp[k] = s.get(k, size_cfg.get(k, hp[k]))

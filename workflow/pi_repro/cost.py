@@ -8,6 +8,11 @@ checkpointing (the forward is recomputed); a summarization fine-tune, epochs × 
 windows of W tokens (forward only); a passkey job, per window, num_k × trials prompts of W tokens; a summary
 generation job, per test document, one prompt of W tokens and max_new_tokens decoding steps at W; a benchmark job,
 ``cost.benchmark_tokens``. Forward passes are a third of a training step's FLOPs and run at ``eval_mfu``.
+
+Wall time: a fine-tune's ranks work in parallel (wall = GPU-hours / GPUs); an evaluation spread over several GPUs
+(``device_map``: 33B on 2, 65B on 4) runs its layers on one GPU at a time, so its wall time is that of one GPU
+doing all the work and its GPU-hours are that times the GPUs it holds (before, both were divided by the GPUs:
+33B/65B evaluations were planned 2-4x too short and sharded too little).
 """
 from __future__ import annotations
 
@@ -101,7 +106,7 @@ def perplexity_shards(cfg: dict, jobs: dict | None = None) -> dict[tuple[str, st
         n = ppl.get("shards", 1)
         if "shard_hours" in ppl:
             flops = perplexity_flops(cfg, ds, size, sorted(j["windows"]))
-            wall = 0 if flops is None else _gpu_hours(flops, s["eval_mfu"], s) / max(C.eval_job(cfg, size)["gpus"], 1)
+            wall = 0 if flops is None else _gpu_hours(flops, s["eval_mfu"], s)  # one GPU at a time (module doc)
             n = max(1, math.ceil(wall / ppl["shard_hours"]))
         docs = (cfg["datasets"][ds].get("eval") or {}).get("num_docs") or s["datasets"].get(ds, {}).get("eval_docs")
         out[(ds, size, model)] = min(n, docs) if docs else n
@@ -111,18 +116,20 @@ def perplexity_shards(cfg: dict, jobs: dict | None = None) -> dict[tuple[str, st
 def plan(cfg: dict) -> list[dict]:
     """One row per GPU job of the configuration: rule, what, GPUs per job, estimated GPU-hours and wall hours
     (None where the config lacks what the estimate needs, with the reason), and the tables that need it."""
-    from . import perf
+    from . import memory, perf
     from .summarization import protocol
 
     s = settings(cfg)
     L = cfg["base_window"]
     rows = []
 
-    def add(rule, what, gpus, flops, mfu, tables, missing=None):
-        gh = None if flops is None else _gpu_hours(flops, mfu, s)
+    def add(rule, what, gpus, flops, mfu, tables, missing=None, peak=None, parallel=False):
+        one = None if flops is None else _gpu_hours(flops, mfu, s)  # all the work on one GPU
+        gh = None if one is None else one if parallel else one * max(gpus, 1)  # GPU-hours held (module doc)
         rows.append({"rule": rule, "what": what, "gpus_per_job": gpus, "gpu_hours": gh,
-                     "wall_hours": None if gh is None else gh / max(gpus, 1), "tables": sorted(tables),
-                     "note": missing or ""})
+                     "wall_hours": None if one is None else one / max(gpus, 1) if parallel else one,
+                     "peak_gb": None if peak is None else peak["bytes"] / memory.GIB,  # pi_repro/memory.py
+                     "tables": sorted(tables), "note": missing or ""})
 
     jobs, needs = eval_jobs(cfg)
     shards = perplexity_shards(cfg, jobs)
@@ -132,25 +139,26 @@ def plan(cfg: dict) -> list[dict]:
         tokens = hp["steps"] * hp["global_batch"] * ext["ctx"]
         add("finetune", f"{ext['size']} {C.extension_name(ext)}", C.train_job(cfg, ext)["gpus"],
             _train_flops(hp, tokens, shape(cfg, ext["size"]), seq), s["mfu"],
-            needs.get((ext["size"], C.extension_name(ext)), set()))
+            needs.get((ext["size"], C.extension_name(ext)), set()), peak=memory.train_estimate(cfg, ext), parallel=True)
     spec, pk = protocol(cfg), C.passkey_protocol(cfg)
     for (task, ds, size, model), j in jobs.items():
         sh, gpus, windows, tables = shape(cfg, size), C.eval_job(cfg, size)["gpus"], sorted(j["windows"]), j["tables"]
         at = ", ".join(map(str, windows))
+        peak = memory.eval_estimate(cfg, task, size, windows)
         if task == "ppl":
             flops, n = perplexity_flops(cfg, ds, size, windows), shards[(ds, size, model)]
             for k in range(n):  # a sharded evaluation: one job per shard, each about 1/n of the tokens
                 add("perplexity_shard" if n > 1 else "perplexity",
                     f"{size} {model} on {ds} at {at}" + (f", shard {k + 1}/{n}" if n > 1 else ""), gpus,
                     None if flops is None else flops / n, s["eval_mfu"], tables,
-                    None if flops is not None else f"cost.datasets.{ds}.eval_tokens not given")
+                    None if flops is not None else f"cost.datasets.{ds}.eval_tokens not given", peak)
         elif task == "passkey":
             add("passkey", f"{size} {model} at {at}", gpus,
                 sum(pk["num_k"] * pk["trials"] * w * perf.flops_per_token(sh, w, False) for w in windows),
-                s["eval_mfu"], tables)
+                s["eval_mfu"], tables, peak=peak)
         elif task == "bench":
             add("benchmark", f"{size} {model}", gpus, s["benchmark_tokens"] * perf.flops_per_token(sh, windows[-1], False),
-                s["eval_mfu"], tables)
+                s["eval_mfu"], tables, peak=peak)
         elif task == "rouge":
             w, docs = windows[-1], s["datasets"].get(ds, {})
             hp = C.summarization_hparams(cfg, size, model)
@@ -158,11 +166,12 @@ def plan(cfg: dict) -> list[dict]:
             test = spec.get("test_docs") or docs.get("test_docs")
             add("summarize_finetune", f"{size} {model} on {ds}", C.train_job(cfg, C.model_extension(cfg, size, model))["gpus"],
                 None if not train else _train_flops(hp, spec["epochs"] * train * w, sh, w), s["mfu"], tables,
-                None if train else f"cost.datasets.{ds}.train_docs not given")
+                None if train else f"cost.datasets.{ds}.train_docs not given",
+                memory.summarize_train_estimate(cfg, size, model, w), parallel=True)
             add("summarize", f"{size} {model} on {ds}", gpus,
                 None if not test else test * (w + spec["generate"]["max_new_tokens"])
                 * perf.flops_per_token(sh, w, False), s["eval_mfu"], tables,
-                None if test else f"cost.datasets.{ds}.test_docs not given")
+                None if test else f"cost.datasets.{ds}.test_docs not given", peak)
     return rows
 
 
@@ -181,8 +190,10 @@ def by_rule(rows: list[dict]) -> list[dict]:
     out = {}
     for r in rows:
         o = out.setdefault(r["rule"], {"rule": r["rule"], "jobs": 0, "gpus_per_job": set(), "gpu_hours": 0.0,
-                                       "unpriced": 0})
+                                       "unpriced": 0, "peak_gb": None})
         o["jobs"] += 1
+        if r.get("peak_gb") is not None:  # the rule's largest estimated peak memory per GPU
+            o["peak_gb"] = max(o["peak_gb"] or 0.0, r["peak_gb"])
         o["gpus_per_job"].add(r["gpus_per_job"])
         if r["gpu_hours"] is None:
             o["unpriced"] += 1
@@ -191,6 +202,96 @@ def by_rule(rows: list[dict]) -> list[dict]:
     for o in out.values():
         o["gpus_per_job"] = ", ".join(str(g) for g in sorted(o["gpus_per_job"]))
     return list(out.values())
+
+
+def n_params(sh) -> int:
+    """Every parameter of a size (its matmul weights and the input embedding)."""
+    from . import perf
+
+    return perf.matmul_params(sh) + sh.vocab_size * sh.hidden_size
+
+
+def _weight_bytes(cfg: dict, size: str) -> int:
+    """Bytes per parameter of a size's base weights: 2 (hub LLaMA weights, fp16/bf16), else as stored here (fp32)."""
+    base = cfg["sizes"][size]["base"]
+    if base["source"] == "local":
+        dtype = json.loads((C.ROOT / base["path"] / "config.json").read_text()).get("dtype", "float32")
+        return 2 if dtype in ("bfloat16", "float16") else 4
+    return 2 if base["source"] == "hub" else 4
+
+
+# a ZeRO-3 resume state per parameter: bf16 weights (2) + fp32 master weights (4) + Adam's m and v (8); fp32
+# training without DeepSpeed: weights (4) + m and v (8). The Trainer keeps one (save_total_limit 1) but writes the
+# next before it deletes the last: two at the moment of a save.
+RESUME_BYTES = {True: 14, False: 12}
+
+
+def disk(cfg: dict) -> list[dict]:
+    """Disk each rule's jobs leave (``kept``: weights, exports, token files) and hold while they run (``resume``:
+    the fine-tunes' resume state, deleted once the exports are verified unless ``train.keep_resume_state``; two of
+    them at a save), in bytes, one row per rule. Downloaded corpora (their size is the hub's) are not counted."""
+    import numpy as np
+
+    keep = C.train_options(cfg)["keep_resume_state"]
+    rows = {}
+
+    def add(rule, kept=0, resume=0):
+        r = rows.setdefault(rule, {"rule": rule, "jobs": 0, "kept": 0, "resume": 0, "resume_per_job": 0})
+        r["jobs"] += 1
+        r["kept"] += kept + (resume if keep else 0)
+        r["resume"] += resume
+        r["resume_per_job"] = max(r["resume_per_job"], 2 * resume)
+
+    for size in cfg["sizes"]:
+        w = n_params(shape(cfg, size)) * _weight_bytes(cfg, size)
+        if cfg["sizes"][size]["base"]["source"] == "hub":
+            add("download_model", w)
+        add("base_model", w)  # a hard link of the download's files where the file system allows (then 0 more)
+    for ext in cfg["extensions"]:
+        size = ext["size"]
+        n = n_params(shape(cfg, size))
+        add("init_extension", n * _weight_bytes(cfg, size))  # step 0: a copy of the base weights
+        if C.final_model(ext).endswith("step0"):
+            continue
+        hp = C.train_hparams(cfg, ext)
+        ds = bool(hp.get("deepspeed"))
+        exports = sum(1 for c in ext["checkpoints"] if c > 0)
+        add("finetune", exports * n * (2 if hp.get("bf16") else 4), n * RESUME_BYTES[ds])
+    for (task, _, size, model), _ in eval_jobs(cfg)[0].items():
+        if task == "rouge":
+            hp = C.summarization_hparams(cfg, size, model)
+            n = n_params(shape(cfg, size))
+            add("summarize_finetune", n * (2 if hp.get("bf16") else 4), n * RESUME_BYTES[bool(hp.get("deepspeed"))])
+    for tok in C.tokenizers(cfg):
+        vocab = shape(cfg, C.tokenizer_size(cfg, tok)).vocab_size
+        item = np.dtype(np.uint16 if vocab <= 65536 else np.uint32).itemsize
+        sizes = {s for s in cfg["sizes"] if C.tokenizer_name(cfg, s) == tok}
+        for ds in {d for ext in cfg["extensions"] if ext["size"] in sizes for d in ext.get("data", cfg["finetune_data"])}:
+            add("tokenize", C.fetch_train_tokens(cfg, ds) * item)
+    return list(rows.values())
+
+
+def _size(b: float) -> str:
+    return f"{b / 1e12:,.2f} TB" if b >= 1e12 else f"{b / 1e9:,.1f} GB" if b >= 1e9 else f"{b / 1e6:,.1f} MB"
+
+
+def render_disk(cfg: dict) -> str:
+    """The disk plan as Markdown (GB = 10^9 bytes)."""
+    import pandas as pd
+
+    rows = disk(cfg)
+    kept = sum(r["kept"] for r in rows)
+    held = max((r["resume_per_job"] for r in rows), default=0)
+    keep = C.train_options(cfg)["keep_resume_state"]
+    table = pd.DataFrame([{"Rule": r["rule"], "Jobs": r["jobs"], "Kept": _size(r["kept"]),
+                           "Resume state, per job at a save": _size(r["resume_per_job"]) if r["resume_per_job"] else "-"}
+                          for r in rows])
+    return (f"Disk: **{_size(kept)}** kept (weights, exports, token files; not the downloaded corpora), plus the "
+            f"resume state of each running fine-tune (at most {_size(held)} for one job, at the moment of a save), "
+            + ("kept after each run (`train.keep_resume_state`) and counted in the total"
+               if keep else f"deleted once its exports are verified ({_size(sum(r['resume'] for r in rows))} more "
+                            "if all were kept: `train.keep_resume_state`)")
+            + ".\n\n" + table.to_markdown(index=False) + "\n")
 
 
 def render(cfg: dict, jobs: bool = True) -> str:
@@ -203,16 +304,21 @@ def render(cfg: dict, jobs: bool = True) -> str:
     targets = pd.DataFrame(per_target(cfg, rows)).rename(columns={"target": "Target", "jobs": "GPU jobs",
                                                                   "gpu_hours": "GPU-hours (est.)"})
     summary = pd.DataFrame(by_rule(rows)).rename(columns={"rule": "Rule", "jobs": "Jobs", "gpus_per_job": "GPUs per job",
-                                                          "gpu_hours": "GPU-hours (est.)", "unpriced": "Not priced"})
+                                                          "gpu_hours": "GPU-hours (est.)", "unpriced": "Not priced",
+                                                          "peak_gb": "Peak GB/GPU (est.)"})
     detail = pd.DataFrame(rows).rename(columns={"rule": "Rule", "what": "Job", "gpus_per_job": "GPUs",
-                                                "gpu_hours": "GPU-hours", "wall_hours": "Wall hours", "note": "Note"})
+                                                "gpu_hours": "GPU-hours", "wall_hours": "Wall hours", "note": "Note",
+                                                "peak_gb": "Peak GB/GPU (est.)"})
     detail["tables"] = [", ".join(t) for t in detail["tables"]]
     detail = detail.rename(columns={"tables": "For"})
     return (f"Cost of config `{cfg['run']}`: estimated **{total:,.0f} GPU-hours** on {s['gpu']} "
             f"({s['gpu_peak_tflops']:g} TFLOP/s peak) at {s['mfu']:.0%} MFU for training and {s['eval_mfu']:.0%} "
             "for evaluation (the config's `cost` block); model FLOPs per token 6 N + 12 n_layers T d (training), a "
             "third of it forward (pi_repro.perf); tokens per job as in pi_repro/cost.py. CPU jobs (downloads, "
-            "tokenization, tables, scoring) are not counted.\n\nPer target:\n\n"
+            "tokenization, tables, scoring) are not counted. Peak GB/GPU: each job's estimated peak memory per GPU "
+            "(GiB; pi_repro/memory.py: weights, optimizer state, activations, logits); validation refuses a GPU job "
+            f"whose estimate exceeds {cfg.get('cost', {}).get('gpu_memory_gb', 80):g} (`cost.gpu_memory_gb`)."
+            "\n\nPer target:\n\n"
             + targets.to_markdown(index=False, floatfmt=",.1f") + "\n\nPer rule:\n\n"
-            + summary.to_markdown(index=False, floatfmt=",.1f") + "\n"
+            + summary.to_markdown(index=False, floatfmt=",.1f") + "\n\n" + render_disk(cfg)
             + ("\nPer job:\n\n" + detail.to_markdown(index=False, floatfmt=",.1f") + "\n" if jobs else ""))

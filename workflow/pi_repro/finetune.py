@@ -153,7 +153,7 @@ class StoppedBeforeTimeLimit(RuntimeError):
 
 def train_and_export(init: str, dataset, hp: dict, outdir: str | Path, exports: list[int], params: dict,
                      probe_len: int, rank: int, world: int, collator=None, train_window: int | None = None,
-                     label: str = "") -> dict:
+                     label: str = "", report_to: str = "none") -> dict:
     """Train ``init`` on ``dataset`` for ``hp['steps']`` steps through the Trainer (resuming from ``outdir/_trainer``
     when its recorded ``params`` match), exporting ``outdir/step{N}`` at each step of ``exports``. Returns what the
     manifest records about the run on rank 0 (the other ranks return after the last barrier)."""
@@ -182,7 +182,9 @@ def train_and_export(init: str, dataset, hp: dict, outdir: str | Path, exports: 
         return finished_run(resume, world, hp)
     if resume and rank == 0:
         print(f"resuming from {resume}")
-    args = train.training_args(hp, work)  # before loading: under ZeRO-3 the model is then loaded partitioned
+    if report_to == "tensorboard":  # event files beside the run's exports (the resume state may be deleted)
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(outdir / "tensorboard"))
+    args = train.training_args(hp, work, report_to)  # before loading: under ZeRO-3 the model is loaded partitioned
     model = modeling.load_model(init, dtype=torch.bfloat16 if args.bf16 else torch.float32)
     model.train()
     trainer = train.build_trainer(model, dataset, hp, work, outdir, sorted(s for s in exports if s > 0), init,
@@ -273,9 +275,11 @@ def verify_exports(init: str, steps: list[int], outdir: str | Path, method: str,
 
 
 def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps: list[int], outdir: str,
-             manifest: str, data_files: list[str]) -> dict | None:
+             manifest: str, data_files: list[str], options: dict | None = None) -> dict | None:
     """Run one extension's fine-tuning (one process, or one of ``WORLD_SIZE`` ranks under torchrun); rank 0
-    verifies every export and writes ``manifest`` last. Returns the manifest record (None on other ranks)."""
+    verifies every export and writes ``manifest`` last, then deletes the resume state unless
+    ``options['keep_resume_state']`` (config.train_options). Returns the manifest record (None on other ranks)."""
+    options = {"report_to": "none", "keep_resume_state": False, **(options or {})}
     rank, world = distributed(bool(hp.get("deepspeed")))
     tokens = training_tokens(data_files, hp["seed"])
     tokenizer = modeling.load_tokenizer(init)
@@ -287,12 +291,13 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
     window = read_json(Path(init) / "config.json")["max_position_embeddings"]
     if method != "CT" and window != ctx:
         raise RuntimeError(f"{init}: window {window} does not match ctx {ctx}")
-    params = run_params(hp, method, ctx, init, data_files)
+    # what identifies the run (hashes of the weights and the training tokens, GBs): read by rank 0 alone
+    params = run_params(hp, method, ctx, init, data_files) if rank == 0 else None
     if rank == 0 and 0 in steps:  # step 0 is the initial checkpoint: checked before any GPU-hour is spent
         step0 = verify_exports(init, [0], outdir, method, ctx, base_window)
     trained = train_and_export(init, training_data(tokens, ctx, method, base_window, hp, tokenizer), hp, outdir, steps,
-                               params, ctx, rank, world,
-                               train_window=base_window if method == "CT" else None, label=f"{method}-{ctx}")
+                               params, ctx, rank, world, train_window=base_window if method == "CT" else None,
+                               label=f"{method}-{ctx}", report_to=options["report_to"])
     if rank != 0:
         return None
     try:
@@ -314,4 +319,15 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
                                        trained["steps_run"] * hp["global_batch"] * ctx, trained["train_seconds"],
                                        bool(hp.get("bf16")))}
     write_json(manifest, record)
+    drop_resume_state(Path(outdir) / "_trainer", options["keep_resume_state"])
     return record
+
+
+def drop_resume_state(work: Path, keep: bool) -> None:
+    """Once the manifest records the verified exports, the resume state (optimizer included: 520 GB per save for
+    33B, ~4 TB over the paper's runs) is no longer needed: deleted, unless the config keeps it."""
+    if keep or not work.is_dir():
+        return
+    freed = sum(f.stat().st_size for f in work.rglob("*") if f.is_file())
+    shutil.rmtree(work)
+    print(f"deleted the resume state {work} ({freed / 1e9:.3g} GB; train.keep_resume_state keeps it)")

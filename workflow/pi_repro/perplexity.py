@@ -9,9 +9,12 @@ unscored positions are never materialised.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -161,6 +164,54 @@ def doc_records(doc_ids: list[str], nll: np.ndarray, count: np.ndarray, nll_past
 # in document order) into the record the unsharded job writes. Per-document sums equal the unsharded job's bit
 # for bit with batch_size 1 (the paper config's); with larger batches a window may share its batch with windows
 # of other documents, and float32 matmuls of another batch shape round differently (~1e-9 relative here).
+
+class Progress:
+    """The documents a shard has finished, one JSON line each, appended and flushed to disk as each finishes, so a
+    shard that runs out of time (or is preempted) keeps them across its resubmission. The first line is the
+    shard's identity (``key``: checkpoint, documents, protocol); a file of another key is started afresh."""
+
+    def __init__(self, path: str | Path, key: dict):
+        self.path, self.done = Path(path), {}
+        lines = self.path.read_text().splitlines() if self.path.is_file() else []
+        if lines and json.loads(lines[0]) == {"key": key}:
+            for line in lines[1:]:
+                try:
+                    d = json.loads(line)
+                except ValueError:  # a line cut by the kill: that document is scored again
+                    continue
+                self.done[(d["window"], d["doc"])] = (d["nll"], d["n"], d["nll_past"], d["n_past"])
+        else:
+            self.path.write_text(json.dumps({"key": key}) + "\n")
+        self.resumed = len(self.done)
+
+    def get(self, window: int, doc: str):
+        return self.done.get((window, doc))
+
+    def add(self, window: int, doc: str, sums: tuple) -> None:
+        self.done[(window, doc)] = sums
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"window": window, "doc": doc, "nll": sums[0], "n": sums[1], "nll_past": sums[2],
+                                "n_past": sums[3]}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def resumable_nll(model, docs: list[torch.Tensor], doc_ids: list[str], window: int, stride: int, progress: Progress,
+                  batch_size: int = 8, past: int | None = None, bar: bool = False) -> tuple[np.ndarray, ...]:
+    """``sliding_window_nll`` one document at a time, each kept in ``progress`` as it finishes and not scored again
+    (its batches never mix documents, so a resumed shard's sums are those of an uninterrupted one, bit for bit).
+    Returns the four arrays (NLL, count, and those of positions >= ``past``: zeros without it)."""
+    out = np.zeros((4, len(docs)))
+    for i, (doc, name) in enumerate(zip(tqdm(docs, disable=not bar, desc=f"documents w={window}"), doc_ids)):
+        sums = progress.get(window, name)
+        if sums is None:
+            got = sliding_window_nll(model, [doc], window, stride, batch_size=batch_size, past=past if past is not None
+                                     else 1 << 62)
+            sums = (float(got[0][0]), int(got[1][0]), float(got[2][0]), int(got[3][0]))
+            progress.add(window, name, sums)
+        out[:, i] = sums
+    return out[0], out[1].astype(np.int64), out[2], out[3].astype(np.int64)
+
 
 def shard_ranges(lengths: list[int], shards: int) -> list[tuple[int, int]]:
     """``shards`` contiguous document ranges [begin, end) holding about equal numbers of tokens (a range is

@@ -156,6 +156,29 @@ class PadCollator:
 
 
 # ----------------------------------------------------------------------------------------------- fine-tune
+EXAMPLES = "train-examples.pt"  # the encoded training split, beside the run's exports (rank 0 writes it)
+
+
+def training_examples(tok, corpus: str, spec: dict, seed: int, window: int, cache: Path, rank: int,
+                      world: int) -> list:
+    """The encoded training split: rank 0 reads and tokenizes the corpus (GovReport: 17k documents) and writes it
+    to ``cache``; the other ranks read that file after a barrier (before, each of 128 ranks tokenized it all)."""
+    import torch
+
+    from . import finetune as ft
+    from .io import atomic_path
+
+    if rank == 0:
+        examples = encode_docs(tok, documents(corpus, "train", spec.get("train_docs"), seed), window, spec)
+        if world > 1:
+            with atomic_path(cache) as tmp:
+                torch.save(examples, tmp)
+    ft._barrier(world)
+    if rank != 0:
+        examples = torch.load(cache, weights_only=False)  # written by this job's rank 0 just now
+    return examples
+
+
 def finetune(init: str, corpus: str, spec: dict, hp: dict, method: str, ctx: int, base_window: int, outdir: str,
              manifest: str) -> dict | None:
     """Fine-tune checkpoint ``init`` to summarize, at its own window (PI keeps its position scaling), for
@@ -168,17 +191,18 @@ def finetune(init: str, corpus: str, spec: dict, hp: dict, method: str, ctx: int
     rank, world = ft.distributed(bool(hp.get("deepspeed")))
     tok = modeling.load_tokenizer(init)
     window = int(read_json(Path(init) / "config.json")["max_position_embeddings"])
-    docs = documents(corpus, "train", spec.get("train_docs"), hp["seed"])
-    examples = encode_docs(tok, docs, window, spec)
+    examples = training_examples(tok, corpus, spec, hp["seed"], window, Path(outdir) / EXAMPLES, rank, world)
     per_epoch = len(examples) // hp["global_batch"]
     if per_epoch == 0:
         raise ValueError(f"{corpus}: {len(examples)} training documents, fewer than one batch of {hp['global_batch']}")
     hp = dict(hp, steps=spec["epochs"] * per_epoch)
-    params = {"hp": hp, "spec": spec, "init": sha256_weights(init), "data": sha256_file(corpus)}
+    # what identifies the run (hashes of the weights and the corpus): read by rank 0 alone
+    params = {"hp": hp, "spec": spec, "init": sha256_weights(init), "data": sha256_file(corpus)} if rank == 0 else None
     trained = ft.train_and_export(init, Examples(examples), hp, outdir, [hp["steps"]], params, window, rank, world,
                                   collator=PadCollator(_pad_id(tok)), label=f"summarize {init}")
     if rank != 0:
         return None
+    (Path(outdir) / EXAMPLES).unlink(missing_ok=True)  # every rank has read it
     kept = [e.doc_kept / e.doc_len for e in examples if e.doc_len]
     record = {"task": "summarize", "init": init, "method": method, "ctx": ctx, "base_window": base_window,
               "window": window, "hp": hp, "spec": spec, "data": corpus, "train_docs": len(examples),

@@ -104,8 +104,9 @@ def lr_lambda(step: int, warmup_steps: int, warmup_start: float, schedule: str =
     raise ValueError(f"unknown schedule {schedule!r}")
 
 
-def training_args(hp: dict, work_dir: str | Path):
-    """``TrainingArguments`` for ``hp``: global batch = micro batch × gradient accumulation × world size."""
+def training_args(hp: dict, work_dir: str | Path, report_to: str = "none"):
+    """``TrainingArguments`` for ``hp``: global batch = micro batch × gradient accumulation × world size.
+    ``report_to``: experiment tracking through the Trainer (none, tensorboard or wandb; config ``train.report_to``)."""
     from transformers import TrainingArguments
 
     accel = torch.cuda.is_available()
@@ -130,7 +131,7 @@ def training_args(hp: dict, work_dir: str | Path):
         save_steps=hp.get("resume_every", 50),
         save_total_limit=1,
         save_only_model=False,
-        report_to=[],
+        report_to=[] if report_to == "none" else [report_to],
         seed=hp["seed"],
         data_seed=hp["seed"],
         dataloader_drop_last=True,

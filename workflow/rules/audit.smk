@@ -31,6 +31,8 @@ rule audit:
         nodes=1,
         gpu=audit_job()["gpus"] or None,
         gpus_total=audit_job()["gpus"],
+        slurm_partition=partition(audit_job()["gpus"]),
+        constraint=gpu_constraint(audit_job()["gpus"]),
         cpus_per_task=lambda w, threads: threads,
         mem_mb=audit_job()["mem_mb"],
     conda:

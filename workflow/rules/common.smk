@@ -67,6 +67,20 @@ def ext_cfg(w):
 # per size / extension `resources` blocks and the `cluster` block. profiles/slurm supplies account, partitions
 # and the defaults of the other jobs. A fine-tune on the srun path (several nodes, or train_launch: srun) is an
 # `mpi` job: the rule runs once on the first node and srun starts one torchrun per node (scripts/launch.py).
+def partition(gpus):
+    """The SLURM partition of a job that may ask GPUs. If it does, $PI_SLURM_PARTITION, else
+    $PI_SLURM_CPU_PARTITION (the profile's default for all other jobs; downloads go to the transfer partition).
+    None where they are not set (no SLURM)."""
+    import os
+
+    return os.environ.get("PI_SLURM_PARTITION" if gpus else "PI_SLURM_CPU_PARTITION") or None
+
+
+def gpu_constraint(gpus):
+    """sbatch --constraint of a job that asks GPUs: the config's cluster.gpu_constraint (a GPU type), if any."""
+    return pcfg.cluster(config).get("gpu_constraint") if gpus else None
+
+
 def train_ext(w):
     """The extension whose training resources a training job asks: the rule's own (finetune), or for a
     summarization fine-tune the checkpoint's extension (the size's resources for the base model)."""
@@ -121,6 +135,8 @@ train_resources = dict(
     mem_mb=lambda w: tjob(w)["mem_mb"],
     gpu=lambda w: None if tjob(w)["srun"] else (tjob(w)["gpus"] or None),
     gpus_total=lambda w: tjob(w)["gpus"],
+    slurm_partition=lambda w: partition(tjob(w)["gpus"]),
+    constraint=lambda w: gpu_constraint(tjob(w)["gpus"]),
     mpi=lambda w: "srun" if tjob(w)["srun"] else None,
     tasks=lambda w: train_tasks(w).get("tasks"),
     tasks_per_node=lambda w: train_tasks(w).get("tasks_per_node"),
@@ -136,6 +152,8 @@ def one_node_resources(job):
         nodes=1,
         gpu=lambda w: job(w)["gpus"] or None,
         gpus_total=lambda w: job(w)["gpus"],
+        slurm_partition=lambda w: partition(job(w)["gpus"]),
+        constraint=lambda w: gpu_constraint(job(w)["gpus"]),
         cpus_per_task=lambda w, threads: job(w)["cpus"] or threads,
         mem_mb=lambda w: job(w)["mem_mb"],
     )
@@ -143,6 +161,9 @@ def one_node_resources(job):
 
 # every evaluation job: the GPUs of one node (the model is spread over them)
 eval_resources = one_node_resources(lambda w: pcfg.eval_job(config, w.size))
+
+# sealing a checkpoint (base model, step 0): its probe runs as evaluations load it, on their GPUs where they have any
+seal_resources = one_node_resources(lambda w: pcfg.seal_job(config, w.size))
 
 # perplexity evaluations split into shards (perplexity.shards / shard_hours): (dataset, size, model) -> shards
 PPL_SHARDS = cost.perplexity_shards(config)
@@ -328,6 +349,12 @@ def check_cluster_settings():
         where = "; ".join(f"{w}.{k} reads ${v}" for w, k, v in missing[:6])
         raise pcfg.ConfigError(f"cluster settings: set {', '.join(names)} in the environment before submitting "
                                f"({where}; see profiles/slurm and README 'Running the paper on a cluster')")
+    import os
+
+    gpu_jobs = sorted({j.rule.name for j in workflow.dag.needrun_jobs() if j.resources.get("gpus_total")})
+    if gpu_jobs and not os.environ.get("PI_SLURM_PARTITION"):
+        raise pcfg.ConfigError(f"cluster settings: set PI_SLURM_PARTITION (the GPU partition) in the environment: "
+                               f"jobs of rules {', '.join(gpu_jobs)} ask GPUs (README 'Running the paper on a cluster')")
     refused = unsatisfiable_jobs()
     if refused:
         lines = "\n".join(f"  {name} ({n} jobs): {why}\n    {call}" for (name, call), (n, why) in refused.items())

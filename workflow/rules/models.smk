@@ -42,8 +42,8 @@ rule download_model:
 
 rule base_model:
     """The base model of a size: shipped weights (checksums verified), hub weights (pinned revision), or
-    pretrained here at the base window L. Sealed (checkpoint.json: sha256 and a logit probe, which loads the
-    model once: the CPU job needs the model's memory, e.g. 130 GB for 65B in bf16)."""
+    pretrained here at the base window L. Sealed (checkpoint.json: sha256 and a logit probe, recorded as the
+    size's evaluations load the model: on their GPUs in bf16 where they have any, pi_repro.config.seal_job)."""
     input:
         unpack(base_model_inputs),
     output:
@@ -59,8 +59,7 @@ rule base_model:
         f"{R}/benchmarks/base_model/{{size}}.tsv"
     threads: 2
     resources:
-        runtime=lambda w: pcfg.data_job(config, w.size)["runtime"],
-        mem_mb=lambda w: pcfg.data_job(config, w.size)["mem_mb"],
+        **seal_resources,
     conda:
         "../envs/pi.yaml"
     shell:
@@ -85,9 +84,8 @@ rule init_extension:
         f"{R}/logs/init_extension/{{size}}/{{ext}}.log",
     benchmark:
         f"{R}/benchmarks/init_extension/{{size}}/{{ext}}.tsv"
-    resources:  # sealing loads the model once (CPU)
-        runtime=lambda w: pcfg.data_job(config, w.size)["runtime"],
-        mem_mb=lambda w: pcfg.data_job(config, w.size)["mem_mb"],
+    resources:  # sealing loads the model once, as its evaluations will
+        **seal_resources,
     conda:
         "../envs/pi.yaml"
     shell:
@@ -116,6 +114,7 @@ rule finetune:
         outdir=lambda w: f"{R}/models/{w.size}/{w.ext}",
         history=f"{R}/logs/finetune/{{size}}/{{ext}}.attempts.log",
         launch=untracked(train_launch_args),  # where it runs (ranks, CPUs), not what it computes
+        options=untracked(lambda w: as_json(pcfg.train_options(config))),  # tracking, resume state: not results
     log:
         f"{R}/logs/finetune/{{size}}/{{ext}}.log",
     benchmark:
@@ -134,7 +133,8 @@ rule finetune:
         "(echo \"=== $(date -Is) SLURM job ${{SLURM_JOB_ID:-none}} on $(hostname)\";"
         " python -u workflow/scripts/launch.py {params.launch} -- workflow/scripts/finetune.py --init {input.init}"
         " --method {params.method} --ctx {params.ctx} --base-window {params.L} --hp {params.hp}"
-        " --checkpoints {params.checkpoints} --outdir {params.outdir} --manifest {output} {input.data})"
+        " --checkpoints {params.checkpoints} --outdir {params.outdir} --manifest {output} --options {params.options}"
+        " {input.data})"
         " 2>&1 | tee -a {params.history} > {log}"
 
 

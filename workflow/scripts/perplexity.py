@@ -30,12 +30,18 @@ def evaluate(a) -> dict:
         meta["shard"] = {"index": index, "of": of, "docs": [begin, end]}
         print(f"shard {index} of {of}: documents {begin}-{end} ({sum(len(x) for x in arrays)} tokens)")
     docs = [torch.from_numpy(x) for x in arrays]
+    progress = None
+    if a.shard is not None:  # finished documents survive a resubmission (a shard that ran out of time)
+        key = {k: meta[k] for k in ("model_sha256", "docs_sha256", "stride", "shard")}
+        progress = perplexity.Progress(a.out + ".progress.jsonl", dict(key, batch_size=a.batch_size, past=a.past))
+        if progress.resumed:
+            print(f"resumed: {progress.resumed} (window, document) results kept from an earlier attempt")
     for window in (int(w) for w in a.windows.split(",")):
         t = time.time()
         if a.shard is not None:  # the per-document sums only: the merge computes perplexity and interval
-            sums = perplexity.sliding_window_nll(model, docs, window, a.stride, a.batch_size, progress=True,
-                                                 past=a.past)
-            rec = {"window": window, "stride": a.stride, "docs": perplexity.doc_records(ids, *sums)}
+            sums = perplexity.resumable_nll(model, docs, ids, window, a.stride, progress, a.batch_size, a.past, True)
+            rec = {"window": window, "stride": a.stride,
+                   "docs": perplexity.doc_records(ids, *(sums if a.past is not None else sums[:2]))}
             if a.past is not None:
                 rec["past_position"] = a.past
         else:
@@ -73,6 +79,7 @@ def main():
             ap.error("to evaluate: --" + ", --".join(missing))
         rec = evaluate(a)
     write_json(a.out, rec)
+    Path(a.out + ".progress.jsonl").unlink(missing_ok=True)  # the record holds it all now
 
 
 if __name__ == "__main__":
