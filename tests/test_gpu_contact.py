@@ -340,3 +340,17 @@ def test_the_disk_plan_matches_what_the_smoke_run_wrote(smoke_run):
     for rule, got in measured.items():
         assert plan[rule]["kept"] == pytest.approx(got, rel=0.05), rule
     assert "Disk: **" in cost.render(cfg, jobs=False)
+
+
+def test_passkey_generation_on_a_model_split_over_devices_equals_the_unsplit_models(tmp_path):
+    """Passkey prompts (and summaries: the same `generate` call) go to the split model's first device; before, to
+    ``model.device``, the first parameter's (``meta`` when offloaded, as under accelerate's device maps)."""
+    from conftest import ROOT
+    from pi_repro import passkey
+
+    mini = ROOT / "resources/models/mini"
+    tok = modeling.load_tokenizer(mini)
+    lay = passkey.layout(tok, 128, True)
+    trials = [passkey.trial_at(tok, key, k, lay.prompt_len, True) for key, k in (("4821", 45), ("77013", 60))]
+    want = passkey.generate_answers(modeling.load_model(mini), tok, trials, 2)
+    assert passkey.generate_answers(_split_over_devices(mini, tmp_path), tok, trials, 2) == want
