@@ -26,6 +26,11 @@ sys.path.insert(0, str(ROOT / "workflow"))
 # (vocab, hidden, layers, heads, window, stride, docs, doc length) of the perplexity benchmark
 PPL = {"full": (32000, 128, 2, 2, 2048, 256, 2, 8192), "quick": (32000, 64, 1, 1, 512, 128, 1, 1536)}
 HEAVY = ("torch", "transformers", "lm_eval", "deepspeed", "datasets")
+# (vocab, hidden, intermediate, layers, heads, window, stride, docs, doc length) of the evaluation benchmark at a
+# LLaMA-like shape: the trunk dominates, as in LLaMA; the output layer's and attention's shares of the forward
+# FLOPs are LLaMA-7B's at a window of 16384 (flop_shares: 1.2% and 39%, printed with the result)
+LLAMA_LIKE = {"full": (1024, 512, 1376, 8, 8, 2048, 256, 1, 2048 + 3 * 256),
+              "quick": (512, 128, 344, 4, 2, 512, 128, 1, 512 + 2 * 128)}
 
 
 # ------------------------------------------------------------------------------------------- child processes
@@ -52,6 +57,51 @@ def child_ppl(variant: str, size: str) -> dict:
     _, peak = perf.rss_now_and_peak()
     return {"perplexity": ppl, "seconds": secs, "tokens_per_second": scored / secs, "peak_mb": peak - before,
             "window": window, "vocab": vocab}
+
+
+def llama_like_config(size: str):
+    from transformers import LlamaConfig
+
+    vocab, d, f, layers, heads, window, *_ = LLAMA_LIKE[size]
+    return LlamaConfig(vocab_size=vocab, hidden_size=d, intermediate_size=f, num_hidden_layers=layers,
+                       num_attention_heads=heads, max_position_embeddings=window)
+
+
+def flop_shares(config, window: int) -> tuple[float, float]:
+    """(output layer, attention) shares of the forward FLOPs per token at ``window`` (pi_repro.perf's count)."""
+    from pi_repro import perf
+
+    total = perf.flops_per_token(config, window, training=False)
+    d = config.hidden_size
+    return 2 * d * config.vocab_size / total, 4 * config.num_hidden_layers * window * d / total
+
+
+def child_ppl_llama(size: str, repeats: int = 2) -> dict:
+    """The pipeline's sliding-window evaluation and the naive reference of a random model of LLAMA_LIKE's shape,
+    alternated in one process (the best of ``repeats`` runs each: this machine's cores are shared): their times,
+    the forward model FLOPs of the windows computed (``perf.eval_flops``) and this machine's fp32 matmul peak."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from pi_repro import perf, perplexity
+
+    vocab, *_, window, stride, n_docs, length = LLAMA_LIKE[size]
+    torch.manual_seed(0)
+    cfg = llama_like_config(size)
+    model = LlamaForCausalLM(cfg).eval()
+    docs = perf.random_docs(vocab, n_docs, length)
+    windows = sum(len(perplexity.window_spans(len(d), window, stride)) for d in docs)  # all full length
+    runs = {"ours": lambda: perplexity.sliding_window_nll(model, docs, window, stride, batch_size=1),
+            "naive": lambda: perf.naive_perplexity(model, docs, window, stride)}
+    best = {k: float("inf") for k in runs}
+    for _ in range(repeats):
+        for k, run in runs.items():
+            t = time.perf_counter()
+            run()
+            best[k] = min(best[k], time.perf_counter() - t)
+    return {"seconds": best["ours"], "naive_seconds": best["naive"], "windows": windows, "window": window,
+            "stride": stride, "flops": perf.eval_flops(cfg, windows, window), "matmul_peak": perf.matmul_peak(),
+            "threads": torch.get_num_threads()}
 
 
 def child_finetune(steps: int) -> dict:
@@ -157,6 +207,29 @@ def cpu_rows(size: str, ft_steps: int) -> list[dict]:
     return rows
 
 
+def llama_like_rows(size: str) -> list[dict]:
+    """Evaluation MFU of the pipeline's perplexity at a LLaMA-like shape, and the naive reference's speed there."""
+    from transformers import LlamaConfig
+
+    ours = run_child("ppl-llama", size)
+    mfu = ours["flops"] / ours["seconds"] / ours["matmul_peak"]
+    vocab, d, f, layers, heads, *_ = LLAMA_LIKE[size]
+    head, attn = flop_shares(llama_like_config(size), ours["window"])
+    head7, attn7 = flop_shares(LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=11008,
+                                           num_hidden_layers=32, num_attention_heads=32), 16384)
+    shape = (f"d {d}, {layers} layers, MLP {f}, {heads} heads, vocab {vocab}, window {ours['window']}, stride "
+             f"{ours['stride']}: output layer {100 * head:.1f}% and attention {100 * attn:.0f}% of the forward FLOPs "
+             f"(LLaMA-7B at 16384: {100 * head7:.1f}%, {100 * attn7:.0f}%)")
+    return [row("perplexity: evaluation MFU, LLaMA-like shape", f"{100 * mfu:.0f}%", "reported", None,
+                f"{ours['windows']} windows x {ours['flops'] / ours['windows'] / 1e9:.1f} GFLOP (forward model FLOPs,"
+                f" perf.eval_flops) in {ours['seconds']:.1f} s = {ours['flops'] / ours['seconds'] / 1e9:.1f} GFLOP/s; "
+                f"peak {ours['matmul_peak'] / 1e9:.1f} GFLOP/s fp32 ({ours['threads']} threads); {shape}"),
+            row("perplexity: throughput vs naive, LLaMA-like shape", f"{ours['naive_seconds'] / ours['seconds']:.2f}x",
+                "reported", None, f"{ours['seconds']:.1f} s vs {ours['naive_seconds']:.1f} s for the same windows "
+                "(best of 2 each, alternated in one process): the output layer, which the pipeline computes at "
+                "scored positions only, is little of the work at this shape")]
+
+
 def e2e_rows() -> list[dict]:
     run = "bench-smoke"
     t = time.perf_counter()
@@ -228,13 +301,16 @@ def main():
         kind, *rest = a.child
         if kind == "ppl":
             print(json.dumps(child_ppl(*rest)))
+        elif kind == "ppl-llama":
+            print(json.dumps(child_ppl_llama(rest[0])))
         elif kind == "finetune":
             print(json.dumps(child_finetune(int(rest[0]))))
         elif kind == "dag":
             child_dag()
         return
     mode = "quick" if a.quick else "full"
-    rows = cpu_rows(mode, 4 if a.quick else 30) + (e2e_rows() if a.e2e else []) + gpu_rows()
+    rows = (cpu_rows(mode, 4 if a.quick else 30) + llama_like_rows(mode) + (e2e_rows() if a.e2e else [])
+            + gpu_rows())
     text = render(rows, mode)
     Path(a.out).write_text(text)
     print(text)

@@ -36,6 +36,17 @@ def test_flops_per_token_is_palms_accounting():
     assert t["tokens_per_second"] == 2048 and t["achieved_flops_per_second"] == 2048 * t["flops_per_token"]
 
 
+def test_eval_flops_is_the_forward_of_every_window_computed():
+    from transformers import LlamaConfig
+
+    cfg = LlamaConfig(vocab_size=100, hidden_size=16, intermediate_size=40, num_hidden_layers=2,
+                      num_attention_heads=2)
+    # by hand: matmul weights 2 layers x (4 x 16 x 16 attention + 3 x 16 x 40 MLP) + 16 x 100 output = 7488;
+    # per token at 32 positions 2 x 7488 + 4 x 2 layers x 32 x 16 = 19072; 3 windows of 32 tokens
+    assert perf.eval_flops(cfg, 3, 32) == 3 * 32 * 19072 == 1830912
+    assert perf.eval_flops(cfg, 1, 32) * 3 == perf.flops_per_token(cfg, 32) * 32  # a third of training's
+
+
 def test_naive_reference_gives_the_pipelines_perplexity(tiny_llama):
     docs = perf.random_docs(tiny_llama.config.vocab_size, 2, 150, seed=1)
     for window, stride in ((64, 16), (32, 31)):
@@ -58,6 +69,7 @@ def test_benchmark_command_prints_every_figure_with_its_target(tmp_path):
     text = out.read_text()
     for name in ("perplexity: same value as the naive reference", "perplexity: throughput vs naive",
                  "perplexity: peak memory vs naive", "fine-tune: model FLOP/s / matmul peak (MFU)",
+                 "perplexity: evaluation MFU, LLaMA-like shape", "perplexity: throughput vs naive, LLaMA-like shape",
                  "DAG: snakemake -n all, paper configuration", "DAG: heavy modules imported while it is built"):
         assert name in text
     assert "| perplexity: same value as the naive reference | " in text and "pass" in text

@@ -266,7 +266,8 @@ def disk(cfg: dict) -> list[dict]:
         vocab = shape(cfg, C.tokenizer_size(cfg, tok)).vocab_size
         item = np.dtype(np.uint16 if vocab <= 65536 else np.uint32).itemsize
         sizes = {s for s in cfg["sizes"] if C.tokenizer_name(cfg, s) == tok}
-        for ds in {d for ext in cfg["extensions"] if ext["size"] in sizes for d in ext.get("data", cfg["finetune_data"])}:
+        trained = {d for ext in cfg["extensions"] if ext["size"] in sizes for d in ext.get("data", cfg["finetune_data"])}
+        for ds in trained:
             add("tokenize", C.fetch_train_tokens(cfg, ds) * item)
     return list(rows.values())
 
@@ -283,9 +284,8 @@ def render_disk(cfg: dict) -> str:
     kept = sum(r["kept"] for r in rows)
     held = max((r["resume_per_job"] for r in rows), default=0)
     keep = C.train_options(cfg)["keep_resume_state"]
-    table = pd.DataFrame([{"Rule": r["rule"], "Jobs": r["jobs"], "Kept": _size(r["kept"]),
-                           "Resume state, per job at a save": _size(r["resume_per_job"]) if r["resume_per_job"] else "-"}
-                          for r in rows])
+    table = pd.DataFrame([{"Rule": r["rule"], "Jobs": r["jobs"], "Kept": _size(r["kept"]), "Resume state, per job "
+                           "at a save": _size(r["resume_per_job"]) if r["resume_per_job"] else "-"} for r in rows])
     return (f"Disk: **{_size(kept)}** kept (weights, exports, token files; not the downloaded corpora), plus the "
             f"resume state of each running fine-tune (at most {_size(held)} for one job, at the moment of a save), "
             + ("kept after each run (`train.keep_resume_state`) and counted in the total"

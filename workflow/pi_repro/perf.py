@@ -31,6 +31,14 @@ def flops_per_token(config, seq_len: int, training: bool = True) -> float:
     return 3 * fwd if training else fwd
 
 
+def eval_flops(config, n_windows: int, window: int) -> float:
+    """Model FLOPs of a sliding-window evaluation that runs ``n_windows`` forward passes of ``window`` tokens:
+    the forward FLOPs per token at that length times the tokens computed. Model FLOPs, as for MFU: the output
+    layer counted at every position and causal attention in full, although ``pi_repro.perplexity`` computes
+    logits at the scored positions only (and SDPA kernels may skip masked blocks)."""
+    return n_windows * window * flops_per_token(config, window, training=False)
+
+
 def matmul_peak(n: int = 1024, dtype=None, seconds: float = 2.0, device: str = "cpu") -> float:
     """This machine's sustained FLOP/s for a square matmul of size ``n`` (best of repeated timings), with the
     threads torch uses (or on ``device``): what a fine-tune's MFU is measured against."""
