@@ -1,5 +1,6 @@
 """Performance accounting (pi_repro.perf) and the benchmark command (benchmarks/run.py): the FLOP count against
 the real model's weights, the naive perplexity reference against the pipeline's, and the command's table."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,7 +73,7 @@ def test_benchmark_command_prints_every_figure_with_its_target(tmp_path):
                  "perplexity: evaluation MFU, LLaMA-like shape", "perplexity: throughput vs naive, LLaMA-like shape",
                  "DAG: snakemake -n all, paper configuration", "DAG: heavy modules imported while it is built"):
         assert name in text
-    assert "| perplexity: same value as the naive reference | " in text and "pass" in text
-    assert "heavy modules imported while it is built | none " in text  # nothing heavy while the DAG is built
+    assert re.search(r"\| perplexity: same value as the naive reference +\| ", text) and "pass" in text
+    assert re.search(r"heavy modules imported while it is built +\| none ", text)  # nothing heavy while building
     assert ("no GPU on this machine" in text) == (not torch.cuda.is_available())
     assert "CPUs, torch" in text  # the machine it ran on
