@@ -251,7 +251,7 @@ def disk(cfg: dict) -> list[dict]:
         size = ext["size"]
         n = n_params(shape(cfg, size))
         add("init_extension", n * _weight_bytes(cfg, size))  # step 0: a copy of the base weights
-        if C.final_model(ext).endswith("step0"):
+        if ext not in C.trained(cfg):  # step 0 only: no fine-tune
             continue
         hp = C.train_hparams(cfg, ext)
         ds = bool(hp.get("deepspeed"))

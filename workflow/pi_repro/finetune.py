@@ -164,7 +164,6 @@ def train_and_export(init: str, dataset, hp: dict, outdir: str | Path, exports: 
     work = outdir / "_trainer"
     if rank == 0:
         resume = train.prepare_work_dir(work, params)
-        refuse_failed_exports(work, params)
         missing = [s for s in exports if s > 0 and not (outdir / f"step{s}" / "model.safetensors").is_file()]
         if resume and missing and min(missing) <= _step(resume):  # (the export list changed since it was saved)
             print(f"{label}: {resume} is past step {min(missing)}, which is to be exported and is not: training "
@@ -293,6 +292,8 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
         raise RuntimeError(f"{init}: window {window} does not match ctx {ctx}")
     # what identifies the run (hashes of the weights and the training tokens, GBs): read by rank 0 alone
     params = run_params(hp, method, ctx, init, data_files) if rank == 0 else None
+    if rank == 0:  # a resubmission of an attempt whose exports failed their check stops here, before any model loads
+        refuse_failed_exports(Path(outdir) / "_trainer", params)
     if rank == 0 and 0 in steps:  # step 0 is the initial checkpoint: checked before any GPU-hour is spent
         step0 = verify_exports(init, [0], outdir, method, ctx, base_window)
     trained = train_and_export(init, training_data(tokens, ctx, method, base_window, hp, tokenizer), hp, outdir, steps,

@@ -103,8 +103,8 @@ def load_model(path: str | Path, dtype=torch.float32, device_map=None) -> LlamaF
 # maximum over ~10^6 logits grows with the vocabulary and the number of positions kept; the RMS does not). A
 # probe is recorded where and how evaluations load the checkpoint (``eval_placement``: bf16 spread over the GPUs
 # on a GPU node, fp32 on CPU), so the check compares like with like; the bound is that of the coarser of the two
-# dtypes, for a probe read in another dtype or by other kernels. Measured here (tests/test_modeling.py,
-# README "Checkpoint checks") on SmolLM2-135M (30 layers) and the shipped 4-layer mini model at their PI probes:
+# dtypes, for a probe read in another dtype or by other kernels. Measured here (tests/test_gpu_contact.py, README
+# "How a run proceeds") on SmolLM2-135M (30 layers) and the shipped 4-layer mini model at their PI probes:
 #   same dtype, same kernels: 0; bf16 sdpa vs bf16 eager attention: 0.052 / 0.007; bf16 vs fp32: 0.090 / 0.006;
 #   fp16 vs fp32: 0.008 / 0.001.  A dropped PI scaling: 0.53 / 0.37 (any dtype); a replaced layer: >= 0.56.
 # The bf16 bound 0.2 is 2.2x the largest precision error measured and 1.85x below the smallest failure.
