@@ -103,3 +103,40 @@ def test_shipped_race_tasks_are_the_harness_race_with_middle_and_high_pinned():
     assert mid["dataset_path"] == stock["dataset_path"] and len(mid["dataset_kwargs"]["revision"]) == 40
     for f in ("doc_to_text", "doc_to_target", "doc_to_choice"):  # the stock task's functions, not copies
         assert (mid[f].__code__.co_filename, mid[f].__name__) == (stock[f].__code__.co_filename, stock[f].__name__)
+
+
+@pytest.mark.parametrize("name,stock", [("boolq", "super_glue/boolq/default.yaml"), ("piqa", "piqa/piqa.yaml"),
+                                        ("winogrande", "winogrande/default.yaml")])
+def test_shipped_boolq_piqa_winogrande_are_the_harness_tasks_pinned_to_a_revision(name, stock, monkeypatch):
+    """Table 5's other three tasks loaded the hub's current revision (issue #28): the shipped definitions, on the
+    include path, replace the stock tasks of the same name; they are the stock ones field for field, plus a
+    pinned revision, which reaches the dataset download."""
+    import datasets
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._yaml_loader import load_yaml as load_yaml_config
+
+    ours = load_yaml_config(str(ROOT / f"resources/lm_eval_tasks/{name}.yaml"))
+    theirs = load_yaml_config(str(Path(__import__("lm_eval").__file__).parent / "tasks" / stock))
+    assert len(ours.pop("dataset_kwargs")["revision"]) == 40
+    theirs.pop("tag", None)
+    for f in ("doc_to_text", "doc_to_target", "doc_to_choice"):  # functions: the stock task's own, imported
+        if callable(theirs[f]):
+            assert (ours[f].__code__.co_filename, ours[f].__name__) == (theirs[f].__code__.co_filename,
+                                                                        theirs[f].__name__)
+            ours.pop(f), theirs.pop(f)
+    assert ours == theirs
+    asked = {}
+
+    class Asked(Exception):
+        pass
+
+    def load_dataset(*args, **kwargs):
+        asked.update(kwargs, args=args)
+        raise Asked
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    tm = TaskManager(include_path=str(ROOT / "resources/lm_eval_tasks"))
+    with pytest.raises(Asked):
+        tm.load([name])
+    assert asked["revision"] == load_yaml_config(str(ROOT / f"resources/lm_eval_tasks/{name}.yaml"))[
+        "dataset_kwargs"]["revision"]
