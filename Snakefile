@@ -16,7 +16,8 @@ if Path.cwd().resolve() != Path(workflow.basedir).resolve():
                         f"{workflow.basedir}); it was started in {Path.cwd()}")
 
 # A --configfile replaces the default config rather than being merged into it (a merge would leave keys of
-# the default, e.g. a dataset path, inside the paper configuration).
+# the default, e.g. a dataset path, inside the paper configuration). A config that means to build on another says
+# so itself (`extends:`, resolved with the validation in rules/common.smk; config/README.md).
 if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 

@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load(name):
-    return yaml.safe_load((ROOT / "config" / name).read_text())
+    """A shipped config as the workflow reads it (merged with the one it extends)."""
+    return C.resolve_extends(yaml.safe_load((ROOT / "config" / name).read_text()))
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "pretrain.yaml", "paper.yaml", "smollm2.yaml",
@@ -247,3 +248,50 @@ def test_a_finetune_longer_than_the_limit_is_split_into_submissions():
     assert C.train_job(cfg, cfg["extensions"][1])["submissions"] == 2  # the default 60 min: 2 x 50 min
     del cfg["cluster"]
     assert C.finetune_retries(cfg) is None  # no limit: Snakemake's --retries decides
+
+
+def test_a_config_states_only_what_differs_from_the_one_it_extends(tmp_path):
+    """`extends`: the named config with this one applied as a JSON Merge Patch (RFC 7396): mappings merge, lists
+    are replaced whole, null removes a key; chains resolve; a missing file or a circle is named."""
+    base = {"a": {"b": 1, "c": [1, 2], "d": {"e": 1}}, "f": 1, "g": 2}
+    assert C.merge_patch(base, {"a": {"c": [3], "d": {"x": 2}}, "f": None, "h": [4]}) == {
+        "a": {"b": 1, "c": [3], "d": {"e": 1, "x": 2}}, "g": 2, "h": [4]}
+    assert base["a"]["d"] == {"e": 1}  # the base is not modified
+    heads = yaml.safe_load((ROOT / "config/pretrain-heads.yaml").read_text())
+    deep = load("pretrain-deep.yaml")
+    assert heads["extends"] == "config/pretrain-deep.yaml" and load("pretrain-heads.yaml") == dict(
+        deep, run="pretrain-heads", sizes={"mini": dict(deep["sizes"]["mini"], base=dict(
+            deep["sizes"]["mini"]["base"], arch=heads["sizes"]["mini"]["base"]["arch"]))})
+    assert set(load("table4-regimes.yaml")["tables"]) == {"table4"} and "manpages" not in load(
+        "table4-regimes.yaml")["datasets"]
+    cfg = {"extends": "config/table4-regimes.yaml", "run": "x"}
+    C.validate(cfg)  # in place: what the workflow's `config` becomes
+    assert "extends" not in cfg and cfg["run"] == "x" and set(cfg["tables"]) == {"table4"}
+    with pytest.raises(C.ConfigError, match=r"config error at extends: 'config/nope.yaml' is not a config file"):
+        C.validate({"extends": "config/nope.yaml"})
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(f"extends: {b}\n")
+    b.write_text(f"extends: {a}\n")
+    with pytest.raises(C.ConfigError, match="extend each other in a circle"):
+        C.resolve_extends({"extends": str(a)})
+
+
+@pytest.mark.parametrize("name,target", [("table4-regimes.yaml", "table4"), ("pretrain-heads.yaml", "table4")])
+def test_snakemake_runs_an_extending_config_as_its_merged_whole(name, target, tmp_path):
+    """The same jobs, with the same commands, from the overlay and from the merged config written out in full."""
+    import subprocess
+    import sys
+
+    merged = subprocess.run([sys.executable, "workflow/scripts/check_config.py", "--print", f"config/{name}"],
+                            cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    (tmp_path / "full.yaml").write_text(merged)
+    assert "extends" not in yaml.safe_load(merged)
+
+    def plan(path):
+        p = subprocess.run([sys.executable, "-m", "snakemake", target, "-n", "-p", "--forceall", "--configfile",
+                            str(path)], cwd=ROOT, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr[-2000:]
+        return sorted(line.strip() for line in p.stdout.splitlines() if "workflow/scripts/" in line)
+
+    overlay = plan(f"config/{name}")
+    assert overlay and overlay == plan(tmp_path / "full.yaml")

@@ -4,6 +4,7 @@ The DAG's shape comes from the config alone; these functions are what ``workflow
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -39,9 +40,52 @@ def _did_you_mean(e) -> str:
     return f"; did you mean {', '.join(hints)}?" if hints else ""
 
 
+EXTENDS = "extends"
+
+
+def merge_patch(target, patch):
+    """``patch`` applied to ``target`` as a JSON Merge Patch (RFC 7396): mappings merge key by key, a null removes
+    the key, anything else (lists included) replaces the target's value whole."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
+
+
+def resolve_extends(cfg: dict, chain: tuple = ()) -> dict:
+    """A config that names another (``extends: config/config.yaml``, relative to the repository root) states
+    only what differs from it: the result is that config (itself resolved) with this one applied as a merge patch
+    (``merge_patch``). A config without ``extends`` is returned as it is."""
+    if EXTENDS not in cfg:
+        return cfg
+    rel = cfg[EXTENDS]
+    path = ROOT / str(rel)
+    if not isinstance(rel, str) or not path.is_file():
+        raise ConfigError(f"config error at {EXTENDS}: {rel!r} is not a config file (paths are relative to the "
+                          "repository root)")
+    if path.resolve() in chain:
+        names = " -> ".join(str(p.relative_to(ROOT) if p.is_relative_to(ROOT) else p) for p in (*chain, path.resolve()))
+        raise ConfigError(f"config error at {EXTENDS}: the configs extend each other in a circle: {names}")
+    base = yaml.safe_load(path.read_text())
+    if not isinstance(base, dict):
+        raise ConfigError(f"config error at {EXTENDS}: {rel} is not a mapping of configuration keys")
+    return merge_patch(resolve_extends(base, (*chain, path.resolve())), {k: v for k, v in cfg.items() if k != EXTENDS})
+
+
 def validate(cfg: dict) -> dict:
-    """Raise :class:`ConfigError` naming the key of the first problem found; return ``cfg`` otherwise."""
+    """Raise :class:`ConfigError` naming the key of the first problem found; return ``cfg`` otherwise. A config
+    that ``extends`` another is first replaced, in place, by the merged config (``resolve_extends``)."""
     import jsonschema
+
+    if EXTENDS in cfg:
+        merged = resolve_extends(cfg)
+        cfg.clear()
+        cfg.update(merged)
 
     schema = yaml.safe_load(SCHEMA.read_text())
     schema["$defs"]["method"]["enum"] = list(METHODS)

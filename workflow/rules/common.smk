@@ -12,7 +12,7 @@ from pi_repro.kinds import KINDS  # noqa: E402
 from pi_repro.summarization import protocol_slice as summarization_slice  # noqa: E402
 from pi_repro.summarization import protocol as summarization_protocol  # noqa: E402
 
-pcfg.validate(config)  # stops with a message naming the key before any job is scheduled
+pcfg.validate(config)  # stops naming the key before any job is scheduled; merges a config that `extends` another
 
 RUN = config["run"]
 R = f"results/{RUN}"

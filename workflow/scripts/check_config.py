@@ -3,6 +3,7 @@
 says only "not valid JSON or YAML"), then the schema and semantic checks the workflow runs before any job.
 
     python workflow/scripts/check_config.py config/paper.yaml my-config.yaml
+    python workflow/scripts/check_config.py --print config/table4-regimes.yaml   # a config with `extends`, merged
 """
 import argparse
 import sys
@@ -13,8 +14,9 @@ import _common  # noqa: F401
 from pi_repro import config as C
 
 
-def check(path: str) -> str | None:
-    """None if ``path`` is a valid configuration, else the message naming the problem."""
+def check(path: str, show: bool = False) -> str | None:
+    """None if ``path`` is a valid configuration, else the message naming the problem; with ``show``, the config
+    (merged with the one it ``extends``) printed as YAML."""
     try:
         with open(path) as f:
             cfg = yaml.safe_load(f)
@@ -27,19 +29,24 @@ def check(path: str) -> str | None:
     if not isinstance(cfg, dict):
         return f"{path}: not a mapping of configuration keys"
     try:
-        C.validate(cfg)
+        C.validate(cfg)  # a config that extends another is merged with it first, in place
     except C.ConfigError as e:
         return f"{path}: {e}"
+    if show:
+        print(yaml.safe_dump(cfg, sort_keys=False, width=120), end="")
     return None
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("configs", nargs="+")
-    problems = [m for m in map(check, ap.parse_args().configs) if m]
+    ap.add_argument("--print", action="store_true", dest="show",
+                    help="print each config as the workflow reads it (merged with the one it extends), not 'valid'")
+    a = ap.parse_args()
+    problems = [m for m in (check(p, a.show) for p in a.configs) if m]
     for m in problems:
         print(m, file=sys.stderr)
-    if not problems:
+    if not problems and not a.show:
         print("valid")
     sys.exit(1 if problems else 0)
 
