@@ -28,4 +28,5 @@ test-fast: setup
 	PATH=$(abspath $(BIN)):$$PATH python -m pytest -m "not slow"
 
 lint: setup
+	$(BIN)/ruff check .
 	PATH=$(abspath $(BIN)):$$PATH snakemake --lint

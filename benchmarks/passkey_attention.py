@@ -49,14 +49,14 @@ def main():
         profiles[path]["rope_parameters"] = dict(model.config.rope_parameters or {})
     ref = profiles[a.models[0]]
     copy_heads, prev_heads = heads(ref["target"], 2), heads(ref["prev1"], 3)
-    cols = ([f"copy L{l}H{h}: all / first" for l, h in copy_heads]
-            + [f"prev L{l}H{h}: -1 / -2" for l, h in prev_heads] + ["p(digit) mean", "retrieved"])
+    cols = ([f"copy L{ly}H{h}: all / first" for ly, h in copy_heads]
+            + [f"prev L{ly}H{h}: -1 / -2" for ly, h in prev_heads] + ["p(digit) mean", "retrieved"])
     print(f"{len(trials)} prompts of {a.length} tokens, k = {a.ks}; reference {a.models[0]}")
     print("| checkpoint | scale | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 2) + "|")
     for path, p in profiles.items():
-        cells = [f"{p['target'][l][h]:.2f} / {p['target_first'][l][h]:.2f}" for l, h in copy_heads]
-        cells += [f"{p['prev1'][l][h]:.2f} / {p['prev2'][l][h]:.2f}" for l, h in prev_heads]
+        cells = [f"{p['target'][ly][h]:.2f} / {p['target_first'][ly][h]:.2f}" for ly, h in copy_heads]
+        cells += [f"{p['prev1'][ly][h]:.2f} / {p['prev2'][ly][h]:.2f}" for ly, h in prev_heads]
         cells += [f"{np.mean(p['p_digits']):.2f}", f"{p['retrieved']:.0%}"]
         print(f"| {path} | {p['rope_parameters'].get('factor', 1)} | " + " | ".join(cells) + " |")
     if a.out:

@@ -65,7 +65,8 @@ def assert_same_tables(a: Path, b: Path, tables=("table1", "table2", "table3"), 
 
     for t in tables:
         for ext in ("md", "tex"):
-            assert (a / "tables" / f"{t}.{ext}").read_bytes() == (b / "tables" / f"{t}.{ext}").read_bytes(), f"{t}.{ext}"
+            got, want = (a / "tables" / f"{t}.{ext}").read_bytes(), (b / "tables" / f"{t}.{ext}").read_bytes()
+            assert got == want, f"{t}.{ext}"
         x, y = (pd.read_csv(d / "tables" / f"{t}.csv") for d in (a, b))
         pd.testing.assert_frame_equal(x, y, rtol=rtol, check_exact=False, obj=f"{t}.csv")
 

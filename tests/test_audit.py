@@ -295,5 +295,6 @@ def test_the_html_report_opens_in_chromium_with_every_table_and_figure(smoke_run
     dom = subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000",
                           "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=180).stdout
     for category in ("Tables", "Findings", "Audit", "Perplexity", "Passkey retrieval", "Theory (Section 2.3)"):
-        assert f"<span>{category}</span>" in dom or f"<span>{category}<" in dom, category  # rendered by the page's script
+        # rendered by the page's script
+        assert f"<span>{category}</span>" in dom or f"<span>{category}<" in dom, category
     assert f"run {smoke_run.name}" in re.sub(r"<[^>]+>", " ", dom) or smoke_run.name in dom

@@ -58,8 +58,10 @@ def test_eval_window_beyond_every_model_is_refused():
 
 
 def test_extrapolation_window_must_be_an_eval_window():
-    assert "tables.table1.extrapolate_to.mini" in broken(lambda c: c["tables"]["table1"]["extrapolate_to"].update(mini=300))
-    assert "tables.table2.extrapolate_to.huge" in broken(lambda c: c["tables"]["table2"]["extrapolate_to"].update(huge=256))
+    assert "tables.table1.extrapolate_to.mini" in broken(
+        lambda c: c["tables"]["table1"]["extrapolate_to"].update(mini=300))
+    assert "tables.table2.extrapolate_to.huge" in broken(
+        lambda c: c["tables"]["table2"]["extrapolate_to"].update(huge=256))
 
 
 def test_checkpoint_beyond_training_is_refused():
@@ -84,9 +86,11 @@ def test_table_cells_follow_the_config():
     L = cfg["base_window"]
     cells = [c[2:] for c in C.table_cells(cfg, "table1")]  # (size, model, window)
     base = [w for s, m, w in cells if m == "base"]
-    assert base == [w for w in sorted(cfg["perplexity"]["windows"]) if w <= cfg["tables"]["table1"]["extrapolate_to"]["mini"]]
+    up_to = cfg["tables"]["table1"]["extrapolate_to"]["mini"]
+    assert base == [w for w in sorted(cfg["perplexity"]["windows"]) if w <= up_to]
     del cfg["tables"]["table2"]["extrapolate_to"]
-    assert [c[4] for c in C.table_cells(cfg, "table2") if c[3] == "base"] == [w for w in cfg["perplexity"]["windows"] if w <= L]
+    assert [c[4] for c in C.table_cells(cfg, "table2") if c[3] == "base"] == [
+        w for w in cfg["perplexity"]["windows"] if w <= L]
     for ext in cfg["extensions"]:
         got = sorted(w for s, m, w in cells if m == C.final_model(ext))
         assert got == [w for w in sorted(cfg["perplexity"]["windows"]) if w <= ext["ctx"]]
@@ -230,7 +234,8 @@ def test_hub_revisions_must_be_full_commits():
 
 
 def test_cluster_settings_that_cannot_work_are_refused():
-    assert "cluster.stop_margin_min" in broken(lambda c: c.update(cluster={"time_limit_min": 20, "stop_margin_min": 20}))
+    assert "cluster.stop_margin_min" in broken(
+        lambda c: c.update(cluster={"time_limit_min": 20, "stop_margin_min": 20}))
     full = lambda c: c["sizes"]["mini"].update(resources={"train_full_node": True})  # noqa: E731
     assert "train_full_node" in broken(full) and "node_mem_mb" in broken(full)
     one = lambda c: c["sizes"]["mini"].update(resources={"train_launch": "srun"})  # noqa: E731

@@ -112,14 +112,17 @@ def test_hub_streaming_cuts_the_training_subset_at_the_budget(tmp_path, monkeypa
     for split, n in (("train", 50), ("test", 3)):
         with gzip.open(tmp_path / f"{split}.jsonl.gz", "wt") as f:
             for i in range(n):
-                f.write(json.dumps({"body": f"{split} document {i} " + "x" * 90, "abstract": f"s{i}", "name": f"{split}{i}"}) + "\n")
+                doc = {"body": f"{split} document {i} " + "x" * 90, "abstract": f"s{i}", "name": f"{split}{i}"}
+                f.write(json.dumps(doc) + "\n")
     monkeypatch.setattr(fetch, "hub_files", lambda hub, split: [str(tmp_path / f"{split}.jsonl.gz")])
     hub = {"id": "local/test", "revision": "0" * 40, "builder": "json", "splits": {"train": "train", "test": "test"},
-           "data_files": {"train": "x", "test": "y"}, "text_field": "body", "id_field": "name", "summary_field": "abstract",
+           "data_files": {"train": "x", "test": "y"}, "text_field": "body", "id_field": "name",
+           "summary_field": "abstract",
            "chars_per_token": 4.0}
     info = fetch.fetch_hub(hub, tmp_path / "out.jsonl.gz", train_tokens=250)  # 1000 characters: 10 documents
     docs = data.read_corpus(tmp_path / "out.jsonl.gz")
-    assert info["splits"] == {"train": {"documents": 10, "characters": 1070}, "test": {"documents": 3, "characters": 318}}
+    assert info["splits"] == {"train": {"documents": 10, "characters": 1070},
+                              "test": {"documents": 3, "characters": 318}}
     assert [d["id"] for d in docs if d["split"] == "test"] == ["test0", "test1", "test2"]
     assert docs[0]["summary"] == "s0" and len(info["sha256"]) == 64
     info = fetch.fetch_hub(hub, tmp_path / "eval-only.jsonl.gz", train_tokens=0)  # no fine-tune reads train

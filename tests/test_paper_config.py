@@ -62,7 +62,8 @@ def test_one_finetune_per_model_of_the_papers_tables(counts):
 
 def test_checkpoints_are_the_steps_the_tables_read():
     for e in PAPER["extensions"]:
-        want = {STEPS[e["method"]]} | set(TABLE4_ROWS.get((e["size"], e["method"], e["ctx"]), []) if not e.get("tag") else [])
+        read = TABLE4_ROWS.get((e["size"], e["method"], e["ctx"]), []) if not e.get("tag") else []
+        want = {STEPS[e["method"]]} | set(read)
         want |= set(TABLE3_ROWS.get((e["size"], e["ctx"]), []) if e["method"] == "PI" and not e.get("tag") else [])
         assert e["steps"] == STEPS[e["method"]] and set(e["checkpoints"]) == want, e
 
@@ -323,7 +324,8 @@ def test_each_dataset_is_tokenized_once_per_tokenizer(counts):
     assert pcfg.tokenizers(PAPER) == ["llama"] and counts["tokenize"] == 2 and counts["eval_docs"] == 2
     out = planned_commands("all")
     jobs = re.findall(r"tokenize_corpus\.py --corpus results/paper/data/(\w+)/corpus\.jsonl\.gz --tokenizer (\S+)", out)
-    assert sorted(jobs) == sorted((d, "results/paper/models/7B/base") for d in ("pg19", "proofpile", "pile", "redpajama"))
+    want = sorted((d, "results/paper/models/7B/base") for d in ("pg19", "proofpile", "pile", "redpajama"))
+    assert sorted(jobs) == want
     assert "results/paper/data/pile/llama/train.npy" in out and "data/pile/13B" not in out
     cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
     cfg["sizes"]["tiny2"] = dict(cfg["sizes"]["tiny"], tokenizer="tiny")  # both train their own: cannot share

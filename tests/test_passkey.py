@@ -71,7 +71,8 @@ def test_pretraining_documents_vary_the_distance_over_the_window(tok):
         text = tok.decode(ids)
         key = text.rsplit(" ", 1)[1].rstrip(".")
         assert key.isdigit() and passkey.needle(key) in text and text.endswith(f"{passkey.QUESTION} {key}.")
-        needle_at = next(i for i in range(len(ids)) if tok.decode(ids[i:]).lstrip().startswith("The pass key is " + key))
+        needle_at = next(i for i in range(len(ids))
+                         if tok.decode(ids[i:]).lstrip().startswith("The pass key is " + key))
         q_end = next(i for i in range(len(ids), 0, -1) if ids[i - len(q):i] == q)
         distances.append(q_end - needle_at)
     assert min(distances) <= 45 and max(distances) >= 110  # needle-to-question distance covers most of L
@@ -183,7 +184,8 @@ def test_prompts_fill_the_window_less_the_answer_and_k_is_exact(tok):
             before = t.ids[head:len(t.ids) - k]
             # the filler before the needle ends with a whole sentence, the filler after it starts with one
             assert not before or before == (filler * (len(before) // len(filler) + 1))[-len(before):]
-            after = t.ids[len(t.ids) - k + len(enc(tok, " " + passkey.needle("40721"))):-len(enc(tok, " " + passkey.QUESTION))]
+            start = len(t.ids) - k + len(enc(tok, " " + passkey.needle("40721")))
+            after = t.ids[start:-len(enc(tok, " " + passkey.QUESTION))]
             assert after == (filler * (len(after) // len(filler) + 1))[:len(after)]
     with pytest.raises(ValueError, match="not possible"):
         passkey.trial_at(tok, "40721", lay.k_lo - 10, lay.prompt_len)
@@ -243,7 +245,8 @@ def test_key_lengths_from_one_key_equal_those_of_all_90000_keys():
     merging = Tokenizer(models.BPE(unk_token="[UNK]"))  # digits not split: "12" can become one token
     merging.pre_tokenizer = pre_tokenizers.Whitespace()
     text = [f"The pass key is {k}. Remember it. {k} is the pass key." for k in range(10000, 10400)]
-    merging.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["[UNK]"], show_progress=False))
+    merging.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["[UNK]"],
+                                                          show_progress=False))
     fast = PreTrainedTokenizerFast(tokenizer_object=merging, unk_token="[UNK]")
     assert not passkey.digits_stand_alone(fast)
     assert passkey.key_lengths(fast) == every_key(fast)

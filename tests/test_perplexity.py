@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from pi_repro import perplexity as P
 
 
-@pytest.mark.parametrize("n,window,stride", [(100, 16, 4), (17, 16, 15), (5, 16, 4), (64, 16, 15), (33, 8, 3), (16, 16, 1)])
+@pytest.mark.parametrize("n,window,stride", [(100, 16, 4), (17, 16, 15), (5, 16, 4), (64, 16, 15), (33, 8, 3),
+                                             (16, 16, 1)])
 def test_every_token_after_the_first_is_scored_once(n, window, stride):
     spans = P.window_spans(n, window, stride)
     scored = [t for s in spans for t in range(s.end - s.n_scored, s.end)]
@@ -151,8 +152,9 @@ def test_merge_refuses_shards_of_another_evaluation_or_a_missing_shard():
 def test_sharded_evaluation_merges_into_the_unsharded_record_exactly(tmp_path, tiny_llama):
     """The rule's script: one job over every document, and the same evaluation as 3 shards (and as more shards
     than documents: some empty) merged; the merged record equals the one job's, per-document sums included: bit
-    for bit with one window per forward pass (the paper config's batch), to float32 rounding with batches of 4 (a window's
-    batch holds other documents' windows when unsharded; float32 matmuls of another shape differ in the last bits)."""
+    for bit with one window per forward pass (the paper config's batch), to float32 rounding with batches of 4 (a
+    window's batch holds other documents' windows when unsharded; float32 matmuls of another shape differ in the last
+    bits)."""
     import json
     import runpy
     import sys
@@ -223,4 +225,5 @@ def test_tokens_past_a_position_are_reported_apart(tiny_llama):
     # with sliding windows: the past sums are part of the overall ones, and P = 1 gives the overall perplexity
     rec = P.evaluate(tiny_llama, docs, ["a", "b"], window=16, stride=8, n_boot=10, past=1)
     assert rec["past"]["perplexity"] == pytest.approx(rec["perplexity"], rel=1e-12)
-    assert P.evaluate(tiny_llama, docs, ["a", "b"], window=16, stride=8, n_boot=10, past=100)["past"]["perplexity"] is None
+    rec = P.evaluate(tiny_llama, docs, ["a", "b"], window=16, stride=8, n_boot=10, past=100)
+    assert rec["past"]["perplexity"] is None

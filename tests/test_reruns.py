@@ -140,7 +140,7 @@ def test_each_setting_reruns_exactly_its_jobs(smoke_run, tmp_path):
                                        cases.items())))
     ext_jobs = derived_expectations()
     failures = []
-    for name, (cfg, want) in cases.items():
+    for name, (_cfg, want) in cases.items():
         want = ext_jobs[want] if isinstance(want, str) else want
         if got[name] != want:
             failures.append(f"{name}:\n  planned {json.dumps(got[name])}\n  wanted  {json.dumps(want)}")

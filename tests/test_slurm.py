@@ -230,7 +230,8 @@ def test_a_job_no_partition_can_run_stops_before_any_submission(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     shutil.rmtree(ROOT / "results/slurm-unsatisfiable", ignore_errors=True)
-    p = subprocess.run([sys.executable, "-m", "snakemake", "results/slurm-unsatisfiable/eval/ppl/pg19/tiny/base/ppl.json",
+    target = "results/slurm-unsatisfiable/eval/ppl/pg19/tiny/base/ppl.json"
+    p = subprocess.run([sys.executable, "-m", "snakemake", target,
                         "--profile", "slurm", *FAST_STATUS, "--configfile", str(path)], cwd=ROOT, capture_output=True,
                        text=True, env=user_env(), timeout=300)
     out = p.stdout + p.stderr

@@ -201,7 +201,8 @@ def test_paper_side_by_side_reads_our_row_never_the_quoted_one(tmp_path):
 
 def test_finding_7_passes_fails_and_is_na_with_its_numbers():
     def check(t):
-        return [r for r in findings.check({"Table 6": {"kind": "summarization", "frame": t}}, 128) if r["finding"] == "7"]
+        res = findings.check({"Table 6": {"kind": "summarization", "frame": t}}, 128)
+        return [r for r in res if r["finding"] == "7"]
 
     better = check(table6([0.2, 0.3, 0.4, 0.3]))
     assert [r["status"] for r in better] == ["PASS"]

@@ -65,7 +65,8 @@ def test_B_and_the_600x_ratio():
 
 def test_finding_6_passes_and_fails_on_its_numbers():
     good = {"d": 128, "window": 2048, "max_abs_inside": 0.4, "max_abs_beyond": 1e10, "thm21_worst_ratio_fit": 0.1,
-            "thm21_worst_ratio_random": 0.6, "extrapolation_over_interpolation_bound": 650.0, "B_over_d_min_beyond": 1.1}
+            "thm21_worst_ratio_random": 0.6, "extrapolation_over_interpolation_bound": 650.0,
+            "B_over_d_min_beyond": 1.1}
     status = lambda t: [r["status"] for r in findings.check({}, 128, theory=t) if r["finding"].startswith("6")]  # noqa: E731
     assert status(good) == ["PASS"] * 3
     assert status({**good, "max_abs_beyond": 50.0}) == ["FAIL", "PASS", "PASS"]

@@ -167,7 +167,8 @@ def verify_manifest(manifest: dict, run_dir: str | Path) -> list[dict]:
                                      f"one recorded when {jobs[art['job']]['script']} wrote it"})
         elif P.digest(p) != art["sha256"]:
             problems.append({"path": path, "problem": "changed",
-                             "detail": f"sha256 differs from the one recorded when {jobs[art['job']]['script']} wrote it"})
+                             "detail": "sha256 differs from the one recorded when "
+                                       f"{jobs[art['job']]['script']} wrote it"})
     if dirty:  # a warning, not a failure: the commit alone does not pin the code (code_sha256 does)
         problems.append({"path": f"{len(dirty)} artefacts", "problem": "dirty tree", "warning": True,
                          "detail": "made from a working tree with uncommitted changes (see code_sha256)"})
@@ -421,7 +422,8 @@ def compare(a: str | Path, b: str | Path, tol: float = 0.0, replace: list[tuple[
     if a.is_dir():
         skip = lambda f: any(f == e or f.startswith(e + "/") for e in exclude) or f.rsplit("/", 1)[-1] in VOLATILE_FILES  # noqa: E731
         fa = {x for x in (f.relative_to(a).as_posix() for f in P.folder_files(a)) if not skip(x)}
-        fb = {x for x in (f.relative_to(b).as_posix() for f in P.folder_files(b)) if not skip(x)} if b.is_dir() else set()
+        fb = ({x for x in (f.relative_to(b).as_posix() for f in P.folder_files(b)) if not skip(x)}
+              if b.is_dir() else set())
         diffs, worst = [f"only in one: {x}" for x in sorted(fa ^ fb)], 0.0
         for f in sorted(fa & fb):
             r = compare(a / f, b / f, tol, replace)

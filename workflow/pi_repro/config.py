@@ -34,7 +34,7 @@ def _did_you_mean(e) -> str:
     """For an unknown key: the closest allowed keys at that place, if any are close."""
     import difflib
 
-    allowed = list((e.schema.get("properties") or {}))
+    allowed = list(e.schema.get("properties") or {})
     unknown = [k for k in (e.instance or {}) if k not in allowed] if isinstance(e.instance, dict) else []
     hints = [f"{k!r} -> {m[0]!r}" for k in unknown if (m := difflib.get_close_matches(k, allowed, n=1, cutoff=0.6))]
     return f"; did you mean {', '.join(hints)}?" if hints else ""
@@ -202,13 +202,15 @@ def _semantic_checks(cfg: dict) -> None:
             fail(f"extensions[{i}].ctx", f"{ext['ctx']} is not one of perplexity.windows {windows}")
     for w in windows:
         if not any(w <= m for m in model_windows(cfg)):
-            fail("perplexity.windows", f"evaluation window {w} exceeds every model's window ({max(model_windows(cfg))})")
+            fail("perplexity.windows",
+                 f"evaluation window {w} exceeds every model's window ({max(model_windows(cfg))})")
     for name, d in datasets.items():
         ev = d.get("eval") or {}
         if ev.get("style") == "proofpile":
             used = max(model_windows(cfg))
             if ev["doc_tokens"] < used:
-                fail(f"datasets.{name}.eval.doc_tokens", f"{ev['doc_tokens']} is shorter than the largest evaluation window {used}")
+                fail(f"datasets.{name}.eval.doc_tokens",
+                     f"{ev['doc_tokens']} is shorter than the largest evaluation window {used}")
     for name, b in built_benchmarks(cfg).items():
         if b["dataset"] not in datasets:
             fail(f"benchmarks.tasks.{name}.build.dataset", f"unknown dataset {b['dataset']!r}")

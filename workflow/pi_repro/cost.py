@@ -157,14 +157,16 @@ def plan(cfg: dict) -> list[dict]:
                 sum(pk["num_k"] * pk["trials"] * w * perf.flops_per_token(sh, w, False) for w in windows),
                 s["eval_mfu"], tables, peak=peak)
         elif task == "bench":
-            add("benchmark", f"{size} {model}", gpus, s["benchmark_tokens"] * perf.flops_per_token(sh, windows[-1], False),
+            add("benchmark", f"{size} {model}", gpus,
+                s["benchmark_tokens"] * perf.flops_per_token(sh, windows[-1], False),
                 s["eval_mfu"], tables, peak=peak)
         elif task == "rouge":
             w, docs = windows[-1], s["datasets"].get(ds, {})
             hp = C.summarization_hparams(cfg, size, model)
             train = spec.get("train_docs") or docs.get("train_docs")
             test = spec.get("test_docs") or docs.get("test_docs")
-            add("summarize_finetune", f"{size} {model} on {ds}", C.train_job(cfg, C.model_extension(cfg, size, model))["gpus"],
+            add("summarize_finetune", f"{size} {model} on {ds}",
+                C.train_job(cfg, C.model_extension(cfg, size, model))["gpus"],
                 None if not train else _train_flops(hp, spec["epochs"] * train * w, sh, w), s["mfu"], tables,
                 None if train else f"cost.datasets.{ds}.train_docs not given",
                 memory.summarize_train_estimate(cfg, size, model, w), parallel=True)
@@ -266,7 +268,8 @@ def disk(cfg: dict) -> list[dict]:
         vocab = shape(cfg, C.tokenizer_size(cfg, tok)).vocab_size
         item = np.dtype(np.uint16 if vocab <= 65536 else np.uint32).itemsize
         sizes = {s for s in cfg["sizes"] if C.tokenizer_name(cfg, s) == tok}
-        trained = {d for ext in cfg["extensions"] if ext["size"] in sizes for d in ext.get("data", cfg["finetune_data"])}
+        trained = {d for ext in cfg["extensions"] if ext["size"] in sizes
+                   for d in ext.get("data", cfg["finetune_data"])}
         for ds in trained:
             add("tokenize", C.fetch_train_tokens(cfg, ds) * item)
     return list(rows.values())
@@ -303,7 +306,8 @@ def render(cfg: dict, jobs: bool = True) -> str:
     total = sum(r["gpu_hours"] or 0 for r in rows)
     targets = pd.DataFrame(per_target(cfg, rows)).rename(columns={"target": "Target", "jobs": "GPU jobs",
                                                                   "gpu_hours": "GPU-hours (est.)"})
-    summary = pd.DataFrame(by_rule(rows)).rename(columns={"rule": "Rule", "jobs": "Jobs", "gpus_per_job": "GPUs per job",
+    summary = pd.DataFrame(by_rule(rows)).rename(columns={"rule": "Rule", "jobs": "Jobs",
+                                                          "gpus_per_job": "GPUs per job",
                                                           "gpu_hours": "GPU-hours (est.)", "unpriced": "Not priced",
                                                           "peak_gb": "Peak GB/GPU (est.)"})
     detail = pd.DataFrame(rows).rename(columns={"rule": "Rule", "what": "Job", "gpus_per_job": "GPUs",

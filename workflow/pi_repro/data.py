@@ -32,7 +32,8 @@ def iter_corpus(path: str | Path) -> Iterator[dict]:
                     raise ValueError(f"{path}:{n}: not valid JSON ({e})") from None
                 missing = {"id", "split", "text"} - set(d)
                 if missing or d["split"] not in ("train", "test"):
-                    raise ValueError(f"{path}:{n}: a document needs id, text and split train|test; got keys {sorted(d)}")
+                    raise ValueError(f"{path}:{n}: a document needs id, text and split train|test; "
+                                     f"got keys {sorted(d)}")
                 found += 1
                 yield d
     except (EOFError, gzip.BadGzipFile, UnicodeDecodeError, OSError) as e:  # cut mid-stream, not gzip, not UTF-8

@@ -14,9 +14,9 @@ Each finding reads tables of given kinds (pi_repro.kinds) and runs only on those
     (the base model trained further at L on the same tokens): PI at L' is also below CT at L, so the gain is not
     just more training.
 (4) Passkey retrieval (tables of kind passkey): (4a) after fine-tuning, PI's k_max reaches its window L' (the
-    largest k tested; paper: at every checkpoint but one), (4b) FT's does not extend past about L: below its window, at most
-    NEAR_L x L (paper: 1792-2560 from L = 2048 after up to 10000 steps), (4c) without fine-tuning the base model's
-    k_max does not pass L at windows beyond L.
+    largest k tested; paper: at every checkpoint but one), (4b) FT's does not extend past about L: below its window,
+    at most NEAR_L x L (paper: 1792-2560 from L = 2048 after up to 10000 steps), (4c) without fine-tuning the base
+    model's k_max does not pass L at windows beyond L.
 (5) Zero-shot benchmarks at the original window (tables of kind benchmarks): (5a) PI at its smallest extension
     keeps its quality: the mean change over the tasks from None is within SMALL_CHANGE points (paper: -1.3 for 7B
     at 8192, -0.5 for 33B); (5b) the loss grows with the extension (paper, 7B: -1.3, -2.6, -4.8 points at 8192,
@@ -111,7 +111,8 @@ def steps_findings(name: str, t: pd.DataFrame, windows: dict, L: int) -> list[di
         pi0 = value(t, size, "PI", 0, ctx)
         none_ctx = value(windows["frame"], size, "None", ctx) if windows else None
         none_l = value(windows["frame"], size, "None", L) if windows else None
-        ok = None if pi0 is None or none_ctx is None or none_l is None else (pi0 < none_ctx and pi0 < FEW_TIMES * none_l)
+        ok = (None if pi0 is None or none_ctx is None or none_l is None
+              else (pi0 < none_ctx and pi0 < FEW_TIMES * none_l))
         where = f"{name} / {windows['name'] if windows else 'no windows table'} {size} L'={ctx}"
         out.append(_result("2", where, f"PI without fine-tuning at L' beats extrapolation at L' and stays within "
                            f"{FEW_TIMES:g}x of None at L", ok,
@@ -143,7 +144,8 @@ def passkey_findings(name: str, t: pd.DataFrame, L: int) -> list[dict]:
                                reason=None if tuned else "no fine-tuned step in this row"))
         elif method == "FT" and window == ctx:
             out.append(_result("4b", where, f"after fine-tuning, FT's k_max does not extend past about L: below its "
-                               f"window L' and at most {NEAR_L:g} x L", None if last is None else (last < top and last <= NEAR_L * L),
+                               f"window L' and at most {NEAR_L:g} x L",
+                               None if last is None else (last < top and last <= NEAR_L * L),
                                nums, reason=None if tuned else "no fine-tuned step in this row"))
         elif method == "None" and window > L:
             out.append(_result("4c", where, "without fine-tuning, the base model's k_max does not pass L",
@@ -166,8 +168,8 @@ def benchmarks_findings(name: str, t: pd.DataFrame) -> list[dict]:
                                reason="no base-model (None) row to compare with"))
             continue
 
-        def change(r):
-            return sum(r[c] - none.iloc[0][c] for c in tasks) / len(tasks)
+        def change(r, base=none.iloc[0]):
+            return sum(r[c] - base[c] for c in tasks) / len(tasks)
 
         ct = rows[rows["method"] == "CT"]
         control = {f"CT-{int(r['model_ctx'])} mean change": change(r) for _, r in ct.iterrows()}
@@ -234,14 +236,16 @@ def theory_findings(t: dict) -> list[dict]:
                  "worst deviation / bound, random h": t["thm21_worst_ratio_random"]}),
         _result("6c", where, "the extrapolation bound is hundreds of times the interpolation bound on the integer "
                 "grid (paper: about 600x)", t["extrapolation_over_interpolation_bound"] >= 300,
-                {"ratio": t["extrapolation_over_interpolation_bound"], "min B(s)/d beyond L": t["B_over_d_min_beyond"]}),
+                {"ratio": t["extrapolation_over_interpolation_bound"],
+                 "min B(s)/d beyond L": t["B_over_d_min_beyond"]}),
     ]
 
 
 READS = {"7": "the extended model summarizes at least as well as the base model at L (summarization tables)",
          "5": "PI keeps its quality at the original window (benchmarks tables)",
          "4a": "PI's k_max reaches L' after fine-tuning (passkey tables)",
-         "4b": "FT's k_max does not extend past about L (passkey tables)", "4c": "the base model's k_max does not pass L (passkey tables)",
+         "4b": "FT's k_max does not extend past about L (passkey tables)",
+         "4c": "the base model's k_max does not pass L (passkey tables)",
          "0": "base model converged (windows tables)", "1": "extrapolation fails (windows tables)",
          "1m": "magnitude of the failure (windows tables)", "3": "PI after fine-tuning (windows tables)",
          "2": "PI without fine-tuning (a steps table and a windows table on its dataset)"}

@@ -75,7 +75,8 @@ def write_json(path: str | Path, obj) -> None:
 
 
 HTML_STYLE = ("body{font-family:sans-serif;max-width:80em;margin:1em auto;padding:0 1em}"
-              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:2px 6px;text-align:right}"
+              "table{border-collapse:collapse;margin:1em 0}"
+              "td,th{border:1px solid #bbb;padding:2px 6px;text-align:right}"
               "th{background:#eee}td:first-child,th:first-child{text-align:left}")
 
 

@@ -34,7 +34,8 @@ class Windows:
         out = []
         for size in cfg["sizes"]:
             models = [("base", self.largest_window(cfg, spec, size))]
-            models += [(C.final_model(e), e["ctx"]) for e in cfg["extensions"] if e["size"] == size and not e.get("tag")]
+            models += [(C.final_model(e), e["ctx"]) for e in cfg["extensions"]
+                       if e["size"] == size and not e.get("tag")]
             for model, top in models:
                 out += [(self.task, spec["dataset"], size, model, w) for w in sorted(cfg["perplexity"]["windows"])
                         if w <= top]

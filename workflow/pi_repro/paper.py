@@ -63,7 +63,8 @@ def planned_cell(cfg: dict, cell: dict) -> tuple | None:
         return None
     name = None if ext is None else C.extension_name(ext)
     if spec["kind"] == "windows":
-        return (kind.task, spec["dataset"], cell["size"], "base" if ext is None else C.final_model(ext), int(cell["column"]))
+        model = "base" if ext is None else C.final_model(ext)
+        return (kind.task, spec["dataset"], cell["size"], model, int(cell["column"]))
     if spec["kind"] in ("steps", "passkey"):
         dataset = spec.get("dataset", getattr(kind, "dataset", None))
         return (kind.task, dataset, cell["size"], f"{name}/step{cell['column']}", cell["model_ctx"])

@@ -246,7 +246,7 @@ def count_problems(cfg: dict, run_dir: str | Path, tokenizer_of: dict[str, str],
             out.append(f"datasets.{name}.eval.num_docs: {want} evaluation documents asked, the test split of "
                        f"{cfg['datasets'][name]['path']} has {c.get('test', 0)}")
     spec = protocol(cfg)
-    for t, table in cfg.get("tables", {}).items():
+    for table in cfg.get("tables", {}).values():
         if table.get("kind") == "summarization" and table.get("dataset") in counts:
             for split in ("train", "test"):
                 want, have = spec.get(f"{split}_docs"), counts[table["dataset"]].get(split, 0)

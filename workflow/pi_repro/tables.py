@@ -165,7 +165,8 @@ def summarization_table(records: list[dict], quoted: list[dict] | None = None, s
     df = pd.DataFrame(rows)
     _one_record_each(df, ["size", "ctx", "method"], "ROUGE", unit="row")
     n_boot = next((r.get("bootstrap") for r in records if r.get("bootstrap")), 1000)
-    delta = {label: [f"{label} vs None", f"{label} vs None lo", f"{label} vs None hi"] for label in ROUGE_LABELS.values()}
+    delta = {label: [f"{label} vs None", f"{label} vs None lo", f"{label} vs None hi"]
+             for label in ROUGE_LABELS.values()}
     for cols in delta.values():
         for col in cols:
             df[col] = float("nan")
@@ -207,7 +208,8 @@ def summarization_display(df: pd.DataFrame) -> pd.DataFrame:
             return "LEAD (first sentence)"
         if r["method"] not in METHOD_LABEL:  # another work the paper quotes
             return f"{r['method']} {r['size']}"
-        return f"{r['size']} {METHOD_LABEL[r['method']]}" + ("" if r["method"] == "None" else f" ({int(r['model_ctx'])})")
+        ctx = "" if r["method"] == "None" else f" ({int(r['model_ctx'])})"
+        return f"{r['size']} {METHOD_LABEL[r['method']]}" + ctx
 
     def num(v):
         return "-" if pd.isna(v) else f"{v:.1f}"

@@ -60,7 +60,8 @@ class SplitCollator:
         ids = torch.stack([f["input_ids"] for f in features])
         if self.piece and self.piece < ids.shape[1]:
             if ids.shape[1] % self.piece:
-                raise ValueError(f"sequence length {ids.shape[1]} is not a multiple of the training window {self.piece}")
+                raise ValueError(f"sequence length {ids.shape[1]} is not a multiple of the training window "
+                                 f"{self.piece}")
             ids = ids.reshape(-1, self.piece)
         return {"input_ids": ids, "labels": ids.clone()}
 
@@ -260,7 +261,8 @@ def build_trainer(model, dataset, hp: dict, work_dir: str | Path, export_dir: st
                 os.replace(staging, out)
 
     args = args or training_args(hp, work_dir)
-    trainer = PITrainer(model=model, args=args, train_dataset=dataset, data_collator=collator or SplitCollator(train_window),
+    trainer = PITrainer(model=model, args=args, train_dataset=dataset,
+                        data_collator=collator or SplitCollator(train_window),
                         callbacks=[ExportAt(), StopBeforeLimit()] + ([FillDevice()] if fill_at else []))
     return trainer
 

@@ -49,7 +49,8 @@ def summary_md(m: dict, claims: dict, det: list[dict], side: list[dict], problem
              f"{'all verified (sha256 as recorded when written)' if not fails else f'{len(fails)} PROBLEMS'}",
              f"- **Claims**: {claims['counts']['PASS']} held, {claims['counts']['FAIL']} failed, "
              f"{claims['counts']['n/a']} not applicable",
-             f"- **Determinism**: {sum(d['equal'] for d in det)} of {len(det)} re-executed jobs reproduced their outputs",
+             f"- **Determinism**: {sum(d['equal'] for d in det)} of {len(det)} re-executed jobs reproduced their "
+             "outputs",
              f"- **Code**: {', '.join(commits)}; config sha256 {str(m['config_sha256'])[:12]}",
              f"- **Hardware**: {'; '.join(hosts)}" + (f"; SLURM jobs {', '.join(slurm)}" if slurm else ""),
              f"- **Packages**: {', '.join(f'{k} {v}' for k, v in sorted(pk.items()))}",
@@ -71,12 +72,14 @@ def summary_md(m: dict, claims: dict, det: list[dict], side: list[dict], problem
     if side:
         ok = sum(r["status"] == "PASS" for r in side)
         lines += ["", f"## The paper side by side: {ok} of {len(side)} cells within tolerance", "",
-                  "| Table | Size | Model ctx | Method | Fine-tune on | Column | Paper | Ours | Diff | Tolerance | Status |",
+                  "| Table | Size | Model ctx | Method | Fine-tune on | Column | Paper | Ours | Diff | Tolerance "
+                  "| Status |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in side:
             tol = ", ".join(f"{k} {v}" for k, v in (r["tolerance"] or {}).items())
-            lines.append(f"| {r['table']} | {r['size']} | {r['model_ctx']} | {r['method']} | {r['finetune_data'] or ''} | "
-                         f"{r['column']} | {r['value']} | {fmt(r['ours'], 4)} | {fmt(r['diff'], 3)} | {tol} | {r['status']} |")
+            lines.append(f"| {r['table']} | {r['size']} | {r['model_ctx']} | {r['method']} | "
+                         f"{r['finetune_data'] or ''} | {r['column']} | {r['value']} | {fmt(r['ours'], 4)} | "
+                         f"{fmt(r['diff'], 3)} | {tol} | {r['status']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -19,7 +19,8 @@ def main():
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--download-only", action="store_true", help="hub: only the snapshot (rule download_model)")
-    ap.add_argument("inputs", nargs="*", help="pretrain: the tokenizer directory, then the packed corpora and their indexes;"
+    ap.add_argument("inputs", nargs="*", help="pretrain: the tokenizer directory, then the packed corpora and their "
+                    "indexes;"
                     " hub: the downloaded snapshot")
     a = ap.parse_args()
     if a.spec["source"] == "local":

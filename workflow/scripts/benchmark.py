@@ -32,7 +32,8 @@ def main():
     for name, label in a.tasks.items():
         r = res["results"][name]
         tasks[name] = {"label": label, "n": res["n-samples"][name]["effective"],
-                       **{m: r[f"{m},none"] for m in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr") if f"{m},none" in r}}
+                       **{m: r[f"{m},none"] for m in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr")
+                          if f"{m},none" in r}}
         print(f"{name} ({label}): acc {r['acc,none']:.4f} ± {r['acc_stderr,none']:.4f}"
               + (f", acc_norm {r['acc_norm,none']:.4f}" if "acc_norm,none" in r else "") + f" (n = {tasks[name]['n']})")
     samples = {name: [benchmarks.sample_record(s) for s in res["samples"][name]] for name in a.tasks}

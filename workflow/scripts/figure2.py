@@ -48,7 +48,8 @@ def main():
                "max_abs_inside": float(np.abs(inside).max()), "max_abs_beyond": float(np.abs(beyond).max()),
                "fit_rmse": float(np.sqrt(np.mean((T.score(h, f["s"], c) - f["y"]) ** 2))),
                "thm21_worst_ratio_fit": worst, "thm21_worst_ratio_random": worst_random,
-               "thm21_worst_ratio_random_exact": worst_exact, "thm21_random_h": a.random_h, "B_over_d_min_beyond": float(b_over_d.min()),
+               "thm21_worst_ratio_random_exact": worst_exact, "thm21_random_h": a.random_h,
+               "B_over_d_min_beyond": float(b_over_d.min()),
                "extrapolation_over_interpolation_bound": T.integer_grid_ratio(d, grid, c)}
     for k, v in numbers.items():
         print(f"{k}: {v}")

@@ -15,7 +15,8 @@ def main():
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     cfg = init_extension(a.base, a.method, a.ctx, a.base_window, a.out)
-    print(f"{a.method}-{a.ctx}: rope_parameters={cfg.rope_parameters}, max_position_embeddings={cfg.max_position_embeddings}")
+    print(f"{a.method}-{a.ctx}: rope_parameters={cfg.rope_parameters}, "
+          f"max_position_embeddings={cfg.max_position_embeddings}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ references, with rouge-score (stemming on): per document and the corpus score (m
 import argparse
 import json
 
-import _common
+import _common  # noqa: F401  (puts the library on the path)
 from pi_repro import summarization
 from pi_repro.io import write_json
 
@@ -40,7 +40,8 @@ def main():
     record = {**a.coords, **source, "n_docs": len(rows), "scores": scores, "rouge": "rouge-score 0.1.2, stemming",
               **protocol, "per_doc": [{"id": r["id"], **s} for r, s in zip(rows, per_doc)]}
     write_json(a.out, record)
-    print(" ".join(f"{summarization.ROUGE_LABELS[k]} {v:.2f}" for k, v in scores.items()), f"over {len(rows)} documents")
+    print(" ".join(f"{summarization.ROUGE_LABELS[k]} {v:.2f}" for k, v in scores.items()),
+          f"over {len(rows)} documents")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-import _common
+import _common  # noqa: F401  (puts the library on the path)
 from pi_repro import modeling, summarization
 from pi_repro.io import atomic_path, read_json
 
@@ -36,7 +36,8 @@ def main():
     secs = time.time() - t
     with atomic_path(a.out) as tmp, open(tmp, "w") as f:
         for d, e, s in zip(docs, examples, outs):
-            f.write(json.dumps({"id": d["id"], "summary": s, "reference": d["summary"], "prompt_tokens": len(e.input_ids),
+            f.write(json.dumps({"id": d["id"], "summary": s, "reference": d["summary"],
+                                "prompt_tokens": len(e.input_ids),
                                 "doc_tokens_kept": e.doc_kept, "doc_tokens": e.doc_len, "model": str(model_dir),
                                 "model_sha256": facts["model_sha256"], "window": window, "seed": a.seed}) + "\n")
     print(f"{model_dir}: {len(docs)} summaries at window {window} in {secs:.1f} s; first: {outs[0]!r}")
