@@ -354,3 +354,17 @@ def test_passkey_generation_on_a_model_split_over_devices_equals_the_unsplit_mod
     trials = [passkey.trial_at(tok, key, k, lay.prompt_len, True) for key, k in (("4821", 45), ("77013", 60))]
     want = passkey.generate_answers(modeling.load_model(mini), tok, trials, 2)
     assert passkey.generate_answers(_split_over_devices(mini, tmp_path), tok, trials, 2) == want
+
+
+def test_sealing_asks_the_evaluations_gpus_or_the_memory_of_the_fp32_model():
+    """Sealing 33B/65B on one CPU thread in fp16 would take ~27 h (0.66 GFLOP/s measured), and 65B in fp32 needs
+    ~260 GB against the 192 GB the CPU job asked: a size evaluated on GPUs seals on them; one evaluated on CPU asks
+    the memory its fp32 model needs, from its shape."""
+    from conftest import ROOT
+    from pi_repro import config as C, cost
+
+    cfg = C.load(ROOT / "config/paper.yaml")
+    assert C.seal_job(cfg, "65B")["gpus"] == C.eval_job(cfg, "65B")["gpus"] == 4
+    cfg["sizes"]["65B"]["resources"]["eval_gpus"] = 0
+    job = C.seal_job(cfg, "65B")
+    assert job["gpus"] == 0 and job["mem_mb"] * 2**20 >= 4 * cost.n_params(cost.shape(cfg, "65B")) > 250e9

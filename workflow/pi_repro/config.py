@@ -356,10 +356,13 @@ def seal_job(cfg: dict, size: str) -> dict:
     """What a job that seals a checkpoint of ``size`` asks (base model, step 0 of an extension): the sha256 of the
     weights and a probe run as the size's evaluations load the model. With evaluation GPUs, the GPUs, CPUs and
     memory of an evaluation job (bf16 on GPUs: on CPU, fp16 ran at 0.66 GFLOP/s per thread here, ~27 h for 33B,
-    and 65B in fp32 needs 260 GB) and the data jobs' runtime (the copy of the weights dominates); else a data job."""
+    and 65B in fp32 needs 260 GB) and the data jobs' runtime (the copy of the weights dominates); else a data job
+    with the memory the fp32 model needs."""
     e, d = eval_job(cfg, size), data_job(cfg, size)
-    if not e["gpus"]:
-        return dict(d, gpus=0)
+    if not e["gpus"]:  # on CPU the model is loaded whole in fp32: memory from its shape (4 bytes a parameter + 25%)
+        from .cost import n_params, shape
+
+        return dict(d, gpus=0, mem_mb=max(d["mem_mb"], math.ceil(n_params(shape(cfg, size)) * 4 * 1.25 / 2**20)))
     return dict(e, runtime=d["runtime"])
 
 
