@@ -156,26 +156,46 @@ class PadCollator:
 
 
 # ----------------------------------------------------------------------------------------------- fine-tune
-EXAMPLES = "train-examples.pt"  # the encoded training split, beside the run's exports (rank 0 writes it)
+EXAMPLES = "train-examples.safetensors"  # the encoded training split, beside the run's exports (rank 0 writes it)
+
+
+def save_examples(examples: list[Example], path: Path) -> None:
+    """The examples as flat token arrays with offsets (safetensors: nothing is unpickled when they are read)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from .io import atomic_path
+
+    lengths = [len(e.input_ids) for e in examples]
+    with atomic_path(path) as tmp:
+        save_file({"input_ids": torch.tensor([t for e in examples for t in e.input_ids], dtype=torch.int64),
+                   "labels": torch.tensor([t for e in examples for t in e.labels], dtype=torch.int64),
+                   "offsets": torch.tensor([0, *np.cumsum(lengths).tolist()], dtype=torch.int64),
+                   "meta": torch.tensor([[e.prompt_len, e.doc_kept, e.doc_len] for e in examples], dtype=torch.int64)},
+                  str(tmp))
+
+
+def load_examples(path: Path) -> list[Example]:
+    from safetensors.torch import load_file
+
+    t = load_file(str(path))
+    ids, labels, off = t["input_ids"].tolist(), t["labels"].tolist(), t["offsets"].tolist()
+    return [Example(ids[a:b], labels[a:b], *m) for a, b, m in zip(off[:-1], off[1:], t["meta"].tolist())]
 
 
 def training_examples(tok, corpus: str, spec: dict, seed: int, window: int, cache: Path, rank: int,
                       world: int) -> list:
     """The encoded training split: rank 0 reads and tokenizes the corpus (GovReport: 17k documents) and writes it
     to ``cache``; the other ranks read that file after a barrier (before, each of 128 ranks tokenized it all)."""
-    import torch
-
     from . import finetune as ft
-    from .io import atomic_path
 
     if rank == 0:
         examples = encode_docs(tok, documents(corpus, "train", spec.get("train_docs"), seed), window, spec)
         if world > 1:
-            with atomic_path(cache) as tmp:
-                torch.save(examples, tmp)
+            save_examples(examples, cache)
     ft._barrier(world)
     if rank != 0:
-        examples = torch.load(cache, weights_only=False)  # written by this job's rank 0 just now
+        examples = load_examples(cache)  # written by this job's rank 0 just now
     return examples
 
 
