@@ -168,8 +168,8 @@ def save_examples(examples: list[Example], path: Path) -> None:
 
     lengths = [len(e.input_ids) for e in examples]
     with atomic_path(path) as tmp:
-        save_file({"input_ids": torch.tensor([t for e in examples for t in e.input_ids], dtype=torch.int64),
-                   "labels": torch.tensor([t for e in examples for t in e.labels], dtype=torch.int64),
+        save_file({"input_ids": torch.tensor([t for e in examples for t in e.input_ids], dtype=torch.int32),
+                   "labels": torch.tensor([t for e in examples for t in e.labels], dtype=torch.int32),
                    "offsets": torch.tensor([0, *np.cumsum(lengths).tolist()], dtype=torch.int64),
                    "meta": torch.tensor([[e.prompt_len, e.doc_kept, e.doc_len] for e in examples], dtype=torch.int64)},
                   str(tmp))
