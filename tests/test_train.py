@@ -99,16 +99,17 @@ def test_a_finished_fine_tune_rerun_trains_nothing_and_counts_no_negative_tokens
     exports and trains no step past ``steps`` (before: it resumed and trained step 7 of 6, tokens_trained -256)."""
     data = _setup(tmp_path, tiny_llama)
     args = (str(tmp_path / "step0"), "PI", 32, 16, dict(HP, steps=4), [0, 2, 4], str(tmp_path / "run"))
-    first = finetune.finetune(*args, str(tmp_path / "run/finetune.json"), data, {"keep_resume_state": True})
+    keep = {"keep_resume_state": True}  # the state an attempt interrupted before its manifest leaves
+    first = finetune.finetune(*args, str(tmp_path / "run/finetune.json"), data, keep)
     (tmp_path / "run/finetune.json").unlink()  # as if interrupted before the manifest (and the resume state's end)
     log = (tmp_path / "run/train-log.jsonl").read_text()
     weights = (tmp_path / "run/step4/model.safetensors").read_bytes()
-    again = finetune.finetune(*args, str(tmp_path / "run/finetune.json"), data)
+    again = finetune.finetune(*args, str(tmp_path / "run/finetune.json"), data, keep)
     assert again["resumed_from"].endswith("checkpoint-4")
     assert again["throughput"]["tokens_trained"] == first["throughput"]["tokens_trained"] == 4 * 4 * 32  # measured
     (tmp_path / "run/finetune.json").unlink()  # the attempt that trained, as it recorded it
     (tmp_path / "run/_trainer" / finetune.FINISHED).unlink()
-    again = finetune.finetune(*args, str(tmp_path / "run/finetune.json"), data)  # without its measurements
+    again = finetune.finetune(*args, str(tmp_path / "run/finetune.json"), data, keep)  # without its measurements
     assert again["throughput"] is None  # nothing trained in this attempt, and nothing negative
     assert (tmp_path / "run/train-log.jsonl").read_text() == log  # no step logged after the end
     assert not (tmp_path / "run/step5").exists() and sorted(p.name for p in (tmp_path / "run/_trainer").glob(
@@ -122,6 +123,7 @@ def test_a_finished_fine_tune_rerun_trains_nothing_and_counts_no_negative_tokens
     rec = finetune.finetune(*args[:5], [0, 1, 4], *args[6:], str(tmp_path / "run/finetune.json"), data)
     assert rec["resumed_from"] is None and set(rec["checkpoints"]) == {"step0", "step1", "step4"}
     assert rec["throughput"]["tokens_trained"] == 4 * 4 * 32
+    assert not (tmp_path / "run/_trainer").exists()  # by default, deleted once the manifest is written
 
 
 def test_a_non_finite_loss_stops_the_run_at_its_step_and_the_rerun_resumes(tmp_path, tiny_llama, one_thread,
