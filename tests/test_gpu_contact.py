@@ -9,6 +9,7 @@ import torch
 
 from pi_repro import finetune, modeling, perplexity, train
 from conftest import save_word_tokenizer
+from test_train import HP as TRAIN_HP, _setup as finetune_setup  # base, tokenizer, PI-32 step 0, tokens
 
 
 def _as_gpu_node(monkeypatch, dtype=torch.bfloat16):
@@ -91,24 +92,14 @@ def _saved(model, tmp_path):
     return tmp_path / "base"
 
 
-HP = dict(global_batch=4, micro_batch=2, warmup_steps=2, warmup_start=0.1, schedule="constant", betas=[0.9, 0.95],
-          weight_decay=0.0, lr=1e-3, seed=3, resume_every=2, log_every=1, steps=2)
-
-
-def _finetune_setup(tiny_llama, tmp_path):
-    from pi_repro import data as pi_data
-
-    modeling.init_extension(_saved(tiny_llama, tmp_path), "PI", 32, 16, tmp_path / "step0")
-    tokens = np.random.default_rng(0).integers(0, 97, 1000)
-    pi_data.save_packed(tmp_path / "train.npy", [tokens[:300], tokens[300:]], 97)
-    return [str(tmp_path / "train.npy")]
+HP = dict(TRAIN_HP, steps=2)  # test_train's recipe, two steps
 
 
 def test_an_export_check_that_fails_after_training_is_not_trained_again(tiny_llama, tmp_path, monkeypatch):
     """Before, a check failing after training failed the job and Snakemake resubmitted the 4-16-node fine-tune up
     to 7 times. Now step 0 is checked before training, and a failure after training is recorded: the
     resubmission stops before it trains or loads a model."""
-    data = _finetune_setup(tiny_llama, tmp_path)
+    data = finetune_setup(tmp_path, tiny_llama)
     args = (str(tmp_path / "step0"), "PI", 32, 16, HP, [0, 2], str(tmp_path / "run"), str(tmp_path / "run/f.json"),
             data)
     real = modeling.verify_probe
@@ -195,7 +186,7 @@ def test_resume_state_is_deleted_once_exports_are_verified_and_tracking_is_a_swi
     event files beside the exports (neither is a hyperparameter: the resume state stays valid)."""
     from pi_repro import config as C
 
-    data = _finetune_setup(tiny_llama, tmp_path)
+    data = finetune_setup(tmp_path, tiny_llama)
     args = (str(tmp_path / "step0"), "PI", 32, 16, HP, [0, 2])
     rec = finetune.finetune(*args, str(tmp_path / "run"), str(tmp_path / "run/f.json"), data,
                             {"report_to": "tensorboard"})
@@ -252,7 +243,7 @@ def test_only_rank_0_hashes_the_run_and_tokenizes_the_summarization_corpus(tiny_
     from conftest import ROOT
     from pi_repro import summarization as S
 
-    data = _finetune_setup(tiny_llama, tmp_path)
+    data = finetune_setup(tmp_path, tiny_llama)
     hashed = []
     monkeypatch.setattr(finetune, "sha256_file", lambda f: hashed.append(f) or "x")
     monkeypatch.setattr(finetune, "sha256_weights", lambda f: hashed.append(f) or "x")
@@ -361,10 +352,10 @@ def test_sealing_asks_the_evaluations_gpus_or_the_memory_of_the_fp32_model():
     ~260 GB against the 192 GB the CPU job asked: a size evaluated on GPUs seals on them; one evaluated on CPU asks
     the memory its fp32 model needs, from its shape."""
     from conftest import ROOT
-    from pi_repro import config as C, cost
+    from pi_repro import config as C, memory
 
     cfg = C.load(ROOT / "config/paper.yaml")
     assert C.seal_job(cfg, "65B")["gpus"] == C.eval_job(cfg, "65B")["gpus"] == 4
     cfg["sizes"]["65B"]["resources"]["eval_gpus"] = 0
     job = C.seal_job(cfg, "65B")
-    assert job["gpus"] == 0 and job["mem_mb"] * 2**20 >= 4 * cost.n_params(cost.shape(cfg, "65B")) > 250e9
+    assert job["gpus"] == 0 and job["mem_mb"] * 2**20 >= 4 * memory.size_shape(cfg, "65B").params > 250e9

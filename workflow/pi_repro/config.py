@@ -360,9 +360,10 @@ def seal_job(cfg: dict, size: str) -> dict:
     with the memory the fp32 model needs."""
     e, d = eval_job(cfg, size), data_job(cfg, size)
     if not e["gpus"]:  # on CPU the model is loaded whole in fp32: memory from its shape (4 bytes a parameter + 25%)
-        from .cost import n_params, shape
+        from .memory import size_shape
 
-        return dict(d, gpus=0, mem_mb=max(d["mem_mb"], math.ceil(n_params(shape(cfg, size)) * 4 * 1.25 / 2**20)))
+        sh = size_shape(cfg, size)  # (None for hub weights without a shape: the data job's memory)
+        return dict(d, gpus=0, mem_mb=max(d["mem_mb"], math.ceil(sh.params * 4 * 1.25 / 2**20) if sh else 0))
     return dict(e, runtime=d["runtime"])
 
 
@@ -509,10 +510,15 @@ def train_options(cfg: dict) -> dict:
     return {"report_to": t.get("report_to", "none"), "keep_resume_state": bool(t.get("keep_resume_state", False))}
 
 
+def train_block(cfg: dict) -> dict:
+    """The ``train`` block's hyperparameters: every key but the run options."""
+    return {k: v for k, v in cfg["train"].items() if k not in RUN_OPTIONS}
+
+
 def train_hparams(cfg: dict, ext: dict) -> dict:
     """Fine-tuning hyperparameters of one extension: train defaults, then the size's, then the extension's."""
     size = cfg["sizes"][ext["size"]]
-    hp = {k: v for k, v in cfg["train"].items() if k not in RUN_OPTIONS}
+    hp = train_block(cfg)
     for src in (size, ext):
         for k in ("global_batch", "micro_batch"):
             if k in src:
@@ -671,7 +677,7 @@ def summarization_hparams(cfg: dict, size: str, model: str) -> dict:
     from .summarization import protocol
 
     s = protocol(cfg)
-    hp = {k: v for k, v in cfg["train"].items() if k not in RUN_OPTIONS}
+    hp = train_block(cfg)
     size_cfg = cfg["sizes"][size]
     for k in ("global_batch", "micro_batch"):
         hp[k] = s.get(k, size_cfg.get(k, hp[k]))

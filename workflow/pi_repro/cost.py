@@ -206,13 +206,6 @@ def by_rule(rows: list[dict]) -> list[dict]:
     return list(out.values())
 
 
-def n_params(sh) -> int:
-    """Every parameter of a size (its matmul weights and the input embedding)."""
-    from . import perf
-
-    return perf.matmul_params(sh) + sh.vocab_size * sh.hidden_size
-
-
 def _weight_bytes(cfg: dict, size: str) -> int:
     """Bytes per parameter of a size's base weights: 2 (hub LLaMA weights, fp16/bf16), else as stored here (fp32)."""
     base = cfg["sizes"][size]["base"]
@@ -234,7 +227,10 @@ def disk(cfg: dict) -> list[dict]:
     them at a save), in bytes, one row per rule. Downloaded corpora (their size is the hub's) are not counted."""
     import numpy as np
 
+    from .memory import Shape
+
     keep = C.train_options(cfg)["keep_resume_state"]
+    trained = C.trained(cfg)
     rows = {}
 
     def add(rule, kept=0, resume=0):
@@ -245,15 +241,15 @@ def disk(cfg: dict) -> list[dict]:
         r["resume_per_job"] = max(r["resume_per_job"], 2 * resume)
 
     for size in cfg["sizes"]:
-        w = n_params(shape(cfg, size)) * _weight_bytes(cfg, size)
+        w = Shape(shape(cfg, size)).params * _weight_bytes(cfg, size)
         if cfg["sizes"][size]["base"]["source"] == "hub":
             add("download_model", w)
         add("base_model", w)  # a hard link of the download's files where the file system allows (then 0 more)
     for ext in cfg["extensions"]:
         size = ext["size"]
-        n = n_params(shape(cfg, size))
+        n = Shape(shape(cfg, size)).params
         add("init_extension", n * _weight_bytes(cfg, size))  # step 0: a copy of the base weights
-        if ext not in C.trained(cfg):  # step 0 only: no fine-tune
+        if ext not in trained:  # step 0 only: no fine-tune
             continue
         hp = C.train_hparams(cfg, ext)
         ds = bool(hp.get("deepspeed"))
@@ -262,15 +258,15 @@ def disk(cfg: dict) -> list[dict]:
     for (task, _, size, model), _ in eval_jobs(cfg)[0].items():
         if task == "rouge":
             hp = C.summarization_hparams(cfg, size, model)
-            n = n_params(shape(cfg, size))
+            n = Shape(shape(cfg, size)).params
             add("summarize_finetune", n * (2 if hp.get("bf16") else 4), n * RESUME_BYTES[bool(hp.get("deepspeed"))])
     for tok in C.tokenizers(cfg):
         vocab = shape(cfg, C.tokenizer_size(cfg, tok)).vocab_size
         item = np.dtype(np.uint16 if vocab <= 65536 else np.uint32).itemsize
         sizes = {s for s in cfg["sizes"] if C.tokenizer_name(cfg, s) == tok}
-        trained = {d for ext in cfg["extensions"] if ext["size"] in sizes
-                   for d in ext.get("data", cfg["finetune_data"])}
-        for ds in trained:
+        datasets = {d for ext in cfg["extensions"] if ext["size"] in sizes
+                    for d in ext.get("data", cfg["finetune_data"])}
+        for ds in datasets:
             add("tokenize", C.fetch_train_tokens(cfg, ds) * item)
     return list(rows.values())
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from . import data, modeling, passkey, train
+from . import data, memory, modeling, passkey, train
 from .io import read_json, sha256_file, sha256_weights, write_json
 from .launch import STOP_AT_ENV
 
@@ -237,7 +237,7 @@ def finished_run(checkpoint: str, world: int, hp: dict) -> dict:
     covered = sum(n for _, n in losses)
     loss = sum(v * n for v, n in losses) / covered if covered else None
     # as configured: this attempt started no engine to ask
-    zero = read_json(hp["deepspeed"])["zero_optimization"]["stage"] if hp.get("deepspeed") else None
+    zero = memory.zero_stage(hp) if hp.get("deepspeed") else None
     return {"world_size": world, "deepspeed_zero_stage": zero, "final_train_loss": loss, "resumed_from": checkpoint,
             "steps_run": 0, "train_seconds": None}
 

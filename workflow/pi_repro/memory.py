@@ -165,7 +165,9 @@ def forward_peak(sh: Shape, batch: int, window: int, *, dtype_bytes: int = 2, gp
 
 
 # ------------------------------------------------------------------------------------------------ the config's jobs
-def _shape(cfg: dict, size: str) -> Shape | None:
+def size_shape(cfg: dict, size: str) -> Shape | None:
+    """A size's Shape, or None where the config cannot give it yet (hub weights without a shape, a model
+    folder not there yet)."""
     from . import cost
 
     try:
@@ -178,7 +180,7 @@ def train_estimate(cfg: dict, ext: dict, hp: dict | None = None, seq: int | None
                    padded: bool = False) -> dict | None:
     """One fine-tune of extension ``ext`` (None without the size's architecture); given ``hp`` and ``seq``, a
     training job with these hyperparameters on the resources of ``ext`` (a summarization fine-tune)."""
-    sh = _shape(cfg, ext["size"])
+    sh = size_shape(cfg, ext["size"])
     if sh is None:
         return None
     hp = hp or C.train_hparams(cfg, ext)
@@ -201,7 +203,7 @@ def eval_estimate(cfg: dict, task: str, size: str, windows) -> dict | None:
     """One evaluation job of ``task`` (ppl, passkey, bench, rouge: the generation) on ``size`` at ``windows``."""
     from .summarization import protocol
 
-    sh = _shape(cfg, size)
+    sh = size_shape(cfg, size)
     if sh is None:
         return None
     gpus = C.eval_job(cfg, size)["gpus"]

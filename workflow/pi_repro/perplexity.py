@@ -205,8 +205,8 @@ def resumable_nll(model, docs: list[torch.Tensor], doc_ids: list[str], window: i
     for i, (doc, name) in enumerate(zip(tqdm(docs, disable=not bar, desc=f"documents w={window}"), doc_ids)):
         sums = progress.get(window, name)
         if sums is None:
-            got = sliding_window_nll(model, [doc], window, stride, batch_size=batch_size, past=past if past is not None
-                                     else 1 << 62)
+            got = sliding_window_nll(model, [doc], window, stride, batch_size=batch_size, past=past)
+            got = got if past is not None else (*got, [0.0], [0])
             sums = (float(got[0][0]), int(got[1][0]), float(got[2][0]), int(got[3][0]))
             progress.add(window, name, sums)
         out[:, i] = sums
