@@ -292,16 +292,12 @@ def _json_changes(old, new, where: str = "") -> list[str]:
     return [] if old == new else [f"{where or 'value'} {json.dumps(old)} -> {json.dumps(new)}"]
 
 
-# options that change how a job runs or reports, never what it makes (config.RUN_OPTIONS): not stale when changed
-RUN_ONLY_OPTIONS = ("--options",)
-
-
 def argv_changes(recorded: list[str], planned: list[str]) -> list[str]:
     """What differs between the command line a job ran and the one the config gives it now, option by option
     (a JSON option, key by key): ``["--stride 8 -> 4", "--hp: lr 0.001 -> 0.002"]``."""
     a, b = _options(recorded), _options(planned)
     out = []
-    for k in sorted((set(a) | set(b)) - set(RUN_ONLY_OPTIONS), key=lambda k: (k == "", k)):
+    for k in sorted(set(a) | set(b), key=lambda k: (k == "", k)):
         x, y = a.get(k), b.get(k)
         if x == y:
             continue

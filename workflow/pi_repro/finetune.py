@@ -278,7 +278,7 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
     """Run one extension's fine-tuning (one process, or one of ``WORLD_SIZE`` ranks under torchrun); rank 0
     verifies every export and writes ``manifest`` last, then deletes the resume state unless
     ``options['keep_resume_state']`` (config.train_options). Returns the manifest record (None on other ranks)."""
-    options = {"report_to": "none", "keep_resume_state": False, **(options or {})}
+    options = with_defaults(options)
     rank, world = distributed(bool(hp.get("deepspeed")))
     tokens = training_tokens(data_files, hp["seed"])
     tokenizer = modeling.load_tokenizer(init)
@@ -322,6 +322,11 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
     write_json(manifest, record)
     drop_resume_state(Path(outdir) / "_trainer", options["keep_resume_state"])
     return record
+
+
+def with_defaults(options: dict | None) -> dict:
+    """Training options (config.train_options) with their defaults: no tracking, the resume state deleted."""
+    return {"report_to": "none", "keep_resume_state": False, **(options or {})}
 
 
 def drop_resume_state(work: Path, keep: bool) -> None:

@@ -200,7 +200,7 @@ def training_examples(tok, corpus: str, spec: dict, seed: int, window: int, cach
 
 
 def finetune(init: str, corpus: str, spec: dict, hp: dict, method: str, ctx: int, base_window: int, outdir: str,
-             manifest: str) -> dict | None:
+             manifest: str, options: dict | None = None) -> dict | None:
     """Fine-tune checkpoint ``init`` to summarize, at its own window (PI keeps its position scaling), for
     ``spec['epochs']`` epochs of the training split; export the last step (``outdir/step{N}``) and write
     ``manifest`` (``finetune.json``) last. One process, or one of ``WORLD_SIZE`` ranks (ZeRO-3 as configured)."""
@@ -218,8 +218,10 @@ def finetune(init: str, corpus: str, spec: dict, hp: dict, method: str, ctx: int
     hp = dict(hp, steps=spec["epochs"] * per_epoch)
     # what identifies the run (hashes of the weights and the corpus): read by rank 0 alone
     params = {"hp": hp, "spec": spec, "init": sha256_weights(init), "data": sha256_file(corpus)} if rank == 0 else None
+    options = ft.with_defaults(options)  # tracking, and the resume state deleted after the manifest unless kept
     trained = ft.train_and_export(init, Examples(examples), hp, outdir, [hp["steps"]], params, window, rank, world,
-                                  collator=PadCollator(_pad_id(tok)), label=f"summarize {init}")
+                                  collator=PadCollator(_pad_id(tok)), label=f"summarize {init}",
+                                  report_to=options["report_to"])
     if rank != 0:
         return None
     (Path(outdir) / EXAMPLES).unlink(missing_ok=True)  # every rank has read it
@@ -233,6 +235,7 @@ def finetune(init: str, corpus: str, spec: dict, hp: dict, method: str, ctx: int
               "final": f"step{hp['steps']}",
               "checkpoints": ft.verify_exports(init, [hp["steps"]], outdir, method, ctx, base_window)}
     write_json(manifest, record)
+    ft.drop_resume_state(Path(outdir) / "_trainer", options["keep_resume_state"])
     return record
 
 

@@ -92,11 +92,13 @@ def tjob(w):
 
 
 def train_launch_args(w):
-    """scripts/launch.py's arguments: ranks, launch path, the stop margin before the job's time limit."""
+    """scripts/launch.py's arguments: ranks, launch path, the stop margin before the job's time limit, and the
+    training options (config.train_options: tracking, resume state), which change no result."""
     j = tjob(w)
     return (f"--nodes {j['nodes']} --gpus-per-node {j['gpus_per_node']} --procs-per-node {j['procs_per_node']}"
             f" --mode {'srun' if j['srun'] else 'auto'} --stop-margin-min {pcfg.cluster(config)['stop_margin_min']}"
-            + (f" --cpus-per-node {j['cpus_per_node']}" if j["cpus_per_node"] else ""))
+            + (f" --cpus-per-node {j['cpus_per_node']}" if j["cpus_per_node"] else "")
+            + f" --options {as_json(pcfg.train_options(config))}")
 
 
 def train_slurm_extra(w):

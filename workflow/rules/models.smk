@@ -113,8 +113,7 @@ rule finetune:
         L=L,
         outdir=lambda w: f"{R}/models/{w.size}/{w.ext}",
         history=f"{R}/logs/finetune/{{size}}/{{ext}}.attempts.log",
-        launch=untracked(train_launch_args),  # where it runs (ranks, CPUs), not what it computes
-        options=untracked(lambda w: as_json(pcfg.train_options(config))),  # tracking, resume state: not results
+        launch=untracked(train_launch_args),  # where and how it runs (ranks, CPUs, options), not what it computes
     log:
         f"{R}/logs/finetune/{{size}}/{{ext}}.log",
     benchmark:
@@ -133,8 +132,7 @@ rule finetune:
         "(echo \"=== $(date -Is) SLURM job ${{SLURM_JOB_ID:-none}} on $(hostname)\";"
         " python -u workflow/scripts/launch.py {params.launch} -- workflow/scripts/finetune.py --init {input.init}"
         " --method {params.method} --ctx {params.ctx} --base-window {params.L} --hp {params.hp}"
-        " --checkpoints {params.checkpoints} --outdir {params.outdir} --manifest {output} --options {params.options}"
-        " {input.data})"
+        " --checkpoints {params.checkpoints} --outdir {params.outdir} --manifest {output} {input.data})"
         " 2>&1 | tee -a {params.history} > {log}"
 
 

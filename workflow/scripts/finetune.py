@@ -8,6 +8,7 @@ import json
 
 import _common
 from pi_repro.finetune import finetune
+from pi_repro.launch import train_options
 
 
 def main():
@@ -20,12 +21,11 @@ def main():
     ap.add_argument("--checkpoints", required=True, help="comma-separated steps to export")
     ap.add_argument("--outdir", required=True)
     ap.add_argument("--manifest", required=True)
-    ap.add_argument("--options", type=json.loads, default={}, help="config.train_options: report_to, keep_resume_state")
     ap.add_argument("data", nargs="+", help="packed training tokens (train.npy; its index train.idx.npz beside it)")
     a = ap.parse_args()
     steps = [int(s) for s in a.checkpoints.split(",")]
     _common.run_training(lambda: finetune(a.init, a.method, a.ctx, a.base_window, a.hp, steps, a.outdir, a.manifest,
-                                          a.data, a.options), f"{a.method}-{a.ctx}")
+                                          a.data, train_options()), f"{a.method}-{a.ctx}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ one process (CPU), torchrun on one node, or srun + torchrun on every node of the
 
 With ``--stop-margin-min M`` inside a SLURM job that has a time limit, the program is told (environment variable
 ``PI_REPRO_STOP_AT``, a Unix time) to save its state and exit M minutes before the limit; the next submission of
-the job resumes from that state.
+the job resumes from that state. With ``--options JSON`` (config.train_options), the program reads them from
+``PI_REPRO_TRAIN_OPTIONS``.
 """
 import argparse
 import os
@@ -15,7 +16,7 @@ import shlex
 import time
 
 import _common  # noqa: F401
-from pi_repro.launch import MODES, STOP_AT_ENV, launch_command, stop_time
+from pi_repro.launch import MODES, OPTIONS_ENV, STOP_AT_ENV, launch_command, stop_time
 
 
 def main():
@@ -27,6 +28,7 @@ def main():
     ap.add_argument("--mode", choices=MODES, default="auto")
     ap.add_argument("--stop-margin-min", type=float, default=None,
                     help="stop this long before the SLURM job's time limit (state saved; resubmit to continue)")
+    ap.add_argument("--options", help="the training options (JSON), handed to the program in PI_REPRO_TRAIN_OPTIONS")
     ap.add_argument("program", nargs=argparse.REMAINDER, help="-- script.py [arguments]")
     a = ap.parse_args()
     program = a.program[1:] if a.program[:1] == ["--"] else a.program
@@ -41,6 +43,8 @@ def main():
             os.environ[STOP_AT_ENV] = f"{stop:.0f}"
             print(f"launch: stop at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(stop))}"
                   f" ({a.stop_margin_min:g} min before the job's time limit)", flush=True)
+    if a.options:
+        os.environ[OPTIONS_ENV] = a.options
     _common.hand_over()
     os.execvp(cmd[0], cmd)
 

@@ -6,6 +6,7 @@ import json
 
 import _common
 from pi_repro import summarization
+from pi_repro.launch import train_options
 
 
 def main():
@@ -21,7 +22,8 @@ def main():
     ap.add_argument("--manifest", required=True)
     a = ap.parse_args()
     _common.run_training(lambda: summarization.finetune(a.init, a.corpus, a.spec, a.hp, a.method, a.ctx,
-                                                        a.base_window, a.outdir, a.manifest), f"summarize {a.init}")
+                                                        a.base_window, a.outdir, a.manifest, train_options()),
+                        f"summarize {a.init}")
 
 
 if __name__ == "__main__":
