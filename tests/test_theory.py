@@ -73,3 +73,56 @@ def test_finding_6_passes_and_fails_on_its_numbers():
     assert status({**good, "thm21_worst_ratio_random": 1.2}) == ["PASS", "FAIL", "PASS"]
     assert status({**good, "extrapolation_over_interpolation_bound": 20.0}) == ["PASS", "PASS", "FAIL"]
     assert [r["status"] for r in findings.check({}, 128) if r["finding"] == "6"] == ["n/a"]
+
+
+def _finding_6(numbers):
+    return [r["status"] for r in findings.check({}, numbers["d"], theory=numbers) if r["finding"].startswith("6")]
+
+
+def test_figure2_numbers_pass_finding_6_in_the_papers_setting():
+    """The numbers rule figure2 writes, in the paper's setting (fewer random coefficient vectors): the fit bounded
+    inside [0, L] and exploding beyond, Theorem 2.1 holding on the fit and on random h, the ~600x ratio."""
+    n = T.figure2_numbers(128, 10000.0, 2048, 2049, seed=0, random_h=10)
+    assert {k: n[k] for k in ("d", "c", "window", "points", "seed", "thm21_random_h")} == {
+        "d": 128, "c": 10000.0, "window": 2048, "points": 2049, "seed": 0, "thm21_random_h": 10}
+    assert n["max_abs_inside"] <= 1.0 and n["max_abs_beyond"] > 8000
+    assert 0 < n["fit_rmse"] < 1  # targets uniform in [-1, 1]: RMS 0.58 for a fit of zero
+    assert 0 < n["thm21_worst_ratio_fit"] <= 1 and 0.25 < n["thm21_worst_ratio_random"] <= 1
+    assert 0.25 < n["thm21_worst_ratio_random_exact"] <= n["thm21_worst_ratio_random"]  # the exact bound is larger
+    # no least squares in these two: the same on any platform (values of results/default/theory/figure2.json)
+    assert n["B_over_d_min_beyond"] == pytest.approx(1.1159079480172756, rel=1e-12)
+    assert n["extrapolation_over_interpolation_bound"] == pytest.approx(657.7850896020873, rel=1e-12)
+    assert _finding_6(n) == ["PASS"] * 3
+    assert T.figure2_numbers(128, 10000.0, 2048, 2049, seed=0, random_h=10) == n  # seeded: reproducible
+
+
+def test_theorem21_worst_ratios_fail_on_a_perturbed_bound(monkeypatch):
+    """The check is not vacuous: with the bound scaled down by 2.5 (below the worst deviation found), the random
+    coefficients exceed it and finding 6b fails; scaled up it still holds."""
+    rng = np.random.default_rng(1)
+    h = rng.normal(size=64) + 1j * rng.normal(size=64)
+    held = T.theorem21_worst_ratios(h, 2048, seed=0, random_h=20)
+    assert all(0 < v <= 1 for v in held.values()) and held["thm21_worst_ratio_random"] > 0.4
+    bound = T.interpolation_bound
+    monkeypatch.setattr(T, "interpolation_bound", lambda *a, **k: bound(*a, **k) / 2.5)
+    broken = T.theorem21_worst_ratios(h, 2048, seed=0, random_h=20)
+    assert broken == pytest.approx({k: 2.5 * v for k, v in held.items()}, rel=1e-9)
+    assert broken["thm21_worst_ratio_random"] > 1
+    n = T.figure2_numbers(128, 10000.0, 2048, 2049, seed=0, random_h=20)
+    assert n["thm21_worst_ratio_random"] > 1 and _finding_6(n) == ["PASS", "FAIL", "PASS"]
+    monkeypatch.setattr(T, "interpolation_bound", lambda *a, **k: bound(*a, **k) * 2.5)
+    assert _finding_6(T.figure2_numbers(128, 10000.0, 2048, 2049, seed=0, random_h=20)) == ["PASS"] * 3
+
+
+def test_figure2_numbers_follow_the_setting_and_reuse_given_curves():
+    """Another head dimension, base and window: numbers of that setting (at d = 16 random coefficients exceed the
+    paper's constant, not the exact bound); given curves are used as they are, not recomputed."""
+    curves = T.figure2_curves(16, 500.0, 256, 301, seed=3)
+    assert curves["inside_s"][[0, -1]].tolist() == [0, 256] and curves["beyond_s"][[0, -1]].tolist() == [256, 512]
+    assert curves["grid"].tolist() == list(range(257, 513)) and len(curves["fit"]["s"]) == 301
+    n = T.figure2_numbers(16, 500.0, 256, 301, seed=3, random_h=30, curves=curves)
+    assert n == T.figure2_numbers(16, 500.0, 256, 301, seed=3, random_h=30)
+    assert n["thm21_worst_ratio_random"] > 1 >= n["thm21_worst_ratio_random_exact"]
+    assert n["B_over_d_min_beyond"] == pytest.approx(float((T.B(np.arange(257, 513), 16, 500.0) / 16).min()))
+    flat = {**curves, "beyond": np.zeros_like(curves["beyond"])}
+    assert T.figure2_numbers(16, 500.0, 256, 301, seed=3, random_h=1, curves=flat)["max_abs_beyond"] == 0.0

@@ -71,3 +71,51 @@ def integer_grid_ratio(d: int, s, c: float = 10000.0) -> float:
     """The extrapolation bound 2·max|h|·B(s) over the interpolation bound on the integer grid d·max|h|/(32 ln c)
     (its largest value, at half-integers), at its smallest over ``s``: the paper's "about 600x"."""
     return float((2 * B(s, d, c) / (d / (32 * math.log(c)))).min())
+
+
+def figure2_curves(d: int, c: float, window: int, points: int, seed: int) -> dict:
+    """What Figure 2 and Figure 5 plot: the least-squares fit (``fit``: its h, s, y), a(s) on a fine grid of
+    [0, L] (``inside_s``, ``inside``) and of [L, 2L] (``beyond_s``, ``beyond``), and B(s)/d (``b_over_d``) on the
+    integers of (L, 2L] (``grid``)."""
+    f = fit(d, window, points, seed, c)
+    inside_s, beyond_s = np.linspace(0, window, 20 * window + 1), np.linspace(window, 2 * window, 20 * window + 1)
+    grid = np.arange(window + 1, 2 * window + 1)
+    return {"fit": f, "inside_s": inside_s, "inside": score(f["h"], inside_s, c),
+            "beyond_s": beyond_s, "beyond": score(f["h"], beyond_s, c), "grid": grid, "b_over_d": B(grid, d, c) / d}
+
+
+def theorem21_worst_ratios(h: np.ndarray, window: int, seed: int, random_h: int, c: float = 10000.0) -> dict:
+    """Theorem 2.1 checked at seeded random fractional points of [0, 2L]: the largest |a(s) - a_linear(s)| over
+    ``interpolation_bound`` for the coefficients ``h`` (20000 points), and for ``random_h`` random complex
+    coefficient vectors of the same length (2000 points each), against the paper's bound and the ``exact`` one.
+    The bound holds where a ratio is at most 1."""
+    rng = np.random.default_rng(seed)
+    frac = rng.uniform(0, 2 * window, 20000)
+    worst = float((np.abs(score(h, frac, c) - linear_interpolation(h, frac, c))
+                   / interpolation_bound(h, frac, c)).max())
+    worst_random = worst_exact = 0.0
+    for _ in range(random_h):
+        hr = rng.normal(size=len(h)) + 1j * rng.normal(size=len(h))
+        s = rng.uniform(0, 2 * window, 2000)
+        dev = np.abs(score(hr, s, c) - linear_interpolation(hr, s, c))
+        worst_random = max(worst_random, float((dev / interpolation_bound(hr, s, c)).max()))
+        worst_exact = max(worst_exact, float((dev / interpolation_bound(hr, s, c, exact=True)).max()))
+    return {"thm21_worst_ratio_fit": worst, "thm21_worst_ratio_random": worst_random,
+            "thm21_worst_ratio_random_exact": worst_exact}
+
+
+def figure2_numbers(d: int, c: float, window: int, points: int, seed: int, random_h: int = 100,
+                    curves: dict | None = None) -> dict:
+    """The numbers findings 6a–6c check (rule figure2 writes them as ``theory/figure2.json``): the fit's largest
+    |a(s)| inside [0, L] and beyond it and its RMS error, Theorem 2.1's worst deviation / bound ratios
+    (``theorem21_worst_ratios``), min B(s)/d beyond L and the extrapolation / interpolation bound ratio on the
+    integer grid. ``curves``: ``figure2_curves`` of the same arguments, if already computed."""
+    curves = curves or figure2_curves(d, c, window, points, seed)
+    f, h = curves["fit"], curves["fit"]["h"]
+    return {"d": d, "c": c, "window": window, "points": points, "seed": seed,
+            "max_abs_inside": float(np.abs(curves["inside"]).max()),
+            "max_abs_beyond": float(np.abs(curves["beyond"]).max()),
+            "fit_rmse": float(np.sqrt(np.mean((score(h, f["s"], c) - f["y"]) ** 2))),
+            **theorem21_worst_ratios(h, window, seed, random_h, c), "thm21_random_h": random_h,
+            "B_over_d_min_beyond": float(curves["b_over_d"].min()),
+            "extrapolation_over_interpolation_bound": integer_grid_ratio(d, curves["grid"], c)}

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """The paper's Figure 2 (extrapolation vs interpolation of a RoPE attention score fitted by least squares) with
-its Figure 5 (B(s)/d), and Theorem 2.1 checked numerically (rule figure2): figure + the numbers as JSON."""
+its Figure 5 (B(s)/d), and Theorem 2.1 checked numerically (rule figure2): figure + the numbers as JSON. The numbers
+(what findings 6a-6c check) are ``pi_repro.theory.figure2_numbers``'s; this script reads its arguments, writes them and
+plots."""
 import argparse
 
 import matplotlib
@@ -26,31 +28,10 @@ def main():
     ap.add_argument("--json", required=True)
     a = ap.parse_args()
     d, c, L = a.d, a.c, a.window
-    f = T.fit(d, L, a.points, a.seed, c)
-    h = f["h"]
-    inside_s, beyond_s = np.linspace(0, L, 20 * L + 1), np.linspace(L, 2 * L, 20 * L + 1)
-    inside, beyond = T.score(h, inside_s, c), T.score(h, beyond_s, c)
-    # Theorem 2.1 at fractional points: the fit, and random coefficient vectors (seeded)
-    rng = np.random.default_rng(a.seed)
-    frac = rng.uniform(0, 2 * L, 20000)
-    worst = float((np.abs(T.score(h, frac, c) - T.linear_interpolation(h, frac, c))
-                   / T.interpolation_bound(h, frac, c)).max())
-    worst_random = worst_exact = 0.0
-    for _ in range(a.random_h):
-        hr = rng.normal(size=d // 2) + 1j * rng.normal(size=d // 2)
-        s = rng.uniform(0, 2 * L, 2000)
-        dev = np.abs(T.score(hr, s, c) - T.linear_interpolation(hr, s, c))
-        worst_random = max(worst_random, float((dev / T.interpolation_bound(hr, s, c)).max()))
-        worst_exact = max(worst_exact, float((dev / T.interpolation_bound(hr, s, c, exact=True)).max()))
-    grid = np.arange(L + 1, 2 * L + 1)
-    b_over_d = T.B(grid, d, c) / d
-    numbers = {"d": d, "c": c, "window": L, "points": a.points, "seed": a.seed,
-               "max_abs_inside": float(np.abs(inside).max()), "max_abs_beyond": float(np.abs(beyond).max()),
-               "fit_rmse": float(np.sqrt(np.mean((T.score(h, f["s"], c) - f["y"]) ** 2))),
-               "thm21_worst_ratio_fit": worst, "thm21_worst_ratio_random": worst_random,
-               "thm21_worst_ratio_random_exact": worst_exact, "thm21_random_h": a.random_h,
-               "B_over_d_min_beyond": float(b_over_d.min()),
-               "extrapolation_over_interpolation_bound": T.integer_grid_ratio(d, grid, c)}
+    curves = T.figure2_curves(d, c, L, a.points, a.seed)
+    numbers = T.figure2_numbers(d, c, L, a.points, a.seed, a.random_h, curves=curves)
+    f, h, grid, b_over_d = curves["fit"], curves["fit"]["h"], curves["grid"], curves["b_over_d"]
+    inside_s, inside, beyond_s, beyond = curves["inside_s"], curves["inside"], curves["beyond_s"], curves["beyond"]
     for k, v in numbers.items():
         print(f"{k}: {v}")
     fig, ax = plt.subplots(1, 4, figsize=(20, 4))
