@@ -265,13 +265,14 @@ def test_a_finetune_longer_than_the_time_limit_gets_the_submissions_it_needs():
     assert pcfg.finetune_retries(PAPER) == job["submissions"] - 1 + PAPER["cluster"]["failure_retries"]
 
 
-def test_readmes_cluster_plan_is_the_generated_one():
-    """README's "What every job asks" is `snakemake cluster_plan`'s output for this config, not typed by hand."""
+def test_the_cluster_guides_cluster_plan_is_the_generated_one():
+    """docs/cluster.md's "What every job asks" is `snakemake cluster_plan`'s output for this config, not typed by
+    hand."""
     sys.path.insert(0, str(ROOT / "workflow/scripts"))
     from cluster_plan import render
 
-    readme = (ROOT / "README.md").read_text()
-    copy = readme[readme.index("<!-- cluster-plan -->\n") + 22:readme.index("<!-- /cluster-plan -->")]
+    guide = (ROOT / "docs/cluster.md").read_text()
+    copy = guide[guide.index("<!-- cluster-plan -->\n") + 22:guide.index("<!-- /cluster-plan -->")]
     assert copy == render(pcfg.load(ROOT / "config/paper.yaml"))
 
 
@@ -311,9 +312,9 @@ def test_the_plan_prices_every_gpu_job_of_the_paper_dag(counts):
                          text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Per target:" in out.stdout and f"{targets['all']['gpu_hours']:,.0f} GPU-hours" in out.stdout
-    readme = (ROOT / "README.md").read_text()  # README's copy is the generated one
-    start = readme.index("<!-- cost-plan -->\n") + len("<!-- cost-plan -->\n")
-    assert readme[start:readme.index("<!-- /cost-plan -->")] == cost.render(cfg, jobs=False)
+    guide = (ROOT / "docs/cluster.md").read_text()  # the cluster guide's copy is the generated one
+    start = guide.index("<!-- cost-plan -->\n") + len("<!-- cost-plan -->\n")
+    assert guide[start:guide.index("<!-- /cost-plan -->")] == cost.render(cfg, jobs=False)
 
 
 def test_each_dataset_is_tokenized_once_per_tokenizer(counts):
