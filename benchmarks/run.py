@@ -6,8 +6,8 @@ times drift here). Prints a table and writes it, with the machine it ran on, to 
     python benchmarks/run.py --e2e        # also the smoke configuration end to end (about 2.5 min more)
     python benchmarks/run.py --quick      # smaller sizes, for a check that everything runs (tests use it)
 
-Each measurement runs in its own process (peak memory is per process). What is measured and why: README.md
-("Performance") and benchmarks/README.md.
+Each measurement runs in its own process (peak memory is per process). What is measured and why:
+benchmarks/README.md.
 """
 from __future__ import annotations
 

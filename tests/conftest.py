@@ -60,7 +60,7 @@ def smoke_run():
 
 def assert_same_tables(a: Path, b: Path, tables=("table1", "table2", "table3"), rtol: float = 1e-6):
     """Two runs' tables agree: Markdown and LaTeX byte for byte, CSV values (full precision) to ``rtol``.
-    CPU training on two threads is not bitwise deterministic (README, "Determinism")."""
+    CPU training on two threads is not bitwise deterministic (docs/architecture.md, "Determinism")."""
     import pandas as pd
 
     for t in tables:

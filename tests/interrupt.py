@@ -38,7 +38,7 @@ def long_finetune_config(tmp_path: Path, run: str, steps: int = 40, resume_every
 
 def snakemake_cmd(*args) -> list[str]:
     """Fine-tunes on one thread: bitwise comparisons need it (with two threads, about one CPU fine-tune in ten
-    differs from the others at the 1e-7 level; measured, see README "Determinism")."""
+    differs from the others at the 1e-7 level; measured, see docs/architecture.md "Determinism")."""
     return [sys.executable, "-m", "snakemake", *args, "--set-threads", "finetune=1"]
 
 

@@ -1,6 +1,7 @@
 """Bad input fails in seconds with a message naming the key or the file: misspelt keys at any depth, impossible
 values in every section, broken corpora, token files of another tokenizer, checkpoints without their tokenizer.
-(More cases: test_config.py, test_data.py, test_checkpoint_gate.py, test_safety.py; README "Bad input".)"""
+(More cases: test_config.py, test_data.py, test_checkpoint_gate.py, test_safety.py; docs/architecture.md,
+"Bad input".)"""
 import copy
 import gzip
 import json

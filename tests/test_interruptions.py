@@ -83,8 +83,9 @@ def test_kill_between_export_and_resume_state_loses_no_export(tmp_path, referenc
 
 
 def test_two_clean_smoke_runs_give_the_same_tables(smoke_run):
-    """As README states it: default threads (training on 2 threads is not bitwise deterministic), tables equal
-    at their printed precision (md, tex) and to 1e-6 relative at full precision (csv)."""
+    """As docs/architecture.md states it ("Determinism"): default threads (training on 2 threads is not bitwise
+    deterministic), tables equal at their printed precision (md, tex) and to 1e-6 relative at full precision
+    (csv)."""
     run = "determinism-b"
     shutil.rmtree(ROOT / "results" / run, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "snakemake", "--configfile", "config/smoke.yaml", "--config", f"run={run}",

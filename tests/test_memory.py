@@ -66,7 +66,7 @@ def assert_close(estimate: float, measured: float, what: str):
 
 # ---------------------------------------------------------------------------------------------- the paper config
 def test_the_paper_config_fits_its_a100s():
-    """Every GPU job of the paper fits 80 GB; the two the README quotes, by their parts."""
+    """Every GPU job of the paper fits 80 GB (docs/cluster.md, "Peak GB/GPU"); two of them, by their parts."""
     cfg = pcfg.validate(paper())  # the check runs inside validation
     jobs = by_job(cfg)
     gpu_jobs = [e for e in jobs.values() if e["gpus"]]

@@ -212,7 +212,7 @@ def test_smoke_pipeline_end_to_end(smoke_run):
 def test_sharded_perplexity_through_snakemake_reproduces_table1(smoke_run, tmp_path):
     """`perplexity.shards: 2` on a copy of the smoke run: `snakemake table1` reruns only Table 1's evaluations, each
     as 2 shard jobs and a merge, and Table 1 comes out the same (the smoke config's batches mix documents' windows,
-    so the values agree to float32 rounding: README, "Sharded evaluations")."""
+    so the values agree to float32 rounding: docs/cluster.md, "Sharded evaluations")."""
     import shutil
 
     from conftest import assert_same_tables

@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 
 
 def user_env() -> dict:
-    """What a user sets before `snakemake --profile slurm` (README): account and partitions, nothing else."""
+    """What a user sets before `snakemake --profile slurm` (docs/cluster.md): account and partitions, nothing else."""
     return dict(os.environ, PI_SLURM_ACCOUNT=ACCOUNT, PI_SLURM_PARTITION=PARTITION,
                 PI_SLURM_CPU_PARTITION=CPU_PARTITION, PI_SLURM_TRANSFER_PARTITION=TRANSFER_PARTITION)
 
@@ -204,7 +204,7 @@ def test_finetune_longer_than_its_time_limit_is_resubmitted_to_identical_weights
 
 
 def test_a_profile_placeholder_left_unset_stops_before_any_submission(tmp_path):
-    """`snakemake --profile slurm` without PI_SLURM_ACCOUNT (a user who skipped the README's set-up): stopped
+    """`snakemake --profile slurm` without PI_SLURM_ACCOUNT (a user who skipped docs/cluster.md's set-up): stopped
     before the first sbatch, naming the variable and where the profile reads it; nothing is queued."""
     env = {k: v for k, v in user_env().items() if k != "PI_SLURM_ACCOUNT"}
     cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())

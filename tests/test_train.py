@@ -64,7 +64,7 @@ def test_finetune_exports_checkpoints_with_manifest(tmp_path, tiny_llama, method
 
 @pytest.fixture
 def one_thread():
-    """Bitwise comparisons of CPU training need one thread (see README, "Determinism")."""
+    """Bitwise comparisons of CPU training need one thread (see docs/architecture.md, "Determinism")."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
