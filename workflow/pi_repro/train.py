@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from transformers import Trainer, TrainerCallback
 
 from .modeling import copy_tokenizer, record_probe
-
 
 
 class Chunks(Dataset):
@@ -146,6 +146,142 @@ def training_args(hp: dict, work_dir: str | Path, report_to: str = "none"):
     )
 
 
+class ExportAt(TrainerCallback):
+    """Save (the export, then the resume state: ``PITrainer._save_checkpoint``) at each step of ``export_steps``, and
+    append each log record of the main process to ``log_path`` (JSON lines; none without it)."""
+
+    def __init__(self, export_steps: list[int], log_path: str | Path | None = None):
+        self.export_steps, self.log_path = export_steps, log_path
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step in self.export_steps:
+            control.should_save = True
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if self.log_path and state.is_world_process_zero and logs:
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+
+class StopBeforeLimit(TrainerCallback):
+    """Save the resume state and stop at the first step end after ``stop_at`` (a Unix time: the job's time limit
+    minus a margin; never without it); every rank stops at the same step."""
+
+    def __init__(self, stop_at: float | None):
+        self.stop_at = stop_at
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.stop_at is None or state.global_step >= state.max_steps:
+            return control
+        late = time.time() >= self.stop_at
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            flag = torch.tensor([int(late)], device=args.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            late = bool(flag.item())
+        if late:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+class FillDevice(TrainerCallback):
+    """Fault injection (tests, ``INJECT_FILL_ENV``): at the end of step ``fill_at``, fill the device of ``work_dir``
+    (a file ``.filler`` written until the write fails), so that the next checkpoint write runs out of space."""
+
+    def __init__(self, fill_at: int, work_dir: str | Path):
+        self.fill_at, self.work_dir = fill_at, work_dir
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.fill_at and state.global_step == self.fill_at:
+            with open(Path(self.work_dir) / ".filler", "wb") as f:
+                try:
+                    while True:
+                        f.write(b"\0" * (1 << 16))
+                        f.flush()
+                except OSError:
+                    pass
+        return control
+
+
+class PITrainer(Trainer):
+    """The Trainer with the paper's schedule (``lr_lambda`` of ``hp``), a non-finite loss stopping the run before
+    its optimizer step (``NonFiniteLoss``), the export of ``export_dir/step{N}`` at each step of ``export_steps``
+    written before the resume state in ``work_dir``, and a full device reported as ``DiskFull``. ``tokenizer_dir``:
+    copied into each export; ``probe_len``: the length of the logit probe recorded with it (none if 0 or None);
+    ``nan_at``: fault injection (tests, ``INJECT_NAN_ENV``), a NaN loss at that step (none if 0)."""
+
+    def __init__(self, *, hp: dict, work_dir: str | Path, export_dir: str | Path | None, export_steps: list[int],
+                 tokenizer_dir: str | Path | None, probe_len: int | None = None, nan_at: int = 0, **kw):
+        self.hp, self.work_dir, self.export_dir, self.export_steps = hp, work_dir, export_dir, export_steps
+        self.tokenizer_dir, self.probe_len, self.nan_at = tokenizer_dir, probe_len, nan_at
+        super().__init__(**kw)
+
+    def compute_loss(self, model, inputs, *a, **kw):
+        out = super().compute_loss(model, inputs, *a, **kw)
+        if self.nan_at and self.state.global_step + 1 == self.nan_at:
+            out = (out[0] * float("nan"), *out[1:]) if isinstance(out, tuple) else out * float("nan")
+        return out
+
+    def training_step(self, model, inputs, *a, **kw):
+        # after backward, before the optimizer step: the weights of this step are still those of the last
+        loss = super().training_step(model, inputs, *a, **kw)
+        if not torch.isfinite(loss).all():
+            step = self.state.global_step + 1
+            kept = last_checkpoint(self.work_dir)
+            raise NonFiniteLoss(
+                f"non-finite training loss ({float(loss)}) at step {step}: stopped before the optimizer step, "
+                f"so no weights were updated with it; kept: the resume state {kept or '(none yet)'} and the "
+                f"exports written so far. Fix the cause (learning rate, data, hardware) and rerun: the run "
+                f"resumes from {Path(kept).name if kept else 'step 0'}")
+        return loss
+
+    def create_scheduler(self, num_training_steps, optimizer=None):
+        if self.lr_scheduler is None:
+            hp = self.hp
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer or self.optimizer,
+                lambda s: lr_lambda(s, hp["warmup_steps"], hp["warmup_start"], hp.get("schedule", "constant"),
+                                    num_training_steps, hp.get("min_lr_ratio", 0.1)))
+        return self.lr_scheduler
+
+    def _save_checkpoint(self, model, trial):
+        # Export first, resume state second: the resume state of step N (which, with save_total_limit=1,
+        # also deletes the previous one) must never exist without the export of step N, or a job killed
+        # between the two writes would resume after N and never export it. The other way round, a kill
+        # between the writes resumes before N and exports N again (bitwise the same weights).
+        step = self.state.global_step
+        kept = last_checkpoint(self.work_dir)
+        try:
+            if self.export_dir is not None and step in self.export_steps:
+                self.export(Path(self.export_dir) / f"step{step}")
+            super()._save_checkpoint(model, trial)
+        except Exception as e:
+            if not disk_full(e):
+                raise
+            raise DiskFull(
+                f"no space left on the device while writing step {step} (export to {self.export_dir}, resume state "
+                f"to {self.work_dir}): the exports written before and the resume state {kept or '(none yet)'} are "
+                f"intact (exports are renamed into place only once complete). Free space and rerun: the run "
+                f"resumes from {Path(kept).name if kept else 'step 0'}") from e
+
+    def export(self, out: Path):
+        """Write the weights, probe and tokenizer as the Hugging Face checkpoint ``out``, atomically (staged, then
+        renamed into place)."""
+        # save_model is collective under ZeRO-3 (weights are gathered) and writes on the main process only
+        staging = out.parent / f".{out.name}.staging"
+        if self.args.should_save and staging.exists():
+            shutil.rmtree(staging)
+        self.save_model(str(staging))
+        if self.probe_len:  # collective under ZeRO-3: every rank runs the forward pass
+            record_probe(self.model, staging, self.probe_len, device=self.args.device, write=self.args.should_save)
+        if self.args.should_save:
+            copy_tokenizer(self.tokenizer_dir, staging)
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(staging, out)
+
+
 def build_trainer(model, dataset, hp: dict, work_dir: str | Path, export_dir: str | Path | None,
                   export_steps: list[int], tokenizer_dir: str | Path | None, train_window: int | None = None,
                   log_path: str | Path | None = None, args=None, probe_len: int | None = None,
@@ -153,118 +289,15 @@ def build_trainer(model, dataset, hp: dict, work_dir: str | Path, export_dir: st
     """A Trainer for ``hp`` (see ``config/*.yaml``, key ``train``) that exports checkpoints at ``export_steps``
     and, given ``stop_at`` (a Unix time), saves its resume state and stops early once that time has passed.
     ``collator``: how a batch is made (default: equal-length sequences, split to ``train_window`` for CT)."""
-    from transformers import Trainer, TrainerCallback
-
-    class ExportAt(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            if state.global_step in export_steps:
-                control.should_save = True
-            return control
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if log_path and state.is_world_process_zero and logs:
-                with open(log_path, "a") as f:
-                    f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
-
-    class StopBeforeLimit(TrainerCallback):
-        """Save the resume state and stop at the first step end after ``stop_at`` (a Unix time: the job's time
-        limit minus a margin); every rank stops at the same step."""
-
-        def on_step_end(self, args, state, control, **kw):
-            if stop_at is None or state.global_step >= state.max_steps:
-                return control
-            late = time.time() >= stop_at
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                flag = torch.tensor([int(late)], device=args.device)
-                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-                late = bool(flag.item())
-            if late:
-                control.should_save = True
-                control.should_training_stop = True
-            return control
-
     nan_at = int(os.environ.get(INJECT_NAN_ENV, "0") or 0)  # fault injection (tests): a NaN loss at this step
     fill_at = int(os.environ.get(INJECT_FILL_ENV, "0") or 0)  # fault injection (tests): fill the device here
-
-    class FillDevice(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            if fill_at and state.global_step == fill_at:
-                with open(Path(work_dir) / ".filler", "wb") as f:
-                    try:
-                        while True:
-                            f.write(b"\0" * (1 << 16))
-                            f.flush()
-                    except OSError:
-                        pass
-            return control
-
-    class PITrainer(Trainer):
-        def compute_loss(self, model, inputs, *a, **kw):
-            out = super().compute_loss(model, inputs, *a, **kw)
-            if nan_at and self.state.global_step + 1 == nan_at:
-                out = (out[0] * float("nan"), *out[1:]) if isinstance(out, tuple) else out * float("nan")
-            return out
-
-        def training_step(self, model, inputs, *a, **kw):
-            # after backward, before the optimizer step: the weights of this step are still those of the last
-            loss = super().training_step(model, inputs, *a, **kw)
-            if not torch.isfinite(loss).all():
-                step = self.state.global_step + 1
-                kept = last_checkpoint(work_dir)
-                raise NonFiniteLoss(
-                    f"non-finite training loss ({float(loss)}) at step {step}: stopped before the optimizer step, "
-                    f"so no weights were updated with it; kept: the resume state {kept or '(none yet)'} and the "
-                    f"exports written so far. Fix the cause (learning rate, data, hardware) and rerun: the run "
-                    f"resumes from {Path(kept).name if kept else 'step 0'}")
-            return loss
-
-        def create_scheduler(self, num_training_steps, optimizer=None):
-            if self.lr_scheduler is None:
-                self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-                    optimizer or self.optimizer,
-                    lambda s: lr_lambda(s, hp["warmup_steps"], hp["warmup_start"], hp.get("schedule", "constant"),
-                                        num_training_steps, hp.get("min_lr_ratio", 0.1)))
-            return self.lr_scheduler
-
-        def _save_checkpoint(self, model, trial):
-            # Export first, resume state second: the resume state of step N (which, with save_total_limit=1,
-            # also deletes the previous one) must never exist without the export of step N, or a job killed
-            # between the two writes would resume after N and never export it. The other way round, a kill
-            # between the writes resumes before N and exports N again (bitwise the same weights).
-            step = self.state.global_step
-            kept = last_checkpoint(work_dir)
-            try:
-                if export_dir is not None and step in export_steps:
-                    self.export(Path(export_dir) / f"step{step}")
-                super()._save_checkpoint(model, trial)
-            except Exception as e:
-                if not disk_full(e):
-                    raise
-                raise DiskFull(
-                    f"no space left on the device while writing step {step} (export to {export_dir}, resume state "
-                    f"to {work_dir}): the exports written before and the resume state {kept or '(none yet)'} are "
-                    f"intact (exports are renamed into place only once complete). Free space and rerun: the run "
-                    f"resumes from {Path(kept).name if kept else 'step 0'}") from e
-
-        def export(self, out: Path):
-            # save_model is collective under ZeRO-3 (weights are gathered) and writes on the main process only
-            staging = out.parent / f".{out.name}.staging"
-            if self.args.should_save and staging.exists():
-                shutil.rmtree(staging)
-            self.save_model(str(staging))
-            if probe_len:  # collective under ZeRO-3: every rank runs the forward pass
-                record_probe(self.model, staging, probe_len, device=self.args.device, write=self.args.should_save)
-            if self.args.should_save:
-                copy_tokenizer(tokenizer_dir, staging)
-                if out.exists():
-                    shutil.rmtree(out)
-                os.replace(staging, out)
-
-    args = args or training_args(hp, work_dir)
-    trainer = PITrainer(model=model, args=args, train_dataset=dataset,
-                        data_collator=collator or SplitCollator(train_window),
-                        callbacks=[ExportAt(), StopBeforeLimit()] + ([FillDevice()] if fill_at else []))
-    return trainer
+    callbacks = [ExportAt(export_steps, log_path), StopBeforeLimit(stop_at)]
+    if fill_at:
+        callbacks.append(FillDevice(fill_at, work_dir))
+    return PITrainer(hp=hp, work_dir=work_dir, export_dir=export_dir, export_steps=export_steps,
+                     tokenizer_dir=tokenizer_dir, probe_len=probe_len, nan_at=nan_at,
+                     model=model, args=args or training_args(hp, work_dir), train_dataset=dataset,
+                     data_collator=collator or SplitCollator(train_window), callbacks=callbacks)
 
 
 def last_checkpoint(work_dir: str | Path) -> str | None:
