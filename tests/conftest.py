@@ -35,6 +35,15 @@ def save_word_tokenizer(out_dir, vocab_size: int) -> None:
 
 
 SMOKE_RUN = "smoke-shared"
+
+
+def smoke_config() -> dict:
+    """config/smoke.yaml as the pipeline reads it: merged onto the config it extends (a mutable copy)."""
+    import yaml
+
+    from pi_repro.config import resolve_extends
+
+    return resolve_extends(yaml.safe_load((ROOT / "config/smoke.yaml").read_text()))
 # the shared smoke run has this (fake) Hugging Face token in its environment: no output may contain it
 FAKE_HF_TOKEN = "hf_FAKEtokenForTheSecretsTest0123456789"
 

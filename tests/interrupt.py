@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 from safetensors.torch import load_file
+from conftest import smoke_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,7 +18,7 @@ def long_finetune_config(tmp_path: Path, run: str, steps: int = 40, resume_every
                          train_runtime: int | None = None) -> tuple[Path, str]:
     """smoke.yaml with one PI fine-tune of ``steps`` steps (resume state every ``resume_every``; exports at
     ``checkpoints``, default 0, steps/2 and steps); returns (config, target)."""
-    cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    cfg = smoke_config()
     cfg["run"] = run
     cfg["train"]["resume_every"] = resume_every
     ext = {"size": "tiny", "method": "PI", "ctx": 64, "steps": steps,

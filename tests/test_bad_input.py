@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import save_word_tokenizer
+from conftest import save_word_tokenizer, smoke_config
 from pi_repro import config as C
 from pi_repro import data, modeling
 
@@ -163,7 +163,7 @@ def test_a_second_run_on_the_same_results_is_refused_while_the_first_runs(tmp_pa
     import sys
     import time
 
-    cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    cfg = smoke_config()
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(dict(cfg, run="lock-test")))
     import shutil
@@ -213,7 +213,7 @@ def test_a_job_killed_while_writing_leaves_nothing_taken_for_a_result(tmp_path, 
 
     from pi_repro.io import KILL_ENV
 
-    cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    cfg = smoke_config()
     path = tmp_path / "c.yaml"
     run = f"kill-{victim.split('.')[0]}"
     path.write_text(yaml.safe_dump(dict(cfg, run=run)))

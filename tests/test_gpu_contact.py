@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pi_repro import finetune, modeling, perplexity, train
-from conftest import save_word_tokenizer
+from conftest import save_word_tokenizer, smoke_config
 from test_train import HP as TRAIN_HP, _setup as finetune_setup  # base, tokenizer, PI-32 step 0, tokens
 
 
@@ -312,12 +312,10 @@ def test_the_disk_plan_matches_what_the_smoke_run_wrote(smoke_run):
     """`snakemake plan` prints disk per rule; its estimate against the bytes the smoke run left (the smoke config
     keeps its resume state, so the fine-tunes' count it): the weights within 5% (each folder's tokenizer, config and
     probe, ~35 kB, are left out: nothing next to a real model's weights)."""
-    import yaml
 
-    from conftest import ROOT
     from pi_repro import config as C, cost
 
-    cfg = C.validate(yaml.safe_load((ROOT / "config/smoke.yaml").read_text()))
+    cfg = C.validate(smoke_config())
     plan = {r["rule"]: r for r in cost.disk(cfg)}
     models = smoke_run / "models"
 

@@ -12,6 +12,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 from pi_repro import config as pcfg, cost  # noqa: E402
+from conftest import smoke_config  # noqa: E402
 
 PAPER = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
 
@@ -328,7 +329,7 @@ def test_each_dataset_is_tokenized_once_per_tokenizer(counts):
     want = sorted((d, "results/paper/models/7B/base") for d in ("pg19", "proofpile", "pile", "redpajama"))
     assert sorted(jobs) == want
     assert "results/paper/data/pile/llama/train.npy" in out and "data/pile/13B" not in out
-    cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    cfg = smoke_config()
     cfg["sizes"]["tiny2"] = dict(cfg["sizes"]["tiny"], tokenizer="tiny")  # both train their own: cannot share
     with pytest.raises(pcfg.ConfigError, match=r"sizes\.tiny2\.tokenizer: 'tiny' is shared by \['tiny', 'tiny2'\]"):
         pcfg.validate(cfg)

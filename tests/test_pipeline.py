@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import smoke_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -221,7 +222,7 @@ def test_sharded_perplexity_through_snakemake_reproduces_table1(smoke_run, tmp_p
     copy = smoke_run.parent / f"{smoke_run.name}-sharded"
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(smoke_run, copy, symlinks=True)
-    cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    cfg = smoke_config()
     (tmp_path / "shards.yaml").write_text(yaml.safe_dump({"perplexity": dict(cfg["perplexity"], shards=2)}))
     args = ("table1", "--configfile", "config/smoke.yaml", str(tmp_path / "shards.yaml"), "--config",
             f"run={copy.name}", "--cores", "2")
@@ -255,7 +256,7 @@ def test_table_cells_equal_an_independent_brute_force_evaluation(smoke_run):
     from pi_repro import data, modeling, tables
     from test_perplexity import brute_force_nll
 
-    cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    cfg = smoke_config()
     stride = cfg["perplexity"]["stride"]
     _, docs = data.load_docs(smoke_run / "data/proofpile/tiny/eval.npz")
     t2 = tables.read_table(smoke_run / "tables/table2.csv")

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import SMOKE_RUN
+from conftest import SMOKE_RUN, smoke_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+SMOKE = smoke_config()
 pytestmark = pytest.mark.slow
 
 

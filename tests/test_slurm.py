@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import assert_same_tables
+from conftest import assert_same_tables, smoke_config
 from interrupt import final_weights, long_finetune_config, snakemake_cmd, wait_for_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ def test_gpu_jobs_and_the_multi_node_launch_path_through_the_executor(tmp_path):
     The jobstep plugin strips SLURM_JOB_NODELIST from an mpi job's environment: the launcher must find the
     allocation's hosts from the job id (the launch code before this test failed here)."""
     name = "slurm-gpu"
-    cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    cfg = smoke_config()
     cfg["run"] = name
     cfg["sizes"]["tiny"]["resources"] = {"train_nodes": 2, "train_gpus_per_node": 1, "train_cpus_per_node": 1,
                                          "train_full_node": True, "eval_gpus": 1, "eval_cpus": 1, "eval_mem_mb": 4000}
@@ -207,7 +207,7 @@ def test_a_profile_placeholder_left_unset_stops_before_any_submission(tmp_path):
     """`snakemake --profile slurm` without PI_SLURM_ACCOUNT (a user who skipped docs/cluster.md's set-up): stopped
     before the first sbatch, naming the variable and where the profile reads it; nothing is queued."""
     env = {k: v for k, v in user_env().items() if k != "PI_SLURM_ACCOUNT"}
-    cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    cfg = smoke_config()
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(dict(cfg, run="slurm-unset")))
     shutil.rmtree(ROOT / "results/slurm-unset", ignore_errors=True)
@@ -224,7 +224,7 @@ def test_a_job_no_partition_can_run_stops_before_any_submission(tmp_path):
     """Evaluations asking 16 GPUs on one node of a cluster whose nodes have 8: the run stops before the first
     sbatch (SLURM would keep the job PENDING forever; seen on this cluster: Snakemake waits silently), naming the
     rule, SLURM's reason and the request."""
-    cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    cfg = smoke_config()
     cfg["run"] = "slurm-unsatisfiable"
     cfg["sizes"]["tiny"]["resources"] = {"eval_gpus": 16}
     path = tmp_path / "c.yaml"

@@ -15,7 +15,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 from pi_repro import config as C  # noqa: E402
-from pi_repro import findings, paper, summarization as S, tables  # noqa: E402
+from pi_repro import kinds, paper, summarization as S, tables  # noqa: E402
 
 MINI = ROOT / "resources/models/mini"
 CORPUS = ROOT / "resources/corpora/manpages.jsonl.gz"
@@ -201,7 +201,7 @@ def test_paper_side_by_side_reads_our_row_never_the_quoted_one(tmp_path):
 
 def test_finding_7_passes_fails_and_is_na_with_its_numbers():
     def check(t):
-        res = findings.check({"Table 6": {"kind": "summarization", "frame": t}}, 128)
+        res = kinds.check_findings({"Table 6": {"kind": "summarization", "frame": t}}, 128)
         return [r for r in res if r["finding"] == "7"]
 
     better = check(table6([0.2, 0.3, 0.4, 0.3]))
@@ -213,7 +213,7 @@ def test_finding_7_passes_fails_and_is_na_with_its_numbers():
     t = table6([0.2, 0.3, 0.4, 0.3])
     assert check(t[t["method"] != "None"])[0]["status"] == "n/a"
     assert check(t[t["method"] != "PI"])[0]["reason"] == "the table has no PI row"
-    assert [r["reason"] for r in findings.check({}, 128) if r["finding"] == "7"] == [
+    assert [r["reason"] for r in kinds.check_findings({}, 128) if r["finding"] == "7"] == [
         "the config has no table of kind summarization"]
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pi_repro import findings, tables
+from pi_repro import findings, kinds, tables
 
 
 def write_record(root, dataset, size, model, window_ppl, model_window):
@@ -47,7 +47,7 @@ def run_findings(t1, t2, t3, L, hub=()):
     tabs = {"table1": {"kind": "windows", "dataset": "pg19", "frame": t1},
             "table2": {"kind": "windows", "dataset": "proofpile", "frame": t2},
             "table3": {"kind": "steps", "dataset": "pg19", "frame": t3}}
-    return findings.check({k: v for k, v in tabs.items() if v["frame"] is not None}, L, hub)
+    return kinds.check_findings({k: v for k, v in tabs.items() if v["frame"] is not None}, L, hub)
 
 
 def test_tables_have_the_papers_layout(tmp_path):
@@ -154,10 +154,10 @@ def test_each_branch_of_the_findings_on_a_constructed_table(t1, t3, changed):
 
 def test_findings_without_a_table_of_their_kind_are_not_applicable_with_the_reason():
     t1 = frame(BASE_T1, {})
-    res = findings.check({"table1": {"kind": "windows", "dataset": "pg19", "frame": t1}}, 32)
+    res = kinds.check_findings({"table1": {"kind": "windows", "dataset": "pg19", "frame": t1}}, 32)
     two = [r for r in res if r["finding"] == "2"]
     assert [r["status"] for r in two] == ["n/a"] and "no table of kind steps" in two[0]["reason"]
-    res = findings.check({"table3": {"kind": "steps", "dataset": "pg19", "frame": frame(BASE_T3, {})}}, 32)
+    res = kinds.check_findings({"table3": {"kind": "steps", "dataset": "pg19", "frame": frame(BASE_T3, {})}}, 32)
     assert {r["finding"]: r["status"] for r in res} == {"0": "n/a", "1": "n/a", "1m": "n/a", "3": "n/a", "2": "n/a",
                                                         "4a": "n/a", "4b": "n/a", "4c": "n/a", "5": "n/a",
                                                         "6": "n/a", "7": "n/a"}
@@ -171,7 +171,7 @@ def test_finding_2_reads_each_steps_rows_own_window_as_in_the_papers_table_3():
     t1 = pd.DataFrame([{"size": "7B", "model_ctx": L, "method": "None", "2048": 7.2, "8192": 2000.0, "16384": 3000.0}])
     t3 = pd.DataFrame([{"size": "7B", "model_ctx": 8192, "method": "PI", "0": 16.1, "1000": 6.95},
                        {"size": "7B", "model_ctx": 16384, "method": "PI", "0": 112.1, "1000": 6.83}])
-    res = [r for r in findings.check({"table1": {"kind": "windows", "dataset": "pg19", "frame": t1},
+    res = [r for r in kinds.check_findings({"table1": {"kind": "windows", "dataset": "pg19", "frame": t1},
                                       "table3": {"kind": "steps", "dataset": "pg19", "frame": t3}}, L)
            if r["finding"] == "2"]
     assert [(r["where"].split()[-1], r["status"]) for r in res] == [("L'=8192", "PASS"), ("L'=16384", "FAIL")]
@@ -181,8 +181,8 @@ def test_finding_2_reads_each_steps_rows_own_window_as_in_the_papers_table_3():
 def test_magnitude_is_the_papers_absolute_statement_for_a_hub_llama_and_relative_otherwise():
     t1 = pd.DataFrame([{"size": "7B", "model_ctx": 2048, "method": "None", "1024": 7.5, "2048": 7.2, "4096": 500.0}])
     tabs = {"table1": {"kind": "windows", "dataset": "pg19", "frame": t1}}
-    hub = next(r for r in findings.check(tabs, 2048, hub_sizes=["7B"]) if r["finding"] == "1m")
-    here = next(r for r in findings.check(tabs, 2048) if r["finding"] == "1m")
+    hub = next(r for r in kinds.check_findings(tabs, 2048, hub_sizes=["7B"]) if r["finding"] == "1m")
+    here = next(r for r in kinds.check_findings(tabs, 2048) if r["finding"] == "1m")
     assert hub["status"] == "FAIL" and "10^3" in hub["claim"] and "absolute" not in hub["claim"]  # 500 < 1000
     assert here["status"] == "PASS" and "relative" in here["claim"]  # 500 / 7.2 > 10x
 
@@ -237,7 +237,7 @@ def test_finding_4_on_the_papers_table_4_and_its_failures(kw, want):
     from pi_repro.kinds import KINDS
 
     t = KINDS["passkey"].frame(papers_table4(**kw))
-    res = findings.check({"Table 4": {"kind": "passkey", "dataset": None, "frame": t}}, 2048)
+    res = kinds.check_findings({"Table 4": {"kind": "passkey", "dataset": None, "frame": t}}, 2048)
     got = {}
     for r in res:
         if r["finding"].startswith("4"):
@@ -261,7 +261,7 @@ def test_table_4_shows_two_fine_tuning_mixtures_side_by_side_and_finding_4_names
     assert [(r.method, r.mixture, r.window) for r in t.itertuples()] == [
         ("None", "-", 128), ("None", "-", 256), ("FT", "corpus", 256), ("FT", "pretraining", 256),
         ("PI", "corpus", 256), ("PI", "pretraining", 256)]
-    res = [r for r in findings.check({"Table 4": {"kind": "passkey", "dataset": None, "frame": t}}, 128)
+    res = [r for r in kinds.check_findings({"Table 4": {"kind": "passkey", "dataset": None, "frame": t}}, 128)
            if r["finding"] in ("4a", "4b")]
     assert [(r["finding"], r["status"], r["where"].split(" fine-tuned on ")[1].split()[0]) for r in res] == [
         ("4b", "FAIL", "corpus"), ("4b", "FAIL", "pretraining"), ("4a", "FAIL", "corpus"),
@@ -313,7 +313,7 @@ def test_finding_4a_fails_when_pi_does_not_reach_its_window():
 
     recs = [passkey_record("mini", "PI", 256, s, {256: (248, k)}) for s, k in ((0, 0), (100, 120))]
     t = KINDS["passkey"].frame(recs)
-    res = findings.check({"Table 4": {"kind": "passkey", "dataset": None, "frame": t}}, 128)
+    res = kinds.check_findings({"Table 4": {"kind": "passkey", "dataset": None, "frame": t}}, 128)
     assert [(r["finding"], r["status"]) for r in res if r["finding"].startswith("4")] == [
         ("4a", "FAIL"), ("4b", "n/a"), ("4c", "n/a")]
     assert [r["status"] for r in res if r["finding"] == "5"] == ["n/a"]
@@ -361,7 +361,7 @@ def t5_findings(cells):
     from pi_repro.kinds import KINDS
 
     t = KINDS["benchmarks"].frame(bench_records(cells))
-    res = findings.check({"Table 5": {"kind": "benchmarks", "dataset": None, "frame": t}}, 2048)
+    res = kinds.check_findings({"Table 5": {"kind": "benchmarks", "dataset": None, "frame": t}}, 2048)
     return [(r["finding"], r["where"].split(" ", 2)[2], r["status"]) for r in res if r["finding"].startswith("5")], res
 
 

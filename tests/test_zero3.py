@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 from safetensors.torch import load_file
+from conftest import smoke_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+SMOKE = smoke_config()
 
 
 def run_finetune(tmp_path, name, cfg):

@@ -89,7 +89,11 @@ def validate(cfg: dict) -> dict:
 
     schema = yaml.safe_load(SCHEMA.read_text())
     schema["$defs"]["method"]["enum"] = list(METHODS)
-    schema["$defs"]["table"]["properties"]["kind"]["enum"] = list(_kinds())
+    load_plugins(cfg)
+    table = schema["$defs"]["table"]
+    table["properties"]["kind"]["enum"] = list(_kinds())
+    for name, k in _kinds().items():  # each kind's own schema for its entries (pi_repro.kinds)
+        table.setdefault("allOf", []).append({"if": {"properties": {"kind": {"const": name}}}, "then": k.schema})
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]
@@ -384,9 +388,11 @@ def cluster_plan(cfg: dict) -> list[dict]:
     ``snakemake cluster_plan``."""
     rows = [_train_row(f"finetune {ext['size']} {extension_name(ext)}", train_job(cfg, ext))
             for ext in trained(cfg)]
-    for name in tables_of_kind(cfg, "summarization"):  # a fine-tune per model of a summarization table
-        for _, dataset, size, model, _ in table_cells(cfg, name):
-            rows.append(_train_row(f"summarize_finetune {size} {model.split('/')[0]} ({dataset})",
+    from .tasks import TASKS
+
+    for name, spec in cfg["tables"].items():  # a fine-tune per model of a task that trains one (summarization)
+        for task, dataset, size, model, _ in table_cells(cfg, name) if TASKS[kind(spec).task].train_rule else ():
+            rows.append(_train_row(f"{TASKS[task].train_rule} {size} {model.split('/')[0]} ({dataset})",
                                    train_job(cfg, model_extension(cfg, size, model))))
     # (task, dataset, size, model) of every evaluation job (a summarization record stands for its generation job)
     evals = {r for t in cfg["tables"] for r in table_records(cfg, t)}
@@ -415,7 +421,7 @@ def cluster_plan(cfg: dict) -> list[dict]:
         train = {ds for ext in cfg["extensions"] if ext["size"] in sizes
                  for ds in ext.get("data", cfg["finetune_data"])}
         train |= {ds for s in sizes if cfg["sizes"][s]["base"]["source"] == "pretrain" for ds in cfg["finetune_data"]}
-        evaluated = {ds for task, ds, s, _ in evals if s in sizes and task == "ppl"}
+        evaluated = {ds for task, ds, s, _ in evals if s in sizes and TASKS[task].documents}
         for job, n, cpus in ((f"tokenize ({tok} tokenizer)", len(train), d["cpus"]),
                              (f"evaluation documents ({tok} tokenizer)", len(evaluated), 1)):
             if n:
@@ -493,8 +499,9 @@ def model_windows(cfg: dict) -> list[int]:
     """Largest perplexity window of each model: its ctx, or (base models) the largest a perplexity table asks of
     them (passkey prompts are generated at any length and need no documents that long)."""
     out = [ext["ctx"] for ext in cfg["extensions"]]
-    out += [kind(spec).largest_window(cfg, spec, s) for spec in cfg["tables"].values() for s in cfg["sizes"]
-            if kind(spec).task == "ppl"]
+    from .tasks import TASKS
+
+    out += [c[4] for t in cfg["tables"] for c in table_cells(cfg, t) if TASKS[c[0]].documents and c[3] == "base"]
     return out or [cfg["base_window"]]
 
 
@@ -563,6 +570,30 @@ def _kinds() -> dict:
     from .kinds import KINDS  # kinds builds on this module
 
     return KINDS
+
+
+def load_plugins(cfg: dict) -> None:
+    """Import the config's ``plugins`` (Python files, relative to the repository): each registers its table kinds
+    (pi_repro.kinds.register) or evaluation tasks; a file already imported is not imported again."""
+    import importlib.util
+    import sys
+
+    for i, rel in enumerate(cfg.get("plugins", [])):
+        path = (ROOT / rel).resolve()
+        name = "pi_repro_plugin_" + re.sub(r"\W", "_", str(path.relative_to(ROOT) if path.is_relative_to(ROOT)
+                                                              else path))
+        if name in sys.modules:
+            continue
+        if not path.is_file():
+            fail(f"plugins[{i}]", f"{rel}: no such file")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception:
+            del sys.modules[name]
+            raise
 
 
 def kind(spec: dict):

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from types import SimpleNamespace
 
 from . import config as C
+from .tasks import TASKS
 
 DEFAULTS = {"gpu": "A100 80GB, bf16", "gpu_peak_tflops": 312.0, "mfu": 0.4, "eval_mfu": 0.25,
             "benchmark_tokens": 5.0e6, "datasets": {}}
@@ -61,7 +63,7 @@ def eval_tokens(cfg: dict, dataset: str) -> float | None:
     return settings(cfg)["datasets"].get(dataset, {}).get("eval_tokens")
 
 
-def _train_flops(hp: dict, tokens: float, sh, seq_len: int) -> float:
+def train_flops(hp: dict, tokens: float, sh, seq_len: int) -> float:
     """FLOPs of training on ``tokens`` tokens at ``seq_len``; gradient checkpointing recomputes the forward (x 4/3)."""
     from . import perf
 
@@ -95,13 +97,14 @@ def perplexity_flops(cfg: dict, dataset: str, size: str, windows) -> float | Non
 
 
 def perplexity_shards(cfg: dict, jobs: dict | None = None) -> dict[tuple[str, str, str], int]:
-    """Shards of every perplexity job, by (dataset, size, model): ``perplexity.shards``; or, with
-    ``perplexity.shard_hours``, the job's estimated wall-clock hours over shard_hours, rounded up (1 without an
-    estimate); at most the dataset's evaluation documents (``eval.num_docs`` or ``cost.datasets.<name>.eval_docs``)."""
+    """Shards of every job of a task evaluated in shards (perplexity), by (dataset, size, model):
+    ``perplexity.shards``; or, with ``perplexity.shard_hours``, the job's estimated wall-clock hours over
+    shard_hours, rounded up (1 without an estimate); at most the dataset's evaluation documents (``eval.num_docs``
+    or ``cost.datasets.<name>.eval_docs``)."""
     ppl, s = cfg["perplexity"], settings(cfg)
     out = {}
     for (task, ds, size, model), j in (jobs if jobs is not None else eval_jobs(cfg)[0]).items():
-        if task != "ppl":
+        if not TASKS[task].sharded:
             continue
         n = ppl.get("shards", 1)
         if "shard_hours" in ppl:
@@ -116,8 +119,7 @@ def perplexity_shards(cfg: dict, jobs: dict | None = None) -> dict[tuple[str, st
 def plan(cfg: dict) -> list[dict]:
     """One row per GPU job of the configuration: rule, what, GPUs per job, estimated GPU-hours and wall hours
     (None where the config lacks what the estimate needs, with the reason), and the tables that need it."""
-    from . import memory, perf
-    from .summarization import protocol
+    from . import memory
 
     s = settings(cfg)
     L = cfg["base_window"]
@@ -132,49 +134,31 @@ def plan(cfg: dict) -> list[dict]:
                      "tables": sorted(tables), "note": missing or ""})
 
     jobs, needs = eval_jobs(cfg)
-    shards = perplexity_shards(cfg, jobs)
     for ext in C.trained(cfg):
         hp = C.train_hparams(cfg, ext)
         seq = L if ext["method"] == "CT" else ext["ctx"]
         tokens = hp["steps"] * hp["global_batch"] * ext["ctx"]
         add("finetune", f"{ext['size']} {C.extension_name(ext)}", C.train_job(cfg, ext)["gpus"],
-            _train_flops(hp, tokens, shape(cfg, ext["size"]), seq), s["mfu"],
+            train_flops(hp, tokens, shape(cfg, ext["size"]), seq), s["mfu"],
             needs.get((ext["size"], C.extension_name(ext)), set()), peak=memory.train_estimate(cfg, ext), parallel=True)
-    spec, pk = protocol(cfg), C.passkey_protocol(cfg)
-    for (task, ds, size, model), j in jobs.items():
-        sh, gpus, windows, tables = shape(cfg, size), C.eval_job(cfg, size)["gpus"], sorted(j["windows"]), j["tables"]
-        at = ", ".join(map(str, windows))
-        peak = memory.eval_estimate(cfg, task, size, windows)
-        if task == "ppl":
-            flops, n = perplexity_flops(cfg, ds, size, windows), shards[(ds, size, model)]
-            for k in range(n):  # a sharded evaluation: one job per shard, each about 1/n of the tokens
-                add("perplexity_shard" if n > 1 else "perplexity",
-                    f"{size} {model} on {ds} at {at}" + (f", shard {k + 1}/{n}" if n > 1 else ""), gpus,
-                    None if flops is None else flops / n, s["eval_mfu"], tables,
-                    None if flops is not None else f"cost.datasets.{ds}.eval_tokens not given", peak)
-        elif task == "passkey":
-            add("passkey", f"{size} {model} at {at}", gpus,
-                sum(pk["num_k"] * pk["trials"] * w * perf.flops_per_token(sh, w, False) for w in windows),
-                s["eval_mfu"], tables, peak=peak)
-        elif task == "bench":
-            add("benchmark", f"{size} {model}", gpus,
-                s["benchmark_tokens"] * perf.flops_per_token(sh, windows[-1], False),
-                s["eval_mfu"], tables, peak=peak)
-        elif task == "rouge":
-            w, docs = windows[-1], s["datasets"].get(ds, {})
-            hp = C.summarization_hparams(cfg, size, model)
-            train = spec.get("train_docs") or docs.get("train_docs")
-            test = spec.get("test_docs") or docs.get("test_docs")
-            add("summarize_finetune", f"{size} {model} on {ds}",
-                C.train_job(cfg, C.model_extension(cfg, size, model))["gpus"],
-                None if not train else _train_flops(hp, spec["epochs"] * train * w, sh, w), s["mfu"], tables,
-                None if train else f"cost.datasets.{ds}.train_docs not given",
-                memory.summarize_train_estimate(cfg, size, model, w), parallel=True)
-            add("summarize", f"{size} {model} on {ds}", gpus,
-                None if not test else test * (w + spec["generate"]["max_new_tokens"])
-                * perf.flops_per_token(sh, w, False), s["eval_mfu"], tables,
-                None if test else f"cost.datasets.{ds}.test_docs not given", peak)
+    for job, j in jobs.items():  # each evaluation job, priced by its task (pi_repro.tasks)
+        size, windows = job[2], sorted(j["windows"])
+        gpus, peak = C.eval_job(cfg, size)["gpus"], memory.eval_estimate(cfg, job[0], size, windows)
+
+        def task_add(rule, what, flops, mfu, missing=None, peak=peak, train=False, job=job, j=j, gpus=gpus):
+            g = C.train_job(cfg, C.model_extension(cfg, job[2], job[3]))["gpus"] if train else gpus
+            add(rule, what, g, flops, s[mfu], j["tables"], missing, peak, parallel=train)
+
+        TASKS[job[0]].plan(cfg, job, windows, task_add, toolbox())
     return rows
+
+
+def toolbox() -> SimpleNamespace:
+    """What a task's pricing (pi_repro.tasks) computes with: handed to it, so the registry imports none of these."""
+    from . import memory, perf
+    from .summarization import protocol
+
+    return SimpleNamespace(C=C, cost=sys.modules[__name__], memory=memory, perf=perf, summarization_protocol=protocol)
 
 
 def per_target(cfg: dict, rows: list[dict]) -> list[dict]:

@@ -1,5 +1,6 @@
 """The paper's findings, checked on a run's tables with the numbers printed (pass, fail, or n/a with the reason).
-Each finding reads tables of given kinds (pi_repro.kinds) and runs only on those the config has.
+Each finding reads tables of one kind: the kind (pi_repro.kinds) calls its findings here on each of its tables
+(``kinds.check_findings``) and names what they read (``reads``), printed n/a when the config has none.
 
 (0) The base model is close to converged at L: the control CT (trained further at L for the fine-tuning budget)
     changes its perplexity at L by at most a few percent (5%), so fine-tuning measures extension, not training.
@@ -69,16 +70,16 @@ def windows_findings(name: str, t: pd.DataFrame, L: int, hub_sizes: set, untrain
             magnitude = at_2l > PAPER_BLOW_UP if hub else at_2l / at_l > BLOW_UP
         nums = {f"None@{w}": none[w] for w in win} | {"ratio 2L/L": (at_2l / at_l) if at_l and at_2l else None,
                                                      "ratio L/(L/2)": (at_l / half) if half and at_l else None}
-        out.append(_result("1", f"{name} {size}", f"no fine-tuning: perplexity rises at every window past L, by >= "
+        out.append(result("1", f"{name} {size}", f"no fine-tuning: perplexity rises at every window past L, by >= "
                            f"{RISE:g}x at 2L, and faster past L (ratio 2L/L) than inside it (ratio L/(L/2))", ok, nums))
         claim = ("no fine-tuning: perplexity at 2L above 10^3, the paper's statement for LLaMA"
                  if hub else f"no fine-tuning: the blow-up has the paper's magnitude, relative for a model other "
                  f"than the paper's LLaMA: >{BLOW_UP:g}x at 2L (LLaMA: >10^3 absolute)")
-        out.append(_result("1m", f"{name} {size}", claim, magnitude, nums))
+        out.append(result("1m", f"{name} {size}", claim, magnitude, nums))
         for ct_ctx in sorted({int(c) for c in t[t["method"] == "CT"]["model_ctx"].astype(int)}):
             ct_l = value(t, size, "CT", L, ct_ctx)
             change = None if ct_l is None or at_l is None else ct_l / at_l - 1
-            out.append(_result("0", f"{name} {size} CT-{ct_ctx}", f"base model converged: more training at L changes "
+            out.append(result("0", f"{name} {size} CT-{ct_ctx}", f"base model converged: more training at L changes "
                                f"perplexity at L by at most {CONVERGED:.0%}",
                                None if change is None else abs(change) <= CONVERGED,
                                {f"None@{L}": at_l, f"CT-{ct_ctx}@{L}": ct_l, "relative change": change}))
@@ -92,11 +93,11 @@ def windows_findings(name: str, t: pd.DataFrame, L: int, hub_sizes: set, untrain
             if (size, ext_ctx) in untrained:
                 pi_lp = pi_l = None  # step 0 is no fine-tuned PI: nothing of finding 3 applies
             why = f"PI-{ext_ctx} is not fine-tuned (steps: 0)" if (size, ext_ctx) in untrained else None
-            out.append(_result("3a", where, "fine-tuned PI at L' is at or below PI at L",
+            out.append(result("3a", where, "fine-tuned PI at L' is at or below PI at L",
                                None if pi_lp is None or pi_l is None else pi_lp <= pi_l, nums, reason=why))
-            out.append(_result("3b", where, "fine-tuned PI at L' is below FT at L'",
+            out.append(result("3b", where, "fine-tuned PI at L' is below FT at L'",
                                None if pi_lp is None or ft_lp is None else pi_lp < ft_lp, nums, reason=why))
-            out.append(_result("3c", where, "fine-tuned PI at L' is below the control CT at L (the gain is not just "
+            out.append(result("3c", where, "fine-tuned PI at L' is below the control CT at L (the gain is not just "
                                "more training)", None if pi_lp is None or ct_l is None else pi_lp < ct_l, nums,
                                reason=why))
     return out
@@ -114,7 +115,7 @@ def steps_findings(name: str, t: pd.DataFrame, windows: dict, L: int) -> list[di
         ok = (None if pi0 is None or none_ctx is None or none_l is None
               else (pi0 < none_ctx and pi0 < FEW_TIMES * none_l))
         where = f"{name} / {windows['name'] if windows else 'no windows table'} {size} L'={ctx}"
-        out.append(_result("2", where, f"PI without fine-tuning at L' beats extrapolation at L' and stays within "
+        out.append(result("2", where, f"PI without fine-tuning at L' beats extrapolation at L' and stays within "
                            f"{FEW_TIMES:g}x of None at L", ok,
                            {f"PI-{ctx} step0@{ctx}": pi0, f"None@{ctx}": none_ctx, f"None@{L}": none_l},
                            reason=None if windows else "no windows table on this dataset to compare with"))
@@ -125,7 +126,7 @@ def _steps(row) -> dict:
     return {int(c): (None if pd.isna(row[c]) else int(row[c])) for c in row.index if str(c).isdigit()}
 
 
-def passkey_findings(name: str, t: pd.DataFrame, L: int) -> list[dict]:
+def passkey_findings(name: str, t: pd.DataFrame, L: int, reads: dict) -> list[dict]:
     """Finding 4 on one table of kind passkey: each PI and FT row at its own window after its last fine-tuning
     step, each base-model row at a window beyond L."""
     out = []
@@ -139,24 +140,24 @@ def passkey_findings(name: str, t: pd.DataFrame, L: int) -> list[dict]:
         mix = row.get("mixture", "-")
         where = f"{name} {size} {method}-{ctx}" + (f" fine-tuned on {mix}" if mix != "-" else "") + f" window {window}"
         if method == "PI" and window == ctx:
-            out.append(_result("4a", where, "after fine-tuning, PI's k_max reaches its window L' (the largest k "
+            out.append(result("4a", where, "after fine-tuning, PI's k_max reaches its window L' (the largest k "
                                "tested)", None if last is None else last >= top, nums,
                                reason=None if tuned else "no fine-tuned step in this row"))
         elif method == "FT" and window == ctx:
-            out.append(_result("4b", where, f"after fine-tuning, FT's k_max does not extend past about L: below its "
+            out.append(result("4b", where, f"after fine-tuning, FT's k_max does not extend past about L: below its "
                                f"window L' and at most {NEAR_L:g} x L",
                                None if last is None else (last < top and last <= NEAR_L * L),
                                nums, reason=None if tuned else "no fine-tuned step in this row"))
         elif method == "None" and window > L:
-            out.append(_result("4c", where, "without fine-tuning, the base model's k_max does not pass L",
+            out.append(result("4c", where, "without fine-tuning, the base model's k_max does not pass L",
                                steps[0] <= L, nums))
     for fid, what in (("4a", "PI at its own window"), ("4b", "FT at its own window"), ("4c", "base model past L")):
         if not any(r["finding"] == fid for r in out):
-            out.append(_result(fid, name, READS[fid], None, {}, reason=f"the table has no row of {what}"))
+            out.append(result(fid, name, reads[fid], None, {}, reason=f"the table has no row of {what}"))
     return out
 
 
-def benchmarks_findings(name: str, t: pd.DataFrame) -> list[dict]:
+def benchmarks_findings(name: str, t: pd.DataFrame, reads: dict) -> list[dict]:
     """Finding 5 on one table of kind benchmarks: each PI row's mean accuracy change from None over the tasks."""
     tasks = [c for c in t.columns if f"{c} stderr" in t.columns]
     out = []
@@ -164,7 +165,7 @@ def benchmarks_findings(name: str, t: pd.DataFrame) -> list[dict]:
         rows = t[t["size"].astype(str) == size]
         none = rows[rows["method"] == "None"]
         if none.empty:
-            out.append(_result("5", f"{name} {size}", READS["5"], None, {},
+            out.append(result("5", f"{name} {size}", reads["5"], None, {},
                                reason="no base-model (None) row to compare with"))
             continue
 
@@ -181,20 +182,20 @@ def benchmarks_findings(name: str, t: pd.DataFrame) -> list[dict]:
                         for c in tasks}
             nums = {f"PI-{c} mean change": v for c, v in changes.items()} | control | per_task
             first = min(changes)
-            out.append(_result("5a", f"{name} {size} PI-{first} ({data})", f"PI at its smallest extension keeps its "
+            out.append(result("5a", f"{name} {size} PI-{first} ({data})", f"PI at its smallest extension keeps its "
                                f"quality at the original window: mean change from None within {SMALL_CHANGE:g} "
                                "points", changes[first] >= -SMALL_CHANGE, nums))
             if len(changes) > 1:
                 seq = [changes[c] for c in sorted(changes)]
-                out.append(_result("5b", f"{name} {size} PI ({data})", "the loss at the original window grows with "
+                out.append(result("5b", f"{name} {size} PI ({data})", "the loss at the original window grows with "
                                    "the extension (mean change falls as L' grows)",
                                    all(b <= a for a, b in zip(seq, seq[1:])), nums))
     if not out:
-        out.append(_result("5", name, READS["5"], None, {}, reason="the table has no PI row"))
+        out.append(result("5", name, reads["5"], None, {}, reason="the table has no PI row"))
     return out
 
 
-def summarization_findings(name: str, t: pd.DataFrame) -> list[dict]:
+def summarization_findings(name: str, t: pd.DataFrame, reads: dict) -> list[dict]:
     """Finding 7 on one table of kind summarization: each PI row against the base model of its size."""
     ours = t[t["source"] == RUN] if "source" in t.columns else t
     labels = tuple(ROUGE_LABELS.values())
@@ -206,19 +207,19 @@ def summarization_findings(name: str, t: pd.DataFrame) -> list[dict]:
         none, ct = rows[rows["method"] == "None"], rows[rows["method"] == "CT"]
         where = f"{name} {size} PI-{ctx}"
         if none.empty:
-            out.append(_result("7", where, READS["7"], None, {}, reason="no base-model (None) row of this size"))
+            out.append(result("7", where, reads["7"], None, {}, reason="no base-model (None) row of this size"))
             continue
         nums = {f"PI-{ctx} {c}": row[c] for c in labels} | {f"None {c}": none.iloc[0][c] for c in labels}
         nums |= {f"PI-{ctx} - None {c} (95% CI {row[c + ' vs None lo']:+.2f}, {row[c + ' vs None hi']:+.2f})":
                  row[f"{c} vs None"] for c in labels}
         nums |= {f"CT-{int(r['model_ctx'])} - None {c}": r[f"{c} vs None"] for _, r in ct.iterrows() for c in labels}
         nums |= {f"LEAD {c}": lead.iloc[0][c] for c in labels} if not lead.empty else {}
-        out.append(_result("7", where, f"the extended model (PI at L' = {ctx}, the document up to L') summarizes at "
+        out.append(result("7", where, f"the extended model (PI at L' = {ctx}, the document up to L') summarizes at "
                            f"least as well as the base model at L = {int(none.iloc[0]['window'])} (document cut to "
                            "L), both fine-tuned the same way: ROUGE-1/2/L differences >= 0",
                            all(row[f"{c} vs None"] >= 0 for c in labels), nums))
     if not out:
-        out.append(_result("7", name, READS["7"], None, {}, reason="the table has no PI row"))
+        out.append(result("7", name, reads["7"], None, {}, reason="the table has no PI row"))
     return out
 
 
@@ -226,68 +227,22 @@ def theory_findings(t: dict) -> list[dict]:
     """Finding 6 on Figure 2's numbers (rule figure2)."""
     where = f"Figure 2 (d = {t['d']}, L = {t['window']})"
     return [
-        _result("6a", where, "the least-squares fit stays within [-1, 1] on [0, L] and exceeds 10^3 beyond L",
+        result("6a", where, "the least-squares fit stays within [-1, 1] on [0, L] and exceeds 10^3 beyond L",
                 t["max_abs_inside"] <= 1 and t["max_abs_beyond"] > 1e3,
                 {"max |a| on [0, L]": t["max_abs_inside"], "max |a| on [L, 2L]": t["max_abs_beyond"]}),
-        _result("6b", where, "Theorem 2.1: |a(s) - a_linear(s)| <= d max|h| (s-s1)(s2-s)/(8 ln c) at every "
+        result("6b", where, "Theorem 2.1: |a(s) - a_linear(s)| <= d max|h| (s-s1)(s2-s)/(8 ln c) at every "
                 "fractional point tested (the fit and random h)",
                 max(t["thm21_worst_ratio_fit"], t["thm21_worst_ratio_random"]) <= 1,
                 {"worst deviation / bound, fit": t["thm21_worst_ratio_fit"],
                  "worst deviation / bound, random h": t["thm21_worst_ratio_random"]}),
-        _result("6c", where, "the extrapolation bound is hundreds of times the interpolation bound on the integer "
+        result("6c", where, "the extrapolation bound is hundreds of times the interpolation bound on the integer "
                 "grid (paper: about 600x)", t["extrapolation_over_interpolation_bound"] >= 300,
                 {"ratio": t["extrapolation_over_interpolation_bound"],
                  "min B(s)/d beyond L": t["B_over_d_min_beyond"]}),
     ]
 
 
-READS = {"7": "the extended model summarizes at least as well as the base model at L (summarization tables)",
-         "5": "PI keeps its quality at the original window (benchmarks tables)",
-         "4a": "PI's k_max reaches L' after fine-tuning (passkey tables)",
-         "4b": "FT's k_max does not extend past about L (passkey tables)",
-         "4c": "the base model's k_max does not pass L (passkey tables)",
-         "0": "base model converged (windows tables)", "1": "extrapolation fails (windows tables)",
-         "1m": "magnitude of the failure (windows tables)", "3": "PI after fine-tuning (windows tables)",
-         "2": "PI without fine-tuning (a steps table and a windows table on its dataset)"}
-
-
-def check(tables: dict, L: int, hub_sizes=(), theory: dict | None = None, untrained=()) -> list[dict]:
-    """Every finding on a run's tables: ``tables`` maps a table's name to {"kind", "dataset", "frame"}. A finding
-    runs on the tables of the kinds it reads and is n/a, with the reason, when the config has none; finding 6
-    reads Figure 2's numbers (``theory``)."""
-    hub_sizes = set(hub_sizes)
-    by_kind = {k: [(n, t) for n, t in tables.items() if t["kind"] == k] for k in {t["kind"] for t in tables.values()}}
-    out = []
-    if not by_kind.get("windows"):
-        out += [_result(f, "-", READS[f], None, {}, reason="the config has no table of kind windows")
-                for f in ("0", "1", "1m", "3")]
-    for name, t in by_kind.get("windows", []):
-        out += windows_findings(name, t["frame"], L, hub_sizes, set(untrained))
-    if not by_kind.get("steps"):
-        out.append(_result("2", "-", READS["2"], None, {}, reason="the config has no table of kind steps"))
-    for name, t in by_kind.get("steps", []):
-        same = [(n, w) for n, w in by_kind.get("windows", []) if w["dataset"] == t["dataset"]]
-        windows = {"name": same[0][0], "frame": same[0][1]["frame"]} if same else None
-        out += steps_findings(name, t["frame"], windows, L)
-    if not by_kind.get("passkey"):
-        out += [_result(f, "-", READS[f], None, {}, reason="the config has no table of kind passkey")
-                for f in ("4a", "4b", "4c")]
-    for name, t in by_kind.get("passkey", []):
-        out += passkey_findings(name, t["frame"], L)
-    if not by_kind.get("benchmarks"):
-        out.append(_result("5", "-", READS["5"], None, {}, reason="the config has no table of kind benchmarks"))
-    for name, t in by_kind.get("benchmarks", []):
-        out += benchmarks_findings(name, t["frame"])
-    if not by_kind.get("summarization"):
-        out.append(_result("7", "-", READS["7"], None, {}, reason="the config has no table of kind summarization"))
-    for name, t in by_kind.get("summarization", []):
-        out += summarization_findings(name, t["frame"])
-    out += theory_findings(theory) if theory else [_result("6", "-", "theory (Figure 2)", None, {},
-                                                            reason="no Figure 2 numbers given")]
-    return out
-
-
-def _result(fid, where, claim, ok, numbers, reason=None) -> dict:
+def result(fid, where, claim, ok, numbers, reason=None) -> dict:
     r = {"finding": fid, "where": where, "claim": claim, "status": "n/a" if ok is None else ("PASS" if ok else "FAIL"),
          "numbers": dict(numbers)}
     if reason:

@@ -1,22 +1,128 @@
-"""Table kinds: a config's `tables:` entry names its kind; a kind says which evaluation records the table needs
-(``cells``, read while the DAG is built: no heavy imports here) and how the table is laid out from them
-(``frame``, pandas, at table time). Adding a table of a new kind is one class here, one evaluation task (rule,
-script, library module) and one config entry; see docs/adding-a-table.md.
+"""Table kinds: a config's `tables:` entry names its kind, and the kind owns everything about its tables: the
+schema of its entry and its checks (``schema``, ``validate``), the evaluation records it needs (``cells``, read while
+the DAG is built: no heavy imports here), its evaluation task (pi_repro.tasks: the rule that runs it, what a job
+costs and which rules ask GPUs), how the table is laid out (``frame``, pandas, at table time) and captioned
+(``note``), the paper's findings it carries (``findings``), and how the paper's published cells map onto its cells
+(``paper_cell``, ``tolerance``). A kind that leaves out one of ``Kind.REQUIRED`` is refused when it is registered.
+Adding a kind is one class here (or in a plugin module a config names under ``plugins``) with ``@register``; see
+docs/adding-a-table.md.
 
 A cell is ``(task, dataset, size, model, window)``: the evaluation ``task`` of checkpoint ``model``
 (``base`` or ``{method}-{ctx}[-{tag}]/step{N}``) of ``size`` on ``dataset``, read at ``window``.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from . import config as C
+from .tasks import TASKS
+
+KINDS: dict = {}
 
 
-class Windows:
+class Kind:
+    """A table kind. Subclasses define every name of ``REQUIRED``; the rest have defaults."""
+
+    REQUIRED = ("task", "fmt", "schema", "tolerance", "findings_read", "validate", "cells", "frame", "note",
+                "findings", "paper_cell")
+    task: str  # its evaluation task (pi_repro.tasks.TASKS)
+    fmt: str  # how the Markdown and LaTeX show a cell
+    schema: dict  # JSON schema its `tables:` entry must also match (with the generic one, config.schema.yaml)
+    tolerance: dict | None  # the audit's pass band for the paper's cells when the entry gives none
+    findings_read: dict  # finding id -> what it reads: printed n/a when the config has no table of this kind
+    figure: str | None = None  # the figure (figures/{figure}.png) drawn from every table of the kind
+
+    def validate(self, cfg: dict, name: str, spec: dict) -> None:
+        """Checks beyond the schema (C.fail names the key)."""
+
+    def cells(self, cfg: dict, spec: dict) -> list[tuple]:
+        """Every cell (task, dataset, size, model, window) of a table of this kind."""
+
+    def frame(self, records: list[dict], **layout):
+        """The table (a DataFrame) from its records (and the layout from ``layout``)."""
+
+    def note(self, records: list[dict]) -> str:
+        """The caption: the protocol, read from the records."""
+
+    def findings(self, name: str, table: dict, run: SimpleNamespace) -> list[dict]:
+        """The paper's findings on one table (``table``: kind, dataset, frame; ``run``: every table, L, hub_sizes,
+        untrained), each printed PASS / FAIL / n/a with its numbers (pi_repro.findings)."""
+
+    def paper_cell(self, cfg: dict, spec: dict, cell: dict, ext: dict | None) -> tuple | None:
+        """The cell of this table that stands for a published cell (pi_repro.paper; ``ext``: the extension it names,
+        None for the base model), or None."""
+
+    def paper_columns(self, cfg: dict) -> list[str] | None:
+        """The column labels a published cell adds to its key (one record holds several columns), if any."""
+        return None
+
+    def layout(self, cfg: dict, spec: dict) -> dict:
+        """What the table job lays out beside the records (passed to ``frame``)."""
+        return {}
+
+    def extra_records(self, cfg: dict, spec: dict, run_dir: str) -> list[str]:
+        """Records of no checkpoint the table reads too (a summarization table's LEAD baseline)."""
+        return []
+
+    def display(self, frame):
+        """The frame as shown (None: each cell formatted with ``fmt``)."""
+        return None
+
+    def preflight(self, cfg: dict, spec: dict, counts: dict) -> list[str]:
+        """Problems found in the data before anything runs (``counts``: documents per split of each local dataset)."""
+        return []
+
+
+def register(name: str):
+    """Class decorator: add a kind to KINDS; refuse one that does not define all of ``Kind.REQUIRED`` or names an
+    unknown task."""
+
+    def add(cls):
+        missing = [a for a in Kind.REQUIRED if not any(a in k.__dict__ for k in cls.__mro__ if k not in (Kind, object))]
+        if missing:
+            raise TypeError(f"table kind {name!r} ({cls.__name__}) does not define {', '.join(missing)} "
+                            "(pi_repro.kinds.Kind; docs/adding-a-table.md)")
+        if cls.task not in TASKS:
+            raise TypeError(f"table kind {name!r}: unknown task {cls.task!r} (pi_repro.tasks: {', '.join(TASKS)})")
+        if name in KINDS:
+            raise TypeError(f"table kind {name!r} is registered twice")
+        cls.name = name
+        KINDS[name] = cls()
+        return cls
+
+    return add
+
+
+_MODEL_ROW = {"type": "object", "additionalProperties": False, "required": ["size", "method"],
+              "properties": {"size": {"type": "string"}, "method": {"type": "string"},
+                             "ctx": {"$ref": "#/$defs/posint"}, "tag": {"type": "string"}}}
+
+
+def _rows(items: dict, description: str) -> dict:
+    return {"type": "array", "items": dict(items, description=description)}
+
+
+@register("windows")
+class Windows(Kind):
     """Perplexity of every model at every evaluation window up to its own (the paper's Tables 1 and 2). Base
     models ("None" rows) are evaluated up to the entry's ``extrapolate_to`` of their size, L if none."""
 
     task = "ppl"
     fmt = "{:.2f}"  # how the Markdown and LaTeX show a cell
+    schema = {"required": ["dataset"]}
+    tolerance = {"relative": 0.03}
+    findings_read = {"0": "base model converged (windows tables)", "1": "extrapolation fails (windows tables)",
+                     "1m": "magnitude of the failure (windows tables)", "3": "PI after fine-tuning (windows tables)"}
+    figure = "ppl_vs_window"
+
+    def findings(self, name, table, run):
+        from .findings import windows_findings
+
+        return windows_findings(name, table["frame"], run.L, run.hub_sizes, run.untrained)
+
+    def paper_cell(self, cfg, spec, cell, ext):
+        model = "base" if ext is None else C.final_model(ext)
+        return (self.task, spec["dataset"], cell["size"], model, int(cell["column"]))
 
     def validate(self, cfg: dict, name: str, spec: dict) -> None:
         _check_dataset(cfg, name, spec)
@@ -52,21 +158,35 @@ class Windows:
                 "(extrapolation beyond its window).")
 
 
-class Steps:
+@register("steps")
+class Steps(Kind):
     """Perplexity of the listed extensions at their own window after each exported fine-tuning step, step 0
     included (the paper's Table 3)."""
 
     task = "ppl"
     fmt = "{:.2f}"  # how the Markdown and LaTeX show a cell
+    schema = {"required": ["dataset", "rows"], "properties": {"rows": _rows(
+        {"type": "object", "additionalProperties": False, "required": ["size", "method", "ctx"],
+         "properties": {"size": {"type": "string"}, "method": {"$ref": "#/$defs/method"},
+                        "ctx": {"$ref": "#/$defs/posint"}}}, "an extension, one row, at every exported step")}}
+    tolerance = {"relative": 0.03}
+    findings_read = {"2": "PI without fine-tuning (a steps table and a windows table on its dataset)"}
+
+    def findings(self, name, table, run):
+        from .findings import steps_findings
+
+        same = [(n, t) for n, t in run.tables.items() if t["kind"] == "windows" and t["dataset"] == table["dataset"]]
+        windows = {"name": same[0][0], "frame": same[0][1]["frame"]} if same else None
+        return steps_findings(name, table["frame"], windows, run.L)
+
+    def paper_cell(self, cfg, spec, cell, ext):
+        return _step_cell(self.task, spec["dataset"], cell, ext)
 
     def validate(self, cfg: dict, name: str, spec: dict) -> None:
         _check_dataset(cfg, name, spec)
         for i, row in enumerate(spec["rows"]):
             if C.find_extension(cfg, row["size"], row["method"], row["ctx"]) is None:
                 C.fail(f"tables.{name}.rows[{i}]", f"no extension {row} in extensions")
-
-    def largest_window(self, cfg: dict, spec: dict, size: str) -> int:
-        return cfg["base_window"]
 
     def cells(self, cfg: dict, spec: dict) -> list[tuple]:
         out = []
@@ -86,14 +206,37 @@ class Steps:
                 "window; columns: fine-tuning steps.")
 
 
-class Passkey:
+@register("passkey")
+class Passkey(Kind):
     """The effective context window k_max of passkey retrieval (the paper's Table 4): one row per (model, window k
     spans), one column per fine-tuning step. Rows name the base model (method None, at any windows: past L it is
     extrapolation) or an extension at its exported steps."""
 
     task = "passkey"
     fmt = "{:.0f}"
-    dataset = "synthetic"  # the prompts are generated (pi_repro.passkey), not read from a dataset
+    schema = {"required": ["rows"], "properties": {"rows": _rows(
+        {**_MODEL_ROW, "properties": {
+            **_MODEL_ROW["properties"],
+            "steps": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "integer", "minimum": 0}},
+            "windows": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"$ref": "#/$defs/posint"},
+                        "description": "the windows k spans (one evaluation each; default: the model's own, L for "
+                                       "the base model and CT); beyond the model's window it is extrapolation"}}},
+        "one row per (model, window): method None is the base model (no ctx), any other an extension (size, "
+        "method, ctx[, tag]) at the listed steps (default: every exported step but 0 for PI/FT, as the paper's "
+        "Table 4; the final step for CT)")}}
+    tolerance = {"grid_steps": 1}  # one step of the k grid (window / passkey.num_k)
+    findings_read = {"4a": "PI's k_max reaches L' after fine-tuning (passkey tables)",
+                     "4b": "FT's k_max does not extend past about L (passkey tables)",
+                     "4c": "the base model's k_max does not pass L (passkey tables)"}
+    figure = "passkey"
+
+    def findings(self, name, table, run):
+        from .findings import passkey_findings
+
+        return passkey_findings(name, table["frame"], run.L, self.findings_read)
+
+    def paper_cell(self, cfg, spec, cell, ext):
+        return _step_cell(self.task, TASKS[self.task].dataset, cell, ext)
 
     def validate(self, cfg: dict, name: str, spec: dict) -> None:
         for k in ("dataset", "extrapolate_to"):
@@ -128,7 +271,8 @@ class Passkey:
             else:
                 ext = C.find_extension(cfg, row["size"], row["method"], row["ctx"], row.get("tag"))
                 models = [f"{C.extension_name(ext)}/step{s}" for s in self.steps(ext, row)]
-            out += [(self.task, self.dataset, row["size"], m, w) for m in models for w in self.windows(cfg, row, ext)]
+            out += [(self.task, TASKS[self.task].dataset, row["size"], m, w) for m in models
+                    for w in self.windows(cfg, row, ext)]
         return out
 
     def frame(self, records: list[dict]):
@@ -148,13 +292,29 @@ class Passkey:
                 "training window).")
 
 
-class Benchmarks:
+@register("benchmarks")
+class Benchmarks(Kind):
     """Zero-shot multiple-choice accuracy at the original window (the paper's Table 5): one row per model (the base
     model, or an extension at its final step), one column per task of the config's ``benchmarks`` block."""
 
     task = "bench"
-    dataset = "zeroshot"  # the tasks are the config's `benchmarks.tasks`, scored by lm-evaluation-harness
     fmt = "{:.1f}"
+    schema = {"required": ["rows"], "properties": {"rows": _rows(
+        _MODEL_ROW, "one model per row at its final step: the base model (method None) or an extension")}}
+    tolerance = {"absolute": 2.0}  # accuracy points
+    findings_read = {"5": "PI keeps its quality at the original window (benchmarks tables)"}
+
+    def findings(self, name, table, run):
+        from .findings import benchmarks_findings
+
+        return benchmarks_findings(name, table["frame"], self.findings_read)
+
+    def paper_cell(self, cfg, spec, cell, ext):
+        model = "base" if ext is None else C.final_model(ext)
+        return (self.task, TASKS[self.task].dataset, cell["size"], model, C.benchmark_window(cfg), cell["column"])
+
+    def paper_columns(self, cfg):
+        return [t.get("label", n) for n, t in cfg["benchmarks"]["tasks"].items()]
 
     def validate(self, cfg: dict, name: str, spec: dict) -> None:
         if "benchmarks" not in cfg:
@@ -172,7 +332,8 @@ class Benchmarks:
         for row in spec["rows"]:
             ext = None if row["method"] == "None" else C.find_extension(cfg, row["size"], row["method"], row["ctx"],
                                                                          row.get("tag"))
-            out.append((self.task, self.dataset, row["size"], "base" if ext is None else C.final_model(ext), window))
+            out.append((self.task, TASKS[self.task].dataset, row["size"], "base" if ext is None else C.final_model(ext),
+                        window))
         return out
 
     def layout(self, cfg: dict, spec: dict) -> dict:
@@ -197,7 +358,8 @@ class Benchmarks:
                 "extension's fine-tuning; None = base model.")
 
 
-class Summarization:
+@register("summarization")
+class Summarization(Kind):
     """Long-document summarization (the paper's Table 6): one row per model, each fine-tuned to summarize the
     dataset's train split at its own window (the base model and CT at L with the document cut to fit, an
     extension at L' with more of it), scored by ROUGE-1/2/L on the test split; the LEAD baseline's row; the rows
@@ -205,6 +367,40 @@ class Summarization:
 
     task = "rouge"
     fmt = "{:.1f}"
+    schema = {"required": ["dataset", "rows"], "properties": {"rows": _rows(
+        _MODEL_ROW, "one model per row, fine-tuned to summarize at its own window: the base model (method None, at "
+        "L) or an extension at its final step (CT: at L)")}}
+    tolerance = {"absolute": 1.5}  # ROUGE points
+    findings_read = {"7": "the extended model summarizes at least as well as the base model at L (summarization "
+                          "tables)"}
+
+    def findings(self, name, table, run):
+        from .findings import summarization_findings
+
+        return summarization_findings(name, table["frame"], self.findings_read)
+
+    def paper_cell(self, cfg, spec, cell, ext):
+        model = "base" if ext is None else C.final_model(ext)
+        return (self.task, spec["dataset"], cell["size"], model, own_window(cfg, ext), cell["column"])
+
+    def paper_columns(self, cfg):
+        from .summarization import ROUGE_LABELS
+
+        return list(ROUGE_LABELS.values())
+
+    def preflight(self, cfg, spec, counts):
+        """The summarization protocol's documents per split, against the dataset's."""
+        from .summarization import protocol
+
+        if spec["dataset"] not in counts:
+            return []
+        out, p = [], protocol(cfg)
+        for split in ("train", "test"):
+            want, have = p.get(f"{split}_docs"), counts[spec["dataset"]].get(split, 0)
+            if want and want > have:
+                out.append(f"summarization.{split}_docs: {want} asked, the {split} split of {spec['dataset']} "
+                           f"({cfg['datasets'][spec['dataset']]['path']}) has {have}")
+        return out
 
     def validate(self, cfg: dict, name: str, spec: dict) -> None:
         ds = spec["dataset"]
@@ -263,8 +459,30 @@ class Summarization:
                 "Quoted rows are the paper's numbers, not computed here.")
 
 
-KINDS = {"windows": Windows(), "steps": Steps(), "passkey": Passkey(), "benchmarks": Benchmarks(),
-         "summarization": Summarization()}
+def _step_cell(task: str, dataset: str, cell: dict, ext: dict | None) -> tuple | None:
+    """A published cell read at a fine-tuning step (its column) of the extension, at the model's window."""
+    return None if ext is None else (task, dataset, cell["size"], f"{C.extension_name(ext)}/step{cell['column']}",
+                                     cell["model_ctx"])
+
+
+def check_findings(tables: dict, L: int, hub_sizes=(), theory: dict | None = None, untrained=()) -> list[dict]:
+    """Every finding on a run's tables: ``tables`` maps a table's name to {"kind", "dataset", "frame"}. Each kind
+    checks its findings on each of its tables, and prints them n/a, with the reason, when the config has none;
+    finding 6 reads Figure 2's numbers (``theory``)."""
+    from . import findings as F
+
+    run = SimpleNamespace(tables=tables, L=L, hub_sizes=set(hub_sizes), untrained=set(untrained))
+    out = []
+    for kind_name, kind in KINDS.items():
+        mine = [(n, t) for n, t in tables.items() if t["kind"] == kind_name]
+        if not mine:
+            out += [F.result(f, "-", read, None, {}, reason=f"the config has no table of kind {kind_name}")
+                    for f, read in kind.findings_read.items()]
+        for name, t in mine:
+            out += kind.findings(name, t, run)
+    out += F.theory_findings(theory) if theory else [F.result("6", "-", "theory (Figure 2)", None, {},
+                                                              reason="no Figure 2 numbers given")]
+    return out
 
 
 def own_window(cfg: dict, ext: dict | None) -> int:

@@ -52,9 +52,6 @@ LAYER_SAVED = {"f": 4, "d": 10, "kv": 4}  # units of N x b a decoder layer saves
 LAYER_BACKWARD = {"f": 3, "d": 2}  # gradients alive in a layer's backward (the MLP's three, two hidden states)
 LAYER_INFERENCE = {"f": 3, "d": 3}  # a no-grad layer's live tensors (act(gate), up, their product; normed input)
 MEASURED_BOUND = 0.25  # |estimate / measured - 1| allowed on CPU (tests/test_memory.py)
-TASK_RULE = {"ppl": "perplexity", "passkey": "passkey", "bench": "benchmark", "rouge": "summarize"}
-BATCH_KEY = {"perplexity": "perplexity.batch_size", "passkey": "passkey.batch_size",
-             "benchmark": "benchmarks.batch_size", "summarize": "summarization.generate.batch_size"}
 
 
 class Shape:
@@ -200,22 +197,17 @@ def summarize_train_estimate(cfg: dict, size: str, model: str, window: int) -> d
 
 
 def eval_estimate(cfg: dict, task: str, size: str, windows) -> dict | None:
-    """One evaluation job of ``task`` (ppl, passkey, bench, rouge: the generation) on ``size`` at ``windows``."""
-    from .summarization import protocol
+    """One evaluation job of ``task`` (pi_repro.tasks; rouge: the generation) on ``size`` at ``windows``."""
+    from .tasks import TASKS
 
     sh = size_shape(cfg, size)
     if sh is None:
         return None
     gpus = C.eval_job(cfg, size)["gpus"]
-    w, kw = max(windows), {"dtype_bytes": 2 if gpus else 4, "gpus": gpus, "gpu": bool(gpus)}
-    if task == "ppl":
-        return forward_peak(sh, cfg["perplexity"].get("batch_size", 8), w, scored=min(HEAD_CHUNK, w), **kw)
-    if task == "passkey":
-        return forward_peak(sh, C.passkey_protocol(cfg)["batch_size"], w, kv_cache=w + 8, **kw)
-    if task == "bench":
-        return forward_peak(sh, cfg.get("benchmarks", {}).get("batch_size", 8), w, full_logits=True, **kw)
-    g = protocol(cfg)["generate"]
-    return forward_peak(sh, g["batch_size"], w, kv_cache=w + g["max_new_tokens"], padded=True, **kw)
+    from .cost import toolbox
+
+    kw = {"dtype_bytes": 2 if gpus else 4, "gpus": gpus, "gpu": bool(gpus)}
+    return TASKS[task].peak(cfg, sh, max(windows), kw, toolbox())
 
 
 def estimates(cfg: dict) -> list[dict]:
@@ -226,26 +218,28 @@ def estimates(cfg: dict) -> list[dict]:
 
     out = []
 
-    def add(rule, what, size, method, ctx, key, gpus, est):
+    def add(rule, what, size, method, ctx, key, gpus, est, batch_key=None):  # batch_key None: a training job
         if est is not None:
             out.append({"rule": rule, "what": what, "size": size, "method": method, "ctx": ctx, "key": key,
-                        "gpus": gpus, **est})
+                        "gpus": gpus, "batch_key": batch_key, **est})
 
     for i, ext in enumerate(cfg["extensions"]):
         if ext["steps"] > 0:
             add("finetune", f"{ext['size']} {C.extension_name(ext)}", ext["size"], ext["method"], ext["ctx"],
                 f"extensions[{i}]", C.train_job(cfg, ext)["gpus"], train_estimate(cfg, ext))
+    from .tasks import TASKS
+
     jobs, _ = cost.eval_jobs(cfg)
     for (task, ds, size, model), j in jobs.items():
-        c, w = C.model_coords(cfg, size, model), max(j["windows"])
-        if task == "rouge":
+        c, w, t = C.model_coords(cfg, size, model), max(j["windows"]), TASKS[task]
+        if t.train_rule:  # the model is first fine-tuned for the task (summarization)
             ext = C.model_extension(cfg, size, model)
             key = f"extensions[{cfg['extensions'].index(ext)}]" if model != "base" else f"sizes.{size}.resources"
-            add("summarize_finetune", f"{size} {model} on {ds}", size, c["method"], c["ctx"], key,
+            add(t.train_rule, f"{size} {model} on {ds}", size, c["method"], c["ctx"], key,
                 C.train_job(cfg, ext)["gpus"], summarize_train_estimate(cfg, size, model, w))
-        add(TASK_RULE[task], f"{size} {model} on {ds} at {w}", size, c["method"], c["ctx"],
+        add(t.rule, f"{size} {model} on {ds} at {w}", size, c["method"], c["ctx"],
             f"sizes.{size}.resources.eval_gpus", C.eval_job(cfg, size)["gpus"],
-            eval_estimate(cfg, task, size, sorted(j["windows"])))
+            eval_estimate(cfg, task, size, sorted(j["windows"])), t.batch_key)
     return out
 
 
@@ -264,11 +258,11 @@ def check(cfg: dict) -> None:
     limit = gpu_memory(cfg)
     for e in estimates(cfg):
         if e["gpus"] and e["bytes"] > limit:
-            train = e["rule"] in ("finetune", "summarize_finetune")
+            train = e["batch_key"] is None  # a training job (an evaluation names its batch size's key)
             fix = ("more ranks (resources: train_nodes, train_gpus_per_node) to partition the weights and optimizer "
                    "state over, a smaller micro_batch (the global batch is kept by gradient accumulation), "
                    "train.gradient_checkpointing: true, or ZeRO-3 (train.deepspeed)" if train else
-                   f"more GPUs to spread the model over (resources: eval_gpus) or a smaller {BATCH_KEY[e['rule']]}")
+                   f"more GPUs to spread the model over (resources: eval_gpus) or a smaller {e['batch_key']}")
             C.fail(e["key"], f"job {e['rule']} {e['what']} (size {e['size']}, method {e['method']}, ctx {e['ctx']}) "
                    f"needs an estimated {describe(e)} per GPU, more than the {gb(limit):g} GB of one GPU "
                    f"(cost.gpu_memory_gb); change: {fix}")

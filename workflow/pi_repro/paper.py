@@ -11,16 +11,8 @@ import csv
 from pathlib import Path
 
 from . import METHODS
-from . import config as C
-from .kinds import KINDS, own_window
-from .summarization import ROUGE_LABELS
+from .kinds import KINDS
 from .tables import RUN
-
-# a kind's tolerance when its table entry gives none: relative for perplexity, one grid step (window / num_k) for
-# k_max, accuracy points for the benchmarks
-DEFAULT_TOLERANCE = {"windows": {"relative": 0.03}, "steps": {"relative": 0.03}, "passkey": {"grid_steps": 1},
-                     "benchmarks": {"absolute": 2.0}, "summarization": {"absolute": 1.5}}
-
 
 def other_work(cell: dict) -> bool:
     """A cell of another work the paper quotes (Table 6's CoLT5 rows): shown beside ours, never reproduced."""
@@ -38,7 +30,7 @@ def load_cells(path: str | Path) -> list[dict]:
 
 def tolerance(cfg: dict, table: str) -> dict:
     spec = cfg["tables"][table]
-    return spec.get("tolerance") or DEFAULT_TOLERANCE[spec["kind"]]
+    return spec.get("tolerance") or KINDS[spec["kind"]].tolerance
 
 
 def _extension(cfg: dict, cell: dict) -> dict | None:
@@ -53,28 +45,14 @@ def _extension(cfg: dict, cell: dict) -> dict | None:
 
 def planned_cell(cfg: dict, cell: dict) -> tuple | None:
     """The (task, dataset, size, model, window) the config evaluates for a paper cell (None if it evaluates no such
-    checkpoint); benchmarks cells add the task's label."""
+    checkpoint), from the table's kind; kinds with several columns per record add the column's label."""
     spec = cfg["tables"].get(cell["table"])
     if spec is None:
         return None
-    kind = KINDS[spec["kind"]]
     ext = None if cell["method"] == "None" else _extension(cfg, cell)
     if cell["method"] != "None" and ext is None:
         return None
-    name = None if ext is None else C.extension_name(ext)
-    if spec["kind"] == "windows":
-        model = "base" if ext is None else C.final_model(ext)
-        return (kind.task, spec["dataset"], cell["size"], model, int(cell["column"]))
-    if spec["kind"] in ("steps", "passkey"):
-        dataset = spec.get("dataset", getattr(kind, "dataset", None))
-        return (kind.task, dataset, cell["size"], f"{name}/step{cell['column']}", cell["model_ctx"])
-    if spec["kind"] == "benchmarks":
-        model = "base" if ext is None else C.final_model(ext)
-        return (kind.task, kind.dataset, cell["size"], model, C.benchmark_window(cfg), cell["column"])
-    if spec["kind"] == "summarization":
-        model = "base" if ext is None else C.final_model(ext)
-        return (kind.task, spec["dataset"], cell["size"], model, own_window(cfg, ext), cell["column"])
-    return None
+    return KINDS[spec["kind"]].paper_cell(cfg, spec, cell, ext)
 
 
 def counterparts(cfg: dict, cells: list[dict]) -> dict[int, int]:
@@ -82,13 +60,8 @@ def counterparts(cfg: dict, cells: list[dict]) -> dict[int, int]:
     planned = {}
     for table, spec in cfg["tables"].items():
         kind = KINDS[spec["kind"]]
-        keys = kind.cells(cfg, spec)
-        if spec["kind"] == "benchmarks":
-            labels = [t.get("label", n) for n, t in cfg["benchmarks"]["tasks"].items()]
-            keys = [k + (label,) for k in keys for label in labels]
-        if spec["kind"] == "summarization":
-            keys = [k + (label,) for k in keys for label in ROUGE_LABELS.values()]
-        planned[table] = keys
+        keys, labels = kind.cells(cfg, spec), kind.paper_columns(cfg)
+        planned[table] = keys if labels is None else [k + (label,) for k in keys for label in labels]
     return {i: planned.get(c["table"], []).count(planned_cell(cfg, c)) for i, c in enumerate(cells)}
 
 

@@ -234,7 +234,7 @@ def count_problems(cfg: dict, run_dir: str | Path, tokenizer_of: dict[str, str],
     train / test documents against its splits; each fine-tune's tokens (steps x batch x L') against its training
     files, where they exist and are up to date (``tokenizer_of``: size -> its tokenizer's name)."""
     from . import config as C
-    from .summarization import protocol
+    from .kinds import KINDS
 
     out, counts = [], {}
     for name, d in cfg["datasets"].items():
@@ -245,14 +245,8 @@ def count_problems(cfg: dict, run_dir: str | Path, tokenizer_of: dict[str, str],
         if want and want > c.get("test", 0) and (cfg["datasets"][name]["eval"].get("join") != "book"):
             out.append(f"datasets.{name}.eval.num_docs: {want} evaluation documents asked, the test split of "
                        f"{cfg['datasets'][name]['path']} has {c.get('test', 0)}")
-    spec = protocol(cfg)
-    for table in cfg.get("tables", {}).values():
-        if table.get("kind") == "summarization" and table.get("dataset") in counts:
-            for split in ("train", "test"):
-                want, have = spec.get(f"{split}_docs"), counts[table["dataset"]].get(split, 0)
-                if want and want > have:
-                    out.append(f"summarization.{split}_docs: {want} asked, the {split} split of "
-                               f"{table['dataset']} ({cfg['datasets'][table['dataset']]['path']}) has {have}")
+    for table in cfg.get("tables", {}).values():  # each kind's own counts (a summarization table's splits)
+        out += KINDS[table["kind"]].preflight(cfg, table, counts)
     from .data import index_path
 
     for i, ext in enumerate(cfg["extensions"]):

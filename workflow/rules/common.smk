@@ -9,6 +9,7 @@ from pi_repro import config as pcfg  # noqa: E402
 from pi_repro import cost  # noqa: E402
 from pi_repro import preflight  # noqa: E402
 from pi_repro.kinds import KINDS  # noqa: E402
+from pi_repro.tasks import TASKS, gpu_rules  # noqa: E402
 from pi_repro.summarization import protocol_slice as summarization_slice  # noqa: E402
 from pi_repro.summarization import protocol as summarization_protocol  # noqa: E402
 
@@ -29,8 +30,9 @@ CONFIG_SHA256 = pcfg.config_digest(config)  # of what can change a result (not r
 shell.prefix(f"set -euo pipefail; export PI_RUN_DIR={R} PI_CONFIG_SHA256={CONFIG_SHA256}; ")
 
 TABLES = list(config["tables"])
-PASSKEY_DATASET = KINDS["passkey"].dataset
-BENCH_DATASET = KINDS["benchmarks"].dataset
+PASSKEY_DATASET = TASKS["passkey"].dataset
+BENCH_DATASET = TASKS["bench"].dataset
+PLUGINS = ",".join(config.get("plugins", []))  # table kinds of the config's plugin files (pi_repro.kinds)
 BENCH_CACHE = f"{R}/data/benchmarks/hf-datasets"  # the harness tasks' hub datasets (rule fetch_benchmarks)
 SUMMARIZATION = summarization_protocol(config)  # Table 6's protocol: the config's block over the paper's
 EXT = rf"({'|'.join(METHODS)})-\d+(-[a-z0-9]+)?"
@@ -400,7 +402,7 @@ def unsatisfiable_jobs():
 
 
 # -------------------------------------------------------------------------------------------------- audit
-AUDIT_GPU_RULES = ("perplexity", "passkey", "benchmark", "finetune", "init_extension", "summarize_finetune", "summarize")
+AUDIT_GPU_RULES = gpu_rules()  # the rules that can ask GPUs (pi_repro.tasks): the models' and each task's
 
 
 def rule_scripts():
@@ -447,15 +449,14 @@ def table_inputs(table):
     if table not in config["tables"]:
         return []
     spec = config["tables"][table]
-    extra = getattr(KINDS[spec["kind"]], "extra_records", lambda *a: [])(config, spec, R)
+    extra = KINDS[spec["kind"]].extra_records(config, spec, R)
     return [eval_record(*r) for r in pcfg.table_records(config, table)] + extra
 
 
 def table_layout(table):
     """What a table's kind lays out from the config beside its records (e.g. Table 5's task order), if anything."""
     spec = config["tables"][table]
-    layout = getattr(KINDS[spec["kind"]], "layout", None)
-    return layout(config, spec) if layout else {}
+    return KINDS[spec["kind"]].layout(config, spec)
 
 
 def quoted_input(table):
@@ -468,21 +469,17 @@ def table_outputs(table):
     return {ext: f"{R}/tables/{table}.{ext}" for ext in ("md", "csv", "tex", "html")}
 
 
-def window_table_inputs():
-    return [p for t in pcfg.tables_of_kind(config, "windows") for p in table_inputs(t)]
-
-
-def passkey_table_inputs():
-    return list(dict.fromkeys(p for t in pcfg.tables_of_kind(config, "passkey") for p in table_inputs(t)))
+def figure_inputs(figure):
+    """The records of every table whose kind draws ``figure`` (pi_repro.kinds: its ``figure``)."""
+    tables = [t for t, spec in config["tables"].items() if KINDS[spec["kind"]].figure == figure]
+    return list(dict.fromkeys(p for t in tables for p in table_inputs(t)))
 
 
 def audit_targets():
     """What the audit accounts for: every target of `all` but the audit's own outputs."""
     out = [f for t in TABLES for f in table_outputs(t).values()]
-    if pcfg.tables_of_kind(config, "windows"):
-        out.append(f"{R}/figures/ppl_vs_window.png")
-    if pcfg.tables_of_kind(config, "passkey"):
-        out.append(f"{R}/figures/passkey.png")
+    kinds = [KINDS[spec["kind"]] for spec in config["tables"].values()]
+    out += [f"{R}/figures/{f}.png" for f in dict.fromkeys(k.figure for k in kinds if k.figure)]
     out += [f"{R}/figures/figure2.png", f"{R}/findings.md"]
     # every fine-tune the config lists (including variants no table of this issue reads yet, e.g. Table 5's
     # RedPajama model) and every dataset it names

@@ -34,7 +34,7 @@ rule passkey:
 rule figure_passkey:
     """Passkey accuracy against k (Wilson 95% band), one panel per model and window, one line per step."""
     input:
-        passkey_table_inputs(),
+        figure_inputs("passkey"),
     output:
         report(f"{R}/figures/passkey.png", caption="../report/passkey.rst", category="Passkey retrieval"),
     params:

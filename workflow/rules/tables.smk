@@ -17,6 +17,7 @@ rule table:
         kind=lambda w: config["tables"][w.table]["kind"],
         title=lambda w: shlex.quote(pcfg.table_title(w.table, config["tables"][w.table])),
         layout=lambda w: as_json(table_layout(w.table)),
+        plugins=PLUGINS,
     log:
         f"{R}/logs/tables/{{table}}.log",
     benchmark:
@@ -26,7 +27,7 @@ rule table:
     shell:
         "python -u workflow/scripts/make_table.py --kind {params.kind} --title {params.title} --md {output.md}"
         " --csv {output.csv} --tex {output.tex} --html {output.html} --table {wildcards.table} --quoted '{input.quoted}'"
-        " --layout {params.layout}"
+        " --layout {params.layout} --plugins '{params.plugins}'"
         " {input.records} > {log} 2>&1"
 
 
@@ -44,7 +45,7 @@ for _table in TABLES:  # target rules named after the paper's artefacts: snakema
 rule figure_ppl_vs_window:
     """Perplexity against evaluation window, one line per model, one panel per dataset (windows tables)."""
     input:
-        window_table_inputs(),
+        figure_inputs("ppl_vs_window"),
     output:
         report(f"{R}/figures/ppl_vs_window.png", caption="../report/ppl_vs_window.rst", category="Perplexity"),
     log:
@@ -73,6 +74,7 @@ rule findings:
                                                   "csv": table_outputs(t)["csv"]} for t, s in config["tables"].items()}),
         hub=",".join(s for s, c in config["sizes"].items() if c["base"]["source"] == "hub"),
         untrained=",".join(f"{e['size']}:{e['ctx']}" for e in config["extensions"] if e["steps"] == 0),
+        plugins=PLUGINS,
     log:
         f"{R}/logs/findings/findings.log",
     benchmark:
@@ -81,4 +83,4 @@ rule findings:
         "../envs/pi.yaml"
     shell:
         "python -u workflow/scripts/findings.py --base-window {params.L} --tables {params.tables}"
-        " --hub-sizes '{params.hub}' --untrained '{params.untrained}' --theory {input.theory} --out-md {output.md} --out-json {output.json} --out-html {output.html} > {log} 2>&1; cat {output.md}"
+        " --hub-sizes '{params.hub}' --untrained '{params.untrained}' --theory {input.theory} --plugins '{params.plugins}' --out-md {output.md} --out-json {output.json} --out-html {output.html} > {log} 2>&1; cat {output.md}"

@@ -87,6 +87,7 @@ def build(a) -> int:
     cfg = a.config
     from pi_repro import config as C
 
+    C.load_plugins(cfg)  # the kinds of its tables (paper cells, tolerance)
     settings = C.audit(cfg)
     t = time.time()
     m = audit.build(a.run_dir, a.targets, a.config_sha)

@@ -5,14 +5,15 @@ import argparse
 import json
 
 import _common  # noqa: F401
-from pi_repro import paper, tables
+from pi_repro import config, paper, tables
 from pi_repro.io import write_html
 from pi_repro.kinds import KINDS
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--kind", choices=sorted(KINDS), required=True)
+    ap.add_argument("--kind", required=True, help="the table's kind (pi_repro.kinds, or a plugin's)")
+    ap.add_argument("--plugins", default="", help="comma-separated plugin files of the config (its table kinds)")
     ap.add_argument("--title", required=True)
     ap.add_argument("--md", required=True)
     ap.add_argument("--csv", required=True)
@@ -23,12 +24,15 @@ def main():
     ap.add_argument("--layout", type=json.loads, default={}, help="the kind's layout settings from the config (JSON)")
     ap.add_argument("records", nargs="+")
     a = ap.parse_args()
+    config.load_plugins({"plugins": [p for p in a.plugins.split(",") if p]})
+    if a.kind not in KINDS:
+        ap.error(f"unknown table kind {a.kind!r} (kinds: {', '.join(KINDS)})")
     kind, records = KINDS[a.kind], tables.load_records(a.records)
     if a.quoted:
         frame = kind.frame(records, [c for c in paper.load_cells(a.quoted) if c["table"] == a.table], **a.layout)
     else:
         frame = kind.frame(records, **a.layout)
-    disp = kind.display(frame) if hasattr(kind, "display") else None  # else each cell as kind.fmt
+    disp = kind.display(frame)  # None: each cell as kind.fmt
     tables.write_table(frame, a.title, kind.note(records), md=a.md, csv=a.csv, tex=a.tex, fmt=kind.fmt, disp=disp)
     text = open(a.md).read()
     write_html(a.html, text, a.title)

@@ -1,0 +1,144 @@
+"""Evaluation tasks: what one evaluation job of a checkpoint runs. A table kind (pi_repro.kinds) names its task; the
+task says which rule runs its jobs, which rules of it ask GPUs (the audit re-executes them there), which batch
+setting sizes its memory, and how the cost plan (pi_repro.cost) and the memory estimate (pi_repro.memory) price
+one job. Read while the DAG is built: this module imports nothing; what a task's methods compute with is handed
+to them (``x``: the config, cost, memory and perf modules; see cost.plan and memory.eval_estimate), so the registry
+sits below every module that dispatches to it.
+
+A job is ``(task, dataset, size, model)`` with the set of windows the tables read of it (``cost.eval_jobs``).
+Register a new task with ``@register``: a task that leaves out one of ``Task.REQUIRED`` is refused at import.
+"""
+from __future__ import annotations
+
+TASKS: dict[str, Task] = {}
+MODEL_GPU_RULES = ("base_model", "init_extension", "finetune")  # the models' GPU rules: sealing, fine-tuning
+
+
+class Task:
+    """An evaluation task. Subclasses set every name of ``REQUIRED`` (None where it does not apply)."""
+
+    REQUIRED = ("rule", "gpu_rules", "batch_key", "dataset", "documents", "plan", "peak")
+    name: str
+    rule: str  # the rule whose job evaluates one checkpoint (its records: eval/{task}/...)
+    gpu_rules: tuple[str, ...]  # this task's rules that ask GPUs
+    batch_key: str  # the config key of its batch size (named when a job does not fit a GPU)
+    dataset: str | None  # the dataset every job reads (passkey prompts are generated: "synthetic"), or None
+    documents: bool  # whether it reads a dataset's evaluation documents (they must be tokenized at its windows)
+    sharded: bool = False  # whether a long job is split into shards (``perplexity.shards`` / ``shard_hours``)
+    train_rule: str | None = None  # a training job each evaluated model needs first (summarization's fine-tune)
+
+    def plan(self, cfg: dict, job: tuple, windows: list[int], add, x) -> None:
+        """Add the cost plan's rows of one job (``add(rule, what, flops, mfu, missing=None, peak=None, train=False)``,
+        see cost.plan)."""
+        raise NotImplementedError
+
+    def peak(self, cfg: dict, sh, window: int, kw: dict, x) -> dict | None:
+        """The memory estimate of one job of a model of shape ``sh`` (memory.Shape) up to ``window``:
+        memory.forward_peak with ``kw`` (dtype, GPUs)."""
+        raise NotImplementedError
+
+
+def register(name: str):
+    """Class decorator: add a task to TASKS; refuse one that does not define all of ``Task.REQUIRED``."""
+
+    def add(cls):
+        missing = [a for a in Task.REQUIRED if not any(a in k.__dict__ for k in cls.__mro__ if k not in (Task, object))]
+        if missing:
+            raise TypeError(f"evaluation task {name!r} ({cls.__name__}) does not define {', '.join(missing)} "
+                            "(pi_repro.tasks.Task)")
+        if name in TASKS:
+            raise TypeError(f"evaluation task {name!r} is registered twice")
+        cls.name = name
+        TASKS[name] = cls()
+        return cls
+
+    return add
+
+
+def gpu_rules() -> tuple[str, ...]:
+    """Every rule that can ask GPUs: the audit runs its re-executions of them on a GPU node."""
+    return MODEL_GPU_RULES + tuple(r for t in TASKS.values() for r in t.gpu_rules)
+
+
+@register("ppl")
+class Perplexity(Task):
+    """Sliding-window perplexity of a dataset's evaluation documents (the paper's Tables 1-3); sharded when long."""
+
+    rule, gpu_rules, batch_key = "perplexity", ("perplexity", "perplexity_shard"), "perplexity.batch_size"
+    dataset, documents, sharded = None, True, True
+
+    def plan(self, cfg, job, windows, add, x):
+        _, ds, size, model = job
+        flops = x.cost.perplexity_flops(cfg, ds, size, windows)
+        n = x.cost.perplexity_shards(cfg, {job: {"windows": set(windows)}})[(ds, size, model)]
+        at = ", ".join(map(str, windows))
+        for k in range(n):  # a sharded evaluation: one job per shard, each about 1/n of the tokens
+            add("perplexity_shard" if n > 1 else "perplexity",
+                f"{size} {model} on {ds} at {at}" + (f", shard {k + 1}/{n}" if n > 1 else ""),
+                None if flops is None else flops / n, "eval_mfu",
+                None if flops is not None else f"cost.datasets.{ds}.eval_tokens not given")
+
+    def peak(self, cfg, sh, w, kw, x):
+        return x.memory.forward_peak(sh, cfg["perplexity"].get("batch_size", 8), w,
+                                     scored=min(x.memory.HEAD_CHUNK, w), **kw)
+
+
+@register("passkey")
+class PasskeyRetrieval(Task):
+    """Passkey retrieval at each window (the paper's Table 4): generated prompts, greedy decoding."""
+
+    rule, gpu_rules, batch_key = "passkey", ("passkey",), "passkey.batch_size"
+    dataset, documents = "synthetic", False  # the prompts are generated (pi_repro.passkey), not read
+
+    def plan(self, cfg, job, windows, add, x):
+        pk, sh = x.C.passkey_protocol(cfg), x.cost.shape(cfg, job[2])
+        add("passkey", f"{job[2]} {job[3]} at {', '.join(map(str, windows))}",
+            sum(pk["num_k"] * pk["trials"] * w * x.perf.flops_per_token(sh, w, False) for w in windows), "eval_mfu")
+
+    def peak(self, cfg, sh, w, kw, x):
+        return x.memory.forward_peak(sh, x.C.passkey_protocol(cfg)["batch_size"], w, kv_cache=w + 8, **kw)
+
+
+@register("bench")
+class ZeroShot(Task):
+    """Zero-shot multiple choice through lm-evaluation-harness at the original window (the paper's Table 5)."""
+
+    rule, gpu_rules, batch_key = "benchmark", ("benchmark",), "benchmarks.batch_size"
+    dataset, documents = "zeroshot", False  # the tasks are the config's `benchmarks.tasks`
+
+    def plan(self, cfg, job, windows, add, x):
+        add("benchmark", f"{job[2]} {job[3]}", x.cost.settings(cfg)["benchmark_tokens"]
+            * x.perf.flops_per_token(x.cost.shape(cfg, job[2]), windows[-1], False), "eval_mfu")
+
+    def peak(self, cfg, sh, w, kw, x):
+        return x.memory.forward_peak(sh, cfg.get("benchmarks", {}).get("batch_size", 8), w, full_logits=True, **kw)
+
+
+@register("rouge")
+class Summaries(Task):
+    """Summaries of a dataset's test documents by a model first fine-tuned to summarize at its own window (the
+    paper's Table 6), scored by ROUGE: two GPU jobs per model, the fine-tune and the generation."""
+
+    rule, gpu_rules, batch_key = "summarize", ("summarize_finetune", "summarize"), \
+        "summarization.generate.batch_size"
+    dataset, documents, train_rule = None, False, "summarize_finetune"
+
+    def plan(self, cfg, job, windows, add, x):
+        _, ds, size, model = job
+        s, spec, sh = x.cost.settings(cfg), x.summarization_protocol(cfg), x.cost.shape(cfg, size)
+        w, docs = windows[-1], s["datasets"].get(ds, {})
+        hp = x.C.summarization_hparams(cfg, size, model)
+        train = spec.get("train_docs") or docs.get("train_docs")
+        test = spec.get("test_docs") or docs.get("test_docs")
+        add("summarize_finetune", f"{size} {model} on {ds}",
+            None if not train else x.cost.train_flops(hp, spec["epochs"] * train * w, sh, w), "mfu",
+            None if train else f"cost.datasets.{ds}.train_docs not given",
+            peak=x.memory.summarize_train_estimate(cfg, size, model, w), train=True)
+        add("summarize", f"{size} {model} on {ds}",
+            None if not test else test * (w + spec["generate"]["max_new_tokens"])
+            * x.perf.flops_per_token(sh, w, False),
+            "eval_mfu", None if test else f"cost.datasets.{ds}.test_docs not given")
+
+    def peak(self, cfg, sh, w, kw, x):
+        g = x.summarization_protocol(cfg)["generate"]
+        return x.memory.forward_peak(sh, g["batch_size"], w, kv_cache=w + g["max_new_tokens"], padded=True, **kw)
