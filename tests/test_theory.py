@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from pi_repro import findings
+from pi_repro import findings, kinds
 from pi_repro import theory as T
 
 
@@ -67,16 +67,17 @@ def test_finding_6_passes_and_fails_on_its_numbers():
     good = {"d": 128, "window": 2048, "max_abs_inside": 0.4, "max_abs_beyond": 1e10, "thm21_worst_ratio_fit": 0.1,
             "thm21_worst_ratio_random": 0.6, "extrapolation_over_interpolation_bound": 650.0,
             "B_over_d_min_beyond": 1.1}
-    status = lambda t: [r["status"] for r in findings.check({}, 128, theory=t) if r["finding"].startswith("6")]  # noqa: E731
+    status = lambda t: [r["status"] for r in kinds.check_findings({}, 128, theory=t)  # noqa: E731
+                        if r["finding"].startswith("6")]
     assert status(good) == ["PASS"] * 3
     assert status({**good, "max_abs_beyond": 50.0}) == ["FAIL", "PASS", "PASS"]
     assert status({**good, "thm21_worst_ratio_random": 1.2}) == ["PASS", "FAIL", "PASS"]
     assert status({**good, "extrapolation_over_interpolation_bound": 20.0}) == ["PASS", "PASS", "FAIL"]
-    assert [r["status"] for r in findings.check({}, 128) if r["finding"] == "6"] == ["n/a"]
+    assert [r["status"] for r in kinds.check_findings({}, 128) if r["finding"] == "6"] == ["n/a"]
 
 
 def _finding_6(numbers):
-    return [r["status"] for r in findings.check({}, numbers["d"], theory=numbers) if r["finding"].startswith("6")]
+    return [r["status"] for r in findings.theory_findings(numbers)]
 
 
 def test_figure2_numbers_pass_finding_6_in_the_papers_setting():
