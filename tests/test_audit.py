@@ -15,8 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
-from pi_repro import audit, paper, provenance
+from pi_repro import (
+    audit,
+    paper,
+    provenance,
+    targets,  # noqa: E402
+)
 from pi_repro import config as C
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,7 +187,7 @@ def test_the_paper_side_by_side_passes_on_its_own_numbers_and_fails_outside_the_
 def test_audit_config_errors_are_named_before_anything_runs(tmp_path):
     cfg = copy.deepcopy(PAPER)
     cfg["audit"]["paper"] = "resources/paper/nope.csv"
-    with pytest.raises(C.ConfigError, match=r"audit\.paper: resources/paper/nope\.csv: no such file"):
+    with pytest.raises(targets.ConfigError, match=r"audit\.paper: resources/paper/nope\.csv: no such file"):
         C.validate(cfg)
     cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     cfg["audit"]["determinism"]["jobs"]["tokenise"] = 1

@@ -11,10 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import save_word_tokenizer, smoke_config
 from pi_repro import config as C
-from pi_repro import data, modeling
+from pi_repro import (
+    data,
+    modeling,
+    targets,  # noqa: E402
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "config/config.yaml").read_text())
@@ -23,7 +26,7 @@ DEFAULT = yaml.safe_load((ROOT / "config/config.yaml").read_text())
 def refused(mutate, match: str, base: dict = DEFAULT):
     cfg = copy.deepcopy(base)
     mutate(cfg)
-    with pytest.raises(C.ConfigError) as e:
+    with pytest.raises(targets.ConfigError) as e:
         C.validate(cfg)
     assert re.search(match, str(e.value)), str(e.value)
     return str(e.value)

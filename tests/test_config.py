@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from pi_repro import config as C
+from pi_repro import kinds, sizing, targets  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,7 @@ def test_shipped_configs_are_valid(name):
 def broken(mutate):
     cfg = load("config.yaml")
     mutate(cfg)
-    with pytest.raises(C.ConfigError) as e:
+    with pytest.raises(targets.ConfigError) as e:
         C.validate(cfg)
     return str(e.value)
 
@@ -84,22 +84,22 @@ def test_bad_sha256_format_is_named():
 def test_table_cells_follow_the_config():
     cfg = load("config.yaml")
     L = cfg["base_window"]
-    cells = [c[2:] for c in C.table_cells(cfg, "table1")]  # (size, model, window)
+    cells = [c[2:] for c in kinds.table_cells(cfg, "table1")]  # (size, model, window)
     base = [w for s, m, w in cells if m == "base"]
     up_to = cfg["tables"]["table1"]["extrapolate_to"]["mini"]
     assert base == [w for w in sorted(cfg["perplexity"]["windows"]) if w <= up_to]
     del cfg["tables"]["table2"]["extrapolate_to"]
-    assert [c[4] for c in C.table_cells(cfg, "table2") if c[3] == "base"] == [
+    assert [c[4] for c in kinds.table_cells(cfg, "table2") if c[3] == "base"] == [
         w for w in cfg["perplexity"]["windows"] if w <= L]
     for ext in cfg["extensions"]:
-        got = sorted(w for s, m, w in cells if m == C.final_model(ext))
+        got = sorted(w for s, m, w in cells if m == targets.final_model(ext))
         assert got == [w for w in sorted(cfg["perplexity"]["windows"]) if w <= ext["ctx"]]
-    t3 = C.table_cells(cfg, "table3")
+    t3 = kinds.table_cells(cfg, "table3")
     assert ("ppl", "pg19", "mini", f"PI-{2 * L}/step0", 2 * L) in t3
-    assert C.eval_windows(cfg, "ppl", "pg19", "mini", f"PI-{2 * L}/step25") == [2 * L]
-    assert C.model_coords(cfg, "mini", f"PI-{2 * L}/step25") == {"size": "mini", "method": "PI", "ctx": 2 * L,
+    assert kinds.eval_windows(cfg, "ppl", "pg19", "mini", f"PI-{2 * L}/step25") == [2 * L]
+    assert targets.model_coords(cfg, "mini", f"PI-{2 * L}/step25") == {"size": "mini", "method": "PI", "ctx": 2 * L,
                                                                 "tag": None, "step": 25, "mixture": "pretraining"}
-    assert C.model_coords(cfg, "mini", "base")["method"] == "None"
+    assert targets.model_coords(cfg, "mini", "base")["method"] == "None"
 
 
 def test_a_config_may_leave_out_any_table():
@@ -107,7 +107,7 @@ def test_a_config_may_leave_out_any_table():
     cfg = load("config.yaml")
     del cfg["tables"]["table2"]
     C.validate(cfg)
-    assert not any(c[1] == "proofpile" for t in cfg["tables"] for c in C.table_cells(cfg, t))
+    assert not any(c[1] == "proofpile" for t in cfg["tables"] for c in kinds.table_cells(cfg, t))
 
 
 def test_table_entries_are_checked_by_their_kind():
@@ -128,13 +128,14 @@ def test_passkey_table_cells_and_windows_follow_its_rows():
                                        {"size": "mini", "method": "PI", "ctx": 4 * L, "steps": [0, 50]},
                                        {"size": "mini", "method": "CT", "ctx": 2 * L}]
     C.validate(cfg)
-    cells = {c[2:] for c in C.table_cells(cfg, "table4")}
-    assert all(c[:2] == ("passkey", "synthetic") for c in C.table_cells(cfg, "table4"))
+    cells = {c[2:] for c in kinds.table_cells(cfg, "table4")}
+    assert all(c[:2] == ("passkey", "synthetic") for c in kinds.table_cells(cfg, "table4"))
     assert cells == {("mini", "base", L), ("mini", "base", 2 * L), ("mini", f"CT-{2 * L}/step100", L),
                      ("mini", f"PI-{4 * L}/step0", 4 * L), ("mini", f"PI-{4 * L}/step50", 4 * L)} | {
         ("mini", f"PI-{2 * L}/step{n}", 2 * L) for n in (25, 50, 75, 100)}
-    assert C.eval_windows(cfg, "passkey", "synthetic", "mini", "base") == [L, 2 * L]
-    assert C.passkey_protocol(cfg)["trials"] == 10 and C.passkey_protocol({})["intro"] is True  # paper's defaults
+    assert kinds.eval_windows(cfg, "passkey", "synthetic", "mini", "base") == [L, 2 * L]
+    assert targets.passkey_protocol(cfg)["trials"] == 10  # the paper's defaults
+    assert targets.passkey_protocol({})["intro"] is True
 
 
 def test_passkey_entries_are_checked():
@@ -155,12 +156,12 @@ def test_benchmarks_table_cells_and_errors():
     """Table 5 (kind benchmarks): one record per row's model at its final step, all at the original window."""
     cfg = load("config.yaml")
     L = cfg["base_window"]
-    assert [c[2:] for c in C.table_cells(cfg, "table5")] == [
+    assert [c[2:] for c in kinds.table_cells(cfg, "table5")] == [
         ("mini", "base", L), ("mini", f"FT-{2 * L}/step100", L), ("mini", f"PI-{2 * L}/step100", L),
         ("mini", f"PI-{4 * L}/step100", L), ("mini", f"CT-{2 * L}/step100", L)]
-    assert all(c[:2] == ("bench", "zeroshot") for c in C.table_cells(cfg, "table5"))
-    assert C.model_finetune_data(cfg, "mini", f"PI-{2 * L}/step100") == cfg["finetune_data"]
-    assert C.harness_benchmarks(cfg) == [] and set(C.built_benchmarks(cfg)) == {"cloze_pg19", "cloze_coq"}
+    assert all(c[:2] == ("bench", "zeroshot") for c in kinds.table_cells(cfg, "table5"))
+    assert targets.model_finetune_data(cfg, "mini", f"PI-{2 * L}/step100") == cfg["finetune_data"]
+    assert targets.harness_benchmarks(cfg) == [] and set(targets.built_benchmarks(cfg)) == {"cloze_pg19", "cloze_coq"}
     t5 = lambda c: c["tables"]["table5"]["rows"]  # noqa: E731
     assert "tables.table5.rows[1]" in broken(lambda c: t5(c)[1].update(ctx=1024))
     assert "tables.table5.rows[0].ctx" in broken(lambda c: t5(c)[0].update(ctx=128))
@@ -177,7 +178,7 @@ def test_hyperparameters_merge_train_size_extension():
     cfg = load("config.yaml")
     ext = copy.deepcopy(cfg["extensions"][0])
     ext["global_batch"] = 16
-    hp = C.train_hparams(cfg, ext)
+    hp = targets.train_hparams(cfg, ext)
     assert hp["global_batch"] == 16 and hp["lr"] == cfg["sizes"]["mini"]["lr"] and hp["steps"] == ext["steps"]
 
 
@@ -187,11 +188,12 @@ def test_the_fine_tuning_mixture_is_chosen_per_extension_and_checked():
     without fine-tuning, a fraction out of range and a mixture named corpus are each refused with the key named."""
     cfg = load("table4-regimes.yaml")
     assert {e.get("mixture") for e in cfg["extensions"]} == {"pretraining", "corpus"}
-    assert C.train_hparams(cfg, cfg["extensions"][2])["mixture"] == {"name": "pretraining", "passkey_fraction": 0.15}
+    assert targets.train_hparams(cfg, cfg["extensions"][2])["mixture"] == {"name": "pretraining",
+                                                                           "passkey_fraction": 0.15}
     plain = cfg["extensions"][3]
-    assert "mixture" not in C.train_hparams(cfg, plain) and C.mixture_name(cfg, plain) == "corpus"
-    assert all("mixture" not in C.train_hparams(load("paper.yaml"), e) for e in load("paper.yaml")["extensions"])
-    assert C.model_coords(cfg, "mini", "base")["mixture"] is None
+    assert "mixture" not in targets.train_hparams(cfg, plain) and targets.mixture_name(cfg, plain) == "corpus"
+    assert all("mixture" not in targets.train_hparams(load("paper.yaml"), e) for e in load("paper.yaml")["extensions"])
+    assert targets.model_coords(cfg, "mini", "base")["mixture"] is None
     msg = broken(lambda c: c["extensions"][0].update(mixture="pile"))
     assert "extensions[0].mixture" in msg and "'pile'" in msg and "pretraining" in msg
     msg = broken(lambda c: c["extensions"][1].update(steps=0, checkpoints=[0], mixture="pretraining"))
@@ -206,9 +208,9 @@ def test_a_variant_needs_its_own_tag():
     cfg = load("config.yaml")
     cfg["extensions"].append(dict(cfg["extensions"][1], tag="austen", data=["pg19"]))
     C.validate(cfg)
-    assert C.extension_name(cfg["extensions"][-1]) == "PI-256-austen"
-    assert C.extension_by_name(cfg, "mini", "PI-256-austen") is cfg["extensions"][-1]
-    assert not any("austen" in c[3] for c in C.table_cells(cfg, "table1"))  # variants are not rows of Tables 1-3
+    assert targets.extension_name(cfg["extensions"][-1]) == "PI-256-austen"
+    assert targets.extension_by_name(cfg, "mini", "PI-256-austen") is cfg["extensions"][-1]
+    assert not any("austen" in c[3] for c in kinds.table_cells(cfg, "table1"))  # variants are not rows of Tables 1-3
 
 
 def test_global_batch_must_split_over_the_ranks():
@@ -229,7 +231,7 @@ def test_hub_revisions_must_be_full_commits():
     assert "sizes.mini.base" in broken(short)
     paper = load("paper.yaml")
     paper["datasets"]["pg19"]["hub"]["revision"] = "main"
-    with pytest.raises(C.ConfigError, match="datasets.pg19.hub.revision"):
+    with pytest.raises(targets.ConfigError, match="datasets.pg19.hub.revision"):
         C.validate(paper)
 
 
@@ -247,12 +249,12 @@ def test_a_finetune_longer_than_the_limit_is_split_into_submissions():
     cfg = load("config.yaml")
     cfg["cluster"] = {"time_limit_min": 60, "stop_margin_min": 10}
     cfg["extensions"][0]["resources"] = {"train_runtime": 120}
-    job = C.train_job(cfg, cfg["extensions"][0])
+    job = sizing.train_job(cfg, cfg["extensions"][0])
     assert (job["runtime"], job["submissions"]) == (60, 3)  # 50 min of training per 60-min job
-    assert C.finetune_retries(cfg) == 3 - 1 + 2  # plus the default failure retries
-    assert C.train_job(cfg, cfg["extensions"][1])["submissions"] == 2  # the default 60 min: 2 x 50 min
+    assert sizing.finetune_retries(cfg) == 3 - 1 + 2  # plus the default failure retries
+    assert sizing.train_job(cfg, cfg["extensions"][1])["submissions"] == 2  # the default 60 min: 2 x 50 min
     del cfg["cluster"]
-    assert C.finetune_retries(cfg) is None  # no limit: Snakemake's --retries decides
+    assert sizing.finetune_retries(cfg) is None  # no limit: Snakemake's --retries decides
 
 
 def test_a_config_states_only_what_differs_from_the_one_it_extends(tmp_path):
@@ -272,12 +274,12 @@ def test_a_config_states_only_what_differs_from_the_one_it_extends(tmp_path):
     cfg = {"extends": "config/table4-regimes.yaml", "run": "x"}
     C.validate(cfg)  # in place: what the workflow's `config` becomes
     assert "extends" not in cfg and cfg["run"] == "x" and set(cfg["tables"]) == {"table4"}
-    with pytest.raises(C.ConfigError, match=r"config error at extends: 'config/nope.yaml' is not a config file"):
+    with pytest.raises(targets.ConfigError, match=r"config error at extends: 'config/nope.yaml' is not a config file"):
         C.validate({"extends": "config/nope.yaml"})
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text(f"extends: {b}\n")
     b.write_text(f"extends: {a}\n")
-    with pytest.raises(C.ConfigError, match="extend each other in a circle"):
+    with pytest.raises(targets.ConfigError, match="extend each other in a circle"):
         C.resolve_extends({"extends": str(a)})
 
 

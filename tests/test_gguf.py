@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
-from pi_repro import fetch, modeling
+from pi_repro import (
+    fetch,
+    modeling,
+    targets,  # noqa: E402
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = yaml.safe_load((ROOT / "config/smollm2.yaml").read_text())["sizes"]["smollm2"]["base"]
@@ -67,5 +70,5 @@ def test_an_extension_without_fine_tuning_must_be_pi():
 
     cfg = yaml.safe_load((ROOT / "config/smollm2.yaml").read_text())
     cfg["extensions"][0]["method"] = "FT"
-    with pytest.raises(pcfg.ConfigError, match=r"extensions\[0\]\.steps: FT without fine-tuning is the base model"):
+    with pytest.raises(targets.ConfigError, match=r"extensions\[0\]\.steps: FT without fine-tuning is the base model"):
         pcfg.validate(cfg)

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from pi_repro import finetune, modeling, perplexity, train
 from conftest import save_word_tokenizer, smoke_config
-from test_train import HP as TRAIN_HP, _setup as finetune_setup  # base, tokenizer, PI-32 step 0, tokens
+from pi_repro import finetune, modeling, perplexity, sizing, targets, train  # noqa: E402
+from test_train import HP as TRAIN_HP  # base, tokenizer, PI-32 step 0, tokens
+from test_train import _setup as finetune_setup
 
 
 def _as_gpu_node(monkeypatch, dtype=torch.bfloat16):
@@ -175,7 +175,7 @@ def test_the_paper_deepspeed_config_builds_torchs_fused_adamw_and_needs_no_compi
 
     cfg = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
     cfg["train"]["deepspeed"] = str(tmp_path / "old.json")
-    with pytest.raises(C.ConfigError, match=r"config error at train\.deepspeed: .*torch_adam: true"):
+    with pytest.raises(targets.ConfigError, match=r"config error at train\.deepspeed: .*torch_adam: true"):
         C.validate(cfg)
     C.validate(dict(cfg, train=dict(cfg["train"], deepspeed_compiled_ops=True)))  # ops prebuilt: the user says so
 
@@ -184,7 +184,6 @@ def test_resume_state_is_deleted_once_exports_are_verified_and_tracking_is_a_swi
     """Disk: _trainer/ (optimizer included) was never deleted, ~4 TB over the paper's runs. Now it is, once the
     manifest records the verified exports, unless kept; ``train.report_to: tensorboard`` writes the Trainer's
     event files beside the exports (neither is a hyperparameter: the resume state stays valid)."""
-    from pi_repro import config as C
 
     data = finetune_setup(tmp_path, tiny_llama)
     args = (str(tmp_path / "step0"), "PI", 32, 16, HP, [0, 2])
@@ -195,8 +194,8 @@ def test_resume_state_is_deleted_once_exports_are_verified_and_tracking_is_a_swi
     finetune.finetune(*args, str(tmp_path / "kept"), str(tmp_path / "kept/f.json"), data, {"keep_resume_state": True})
     assert train.last_checkpoint(tmp_path / "kept/_trainer").endswith("checkpoint-2")
     cfg = {"train": {"lr": 1, "report_to": "wandb", "keep_resume_state": True}, "sizes": {"s": {"lr": 2}}, "seed": 0}
-    assert "report_to" not in C.train_hparams(cfg, {"size": "s", "steps": 1})  # no rerun, no new resume state
-    assert C.train_options(cfg) == {"report_to": "wandb", "keep_resume_state": True}
+    assert "report_to" not in targets.train_hparams(cfg, {"size": "s", "steps": 1})  # no rerun, no new resume state
+    assert targets.train_options(cfg) == {"report_to": "wandb", "keep_resume_state": True}
 
 
 def test_a_shard_resubmitted_after_its_time_limit_keeps_its_finished_documents(tiny_llama, tmp_path):
@@ -270,7 +269,6 @@ def test_every_gpu_job_of_the_paper_asks_the_configured_gpu_type(tmp_path):
     import sys
 
     import yaml
-
     from conftest import ROOT
 
     paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
@@ -292,7 +290,8 @@ def test_an_evaluation_spread_over_gpus_is_planned_at_one_gpus_speed():
     all the work, and holds 4. Before, the plan divided its time by 4 (33B by 2), so the shards of 33B/65B
     evaluations were sized 2-4x too long for their 24 h jobs."""
     from conftest import ROOT
-    from pi_repro import config as C, cost
+    from pi_repro import config as C
+    from pi_repro import cost
 
     cfg = C.load(ROOT / "config/paper.yaml")
     s = cost.settings(cfg)
@@ -313,7 +312,8 @@ def test_the_disk_plan_matches_what_the_smoke_run_wrote(smoke_run):
     keeps its resume state, so the fine-tunes' count it): the weights within 5% (each folder's tokenizer, config and
     probe, ~35 kB, are left out: nothing next to a real model's weights)."""
 
-    from pi_repro import config as C, cost
+    from pi_repro import config as C
+    from pi_repro import cost
 
     cfg = C.validate(smoke_config())
     plan = {r["rule"]: r for r in cost.disk(cfg)}
@@ -350,10 +350,10 @@ def test_sealing_asks_the_evaluations_gpus_or_the_memory_of_the_fp32_model():
     ~260 GB against the 192 GB the CPU job asked: a size evaluated on GPUs seals on them; one evaluated on CPU asks
     the memory its fp32 model needs, from its shape."""
     from conftest import ROOT
-    from pi_repro import config as C, memory
+    from pi_repro import config as C
 
     cfg = C.load(ROOT / "config/paper.yaml")
-    assert C.seal_job(cfg, "65B")["gpus"] == C.eval_job(cfg, "65B")["gpus"] == 4
+    assert sizing.seal_job(cfg, "65B")["gpus"] == sizing.eval_job(cfg, "65B")["gpus"] == 4
     cfg["sizes"]["65B"]["resources"]["eval_gpus"] = 0
-    job = C.seal_job(cfg, "65B")
-    assert job["gpus"] == 0 and job["mem_mb"] * 2**20 >= 4 * memory.size_shape(cfg, "65B").params > 250e9
+    job = sizing.seal_job(cfg, "65B")
+    assert job["gpus"] == 0 and job["mem_mb"] * 2**20 >= 4 * sizing.size_shape(cfg, "65B").params > 250e9

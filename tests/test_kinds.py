@@ -15,7 +15,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
-from pi_repro import config as C, cost, kinds, tasks  # noqa: E402
+from pi_repro import config as C  # noqa: E402
+from pi_repro import cost, kinds, targets, tasks  # noqa: E402
 
 PLUGIN = "tests/plugins/ratio_kind.py"
 TOY = {"kind": "ratio", "dataset": "pg19", "title": "Perplexity over perplexity at L",
@@ -84,7 +85,7 @@ def test_every_rule_that_asks_gpus_is_one_the_audit_knows():
 def test_a_plugin_kind_is_validated_planned_and_priced():
     cfg = C.validate(smoke_with_toy())
     assert "ratio" in kinds.KINDS
-    cells = C.table_cells(cfg, "toy")
+    cells = kinds.table_cells(cfg, "toy")
     assert ("ppl", "pg19", "tiny", "base", 64) in cells and ("ppl", "pg19", "tiny", "PI-64/step6", 64) in cells
     rows = [r for r in cost.plan(cfg) if "toy" in r["tables"]]  # its task prices its jobs, and the fine-tune it reads
     assert sorted((r["rule"], r["what"]) for r in rows) == [
@@ -93,19 +94,19 @@ def test_a_plugin_kind_is_validated_planned_and_priced():
 
     bad = smoke_with_toy()
     del bad["tables"]["toy"]["rows"]
-    with pytest.raises(C.ConfigError, match=r"tables\.toy.*'rows' is a required property"):
+    with pytest.raises(targets.ConfigError, match=r"tables\.toy.*'rows' is a required property"):
         C.validate(bad)  # the kind's own schema
     bad = smoke_with_toy()
     bad["tables"]["toy"]["rows"][1]["ctx"] = 48
-    with pytest.raises(C.ConfigError, match=r"tables\.toy\.rows\[1\]: no extension"):
+    with pytest.raises(targets.ConfigError, match=r"tables\.toy\.rows\[1\]: no extension"):
         C.validate(bad)  # the kind's own checks
     bad = smoke_with_toy()
     bad["tables"]["toy"]["kind"] = "ratios"
-    with pytest.raises(C.ConfigError, match=r"tables\.toy\.kind.*'ratios' is not one of .*'ratio'"):
+    with pytest.raises(targets.ConfigError, match=r"tables\.toy\.kind.*'ratios' is not one of .*'ratio'"):
         C.validate(bad)
     bad = smoke_with_toy()
     bad["plugins"] = ["tests/plugins/no_such_kind.py"]
-    with pytest.raises(C.ConfigError, match=r"plugins\[0\]: tests/plugins/no_such_kind\.py: no such file"):
+    with pytest.raises(targets.ConfigError, match=r"plugins\[0\]: tests/plugins/no_such_kind\.py: no such file"):
         C.validate(bad)
 
 
@@ -139,3 +140,25 @@ def test_a_plugin_kinds_table_is_built_through_snakemake(smoke_run, tmp_path):
     findings = json.loads((run / "findings.json").read_text())
     assert [r["where"] for r in findings if r["finding"] == "R"] == ["Perplexity over perplexity at L tiny PI-64"]
     shutil.rmtree(run, ignore_errors=True)
+
+
+def test_the_package_imports_in_one_direction():
+    """No import circle in pi_repro, counting imports inside functions too: each module's ``from . import`` and
+    ``from .x import`` (the configuration modules: targets < kinds, tasks < sizing < cost < config)."""
+    import ast
+
+    pkg = ROOT / "workflow/pi_repro"
+    graph = {}
+    for f in pkg.glob("*.py"):
+        deps = set()
+        for n in ast.walk(ast.parse(f.read_text())):
+            if isinstance(n, ast.ImportFrom) and n.level == 1:
+                deps |= {n.module.split(".")[0]} if n.module else {a.name for a in n.names}
+        graph[f.stem] = {d for d in deps if (pkg / f"{d}.py").is_file() and d != f.stem}
+
+    def reaches(start, goal, seen=()):
+        return any(d == goal or (d not in seen and reaches(d, goal, (*seen, d))) for d in graph[start])
+
+    circles = sorted(m for m in graph if reaches(m, m))
+    assert not circles, {m: sorted(graph[m]) for m in circles}
+    assert graph["targets"] <= {"io"} and graph["tasks"] == set()

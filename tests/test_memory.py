@@ -17,7 +17,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
-from pi_repro import config as pcfg, cost, memory  # noqa: E402
+from pi_repro import config as pcfg  # noqa: E402
+from pi_repro import cost, memory, targets  # noqa: E402
 
 PAPER = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
 DEFAULT = yaml.safe_load((ROOT / "config/config.yaml").read_text())
@@ -36,7 +37,7 @@ def paper():
 
 
 def by_job(cfg):
-    return {(e["rule"], e["what"]): e for e in memory.estimates(cfg)}
+    return {(e["rule"], e["what"]): e for e in cost.estimates(cfg)}
 
 
 def start(kind: str, **kw) -> subprocess.Popen:
@@ -75,7 +76,7 @@ def test_the_paper_config_fits_its_a100s():
     assert ft["gpus"] == 128 and 15 * GIB < ft["bytes"] < 30 * GIB
     b = ft["breakdown"]  # ZeRO-3 over 128 ranks: 16 B/param / 128; the logits' loss is the larger phase
     assert b["weights"] + b["gradients"] + b["optimizer"] == pytest.approx(16 * memory.Shape(
-        cost.shape(cfg, "7B")).params / 128)
+        targets.shape(cfg, "7B")).params / 128)
     assert b["checkpoints"] == 33 * 32768 * 4096 * 2 and b["loss"] == 32768 * 32000 * 12 > b["layer"]
     ev = jobs[("perplexity", "65B PI-8192/step1000 on pg19 at 8192")]
     assert ev["gpus"] == 4 and 30 * GIB < ev["breakdown"]["weights"] < 33 * GIB  # 20 of 80 layers + an embedding
@@ -84,7 +85,7 @@ def test_the_paper_config_fits_its_a100s():
 def test_refuses_a_65b_evaluation_on_one_gpu():
     cfg = paper()
     cfg["sizes"]["65B"]["resources"]["eval_gpus"] = 1
-    with pytest.raises(pcfg.ConfigError) as e:
+    with pytest.raises(targets.ConfigError) as e:
         pcfg.validate(cfg)
     msg = str(e.value)
     assert "sizes.65B.resources.eval_gpus" in msg and "65B" in msg and "weights 12" in msg
@@ -95,7 +96,7 @@ def test_refuses_a_4x_micro_batch_at_32768_naming_the_job():
     cfg = paper()
     i = next(i for i, e in enumerate(cfg["extensions"]) if (e["size"], e["method"], e["ctx"]) == ("13B", "PI", 32768))
     cfg["extensions"][i].update(micro_batch=4, global_batch=512)  # 4 sequences per GPU, the same 128 GPUs
-    with pytest.raises(pcfg.ConfigError) as e:
+    with pytest.raises(targets.ConfigError) as e:
         pcfg.validate(cfg)
     msg = str(e.value)
     assert f"extensions[{i}]" in msg and "finetune 13B PI-32768" in msg and "method PI, ctx 32768" in msg
@@ -105,10 +106,10 @@ def test_refuses_a_4x_micro_batch_at_32768_naming_the_job():
 def test_a_smaller_gpu_is_a_config_setting():
     cfg = paper()
     cfg["cost"]["gpu_memory_gb"] = 48  # a 48 GB card: the 7B summaries (4 prompts of 16384 and their KV cache) not
-    with pytest.raises(pcfg.ConfigError, match=r"summarize 7B PI-16384/step1000 on govreport.*kv_cache.*48 GB"):
+    with pytest.raises(targets.ConfigError, match=r"summarize 7B PI-16384/step1000 on govreport.*kv_cache.*48 GB"):
         pcfg.validate(cfg)
     cfg["cost"]["gpu_memory_gb"] = "80"
-    with pytest.raises(pcfg.ConfigError, match=r"cost\.gpu_memory_gb"):
+    with pytest.raises(targets.ConfigError, match=r"cost\.gpu_memory_gb"):
         pcfg.validate(cfg)
 
 
@@ -116,7 +117,7 @@ def test_cpu_jobs_are_estimated_not_checked():
     cfg = copy.deepcopy(DEFAULT)
     cfg["cost"] = {"gpu_memory_gb": 0.01}  # the default run has no GPU job: nothing to refuse
     pcfg.validate(cfg)
-    assert all(e["gpus"] == 0 and "runtime" not in e["breakdown"] for e in memory.estimates(cfg))
+    assert all(e["gpus"] == 0 and "runtime" not in e["breakdown"] for e in cost.estimates(cfg))
 
 
 def test_the_plan_shows_the_peak_per_job_and_per_rule():
@@ -132,7 +133,7 @@ def test_the_plan_shows_the_peak_per_job_and_per_rule():
 
 
 # ------------------------------------------------------------------------------------------------------- scaling
-SH = memory.Shape(cost.shape(PAPER, "7B"))
+SH = memory.Shape(targets.shape(PAPER, "7B"))
 
 
 def test_training_estimate_scales_with_ranks_window_and_micro_batch():
@@ -179,29 +180,29 @@ def test_the_estimate_reads_the_batches_the_pipeline_uses():
 
     assert inspect.signature(perplexity.score_spans).parameters["head_chunk"].default == memory.HEAD_CHUNK
     cfg = paper()
-    e = memory.eval_estimate(cfg, "ppl", "7B", [2048, 32768])
+    e = cost.eval_estimate(cfg, "ppl", "7B", [2048, 32768])
     cfg["perplexity"]["batch_size"] = 4
-    assert memory.eval_estimate(cfg, "ppl", "7B", [32768])["breakdown"]["hidden"] == 4 * e["breakdown"]["hidden"]
-    ext = pcfg.find_extension(cfg, "7B", "PI", 8192)
-    before = memory.train_estimate(cfg, ext)["breakdown"]["loss"]
+    assert cost.eval_estimate(cfg, "ppl", "7B", [32768])["breakdown"]["hidden"] == 4 * e["breakdown"]["hidden"]
+    ext = targets.find_extension(cfg, "7B", "PI", 8192)
+    before = cost.train_estimate(cfg, ext)["breakdown"]["loss"]
     cfg["sizes"]["7B"]["micro_batch"] = 2  # the size's micro batch over train's, as train_hparams reads it
-    assert memory.train_estimate(cfg, ext)["breakdown"]["loss"] == 2 * before
+    assert cost.train_estimate(cfg, ext)["breakdown"]["loss"] == 2 * before
     ct = dict(ext, method="CT")  # CT: the same micro x ctx tokens, split at L
-    assert memory.train_estimate(cfg, ct)["breakdown"]["loss"] == 2 * before
+    assert cost.train_estimate(cfg, ct)["breakdown"]["loss"] == 2 * before
 
 
 # ------------------------------------------------------------------------------------- estimate against measured
 def test_mini_training_step_and_perplexity_match_the_measured_peak():
     """The default config's fine-tune as it runs (fp32 on CPU, micro batch 8, no gradient checkpointing, AdamW) and
     its perplexity evaluation (batch 16 at the largest window, 512), each against its estimate."""
-    ext = pcfg.find_extension(DEFAULT, "mini", "PI", 256)
-    est = memory.train_estimate(DEFAULT, ext)
+    ext = targets.find_extension(DEFAULT, "mini", "PI", 256)
+    est = cost.train_estimate(DEFAULT, ext)
     assert "runtime" not in est["breakdown"] and est["assumed"].startswith("no ZeRO over 1 rank(s), fp32")
     mini = {"model_dir": "resources/models/mini", "arch": None}
     train = start("train_step", **mini, micro_batch=8, seq=256, checkpointing=False)  # both at once: each
     ppl = start("perplexity", **mini, batch=16, window=512)  # process has its own peak
     assert_close(est["bytes"], result(train), "mini PI-256 training step")
-    assert_close(memory.eval_estimate(DEFAULT, "ppl", "mini", [512])["bytes"], result(ppl), "mini perplexity at 512")
+    assert_close(cost.eval_estimate(DEFAULT, "ppl", "mini", [512])["bytes"], result(ppl), "mini perplexity at 512")
 
 
 SMOL_ARCH = dict(SMOLLM2["sizes"]["smollm2"]["shape"])
@@ -211,7 +212,7 @@ SMOL_ARCH = dict(SMOLLM2["sizes"]["smollm2"]["shape"])
 def test_smollm2_shape_training_step_matches_the_measured_peak():
     """SmolLM2-135M's shape (random weights, untied output layer as the estimate assumes), fp32, gradient
     checkpointing, one sequence of 512 tokens: 2 minutes on 2 cores."""
-    sh = memory.Shape(cost.shape(SMOLLM2, "smollm2"))
+    sh = memory.Shape(targets.shape(SMOLLM2, "smollm2"))
     est = memory.training_peak(sh, 1, 512, dtype_bytes=4, checkpointing=True, gpu=False)
     got = measure("train_step", model_dir=None, arch=SMOL_ARCH, micro_batch=1, seq=512, checkpointing=True)
     assert_close(est["bytes"], got, "SmolLM2-135M shape training step (512 tokens)")
@@ -220,7 +221,7 @@ def test_smollm2_shape_training_step_matches_the_measured_peak():
 @pytest.mark.slow
 def test_smollm2_shape_perplexity_at_a_long_window_matches_the_measured_peak():
     """One window of 4096 tokens (every position but the first scored), fp32: a minute on 2 cores."""
-    sh = memory.Shape(cost.shape(SMOLLM2, "smollm2"))
+    sh = memory.Shape(targets.shape(SMOLLM2, "smollm2"))
     est = memory.forward_peak(sh, 1, 4096, dtype_bytes=4, scored=memory.HEAD_CHUNK, gpu=False)
     got = measure("perplexity", model_dir=None, arch=SMOL_ARCH, batch=1, window=4096)
     assert_close(est["bytes"], got, "SmolLM2-135M shape perplexity (4096 tokens)")

@@ -11,8 +11,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
-from pi_repro import config as pcfg, cost  # noqa: E402
 from conftest import smoke_config  # noqa: E402
+from pi_repro import config as pcfg  # noqa: E402
+from pi_repro import cost, sizing, targets  # noqa: E402
 
 PAPER = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
 
@@ -123,7 +124,7 @@ def test_long_evaluations_run_as_shards_sized_from_the_plan(counts):
     whole = [r for r in cost.plan(cfg) if r["rule"] == "perplexity"]
     assert len(shards) == 294 and max(r["wall_hours"] for r in shards) <= cfg["perplexity"]["shard_hours"]
     assert max(r["wall_hours"] for r in whole) <= cfg["perplexity"]["shard_hours"]  # every job fits 12 h
-    assert cfg["perplexity"]["shard_hours"] * 60 <= min(pcfg.eval_job(cfg, s)["runtime"] for s in cfg["sizes"])
+    assert cfg["perplexity"]["shard_hours"] * 60 <= min(sizing.eval_job(cfg, s)["runtime"] for s in cfg["sizes"])
     assert all(n <= (100 if d == "pg19" else 128) for (d, _, _), n in SHARDED.items())
     out = subprocess.run([sys.executable, "-m", "snakemake", "--configfile", "config/paper.yaml", "-n", "-p",
                           "results/paper/eval/ppl/pg19/13B/PI-32768/step1000/ppl.json"], cwd=ROOT,
@@ -203,8 +204,8 @@ def test_one_benchmark_job_per_model_of_table_5():
 
 def test_hyperparameters_and_gpus_are_the_papers():
     for e in PAPER["extensions"]:
-        hp = pcfg.train_hparams(PAPER, e)
-        res = pcfg.resources(PAPER, e["size"], e)
+        hp = targets.train_hparams(PAPER, e)
+        res = sizing.resources(PAPER, e["size"], e)
         gpus = res["train_nodes"] * res["train_gpus_per_node"]
         assert hp["lr"] == (2e-5 if e["size"] in ("7B", "13B") else 1e-5)
         short = e["ctx"] == 8192 and e["size"] in ("7B", "13B", "33B")
@@ -221,9 +222,9 @@ def test_hyperparameters_and_gpus_are_the_papers():
 
 
 def test_training_subset_is_sized_by_the_largest_finetune():
-    assert pcfg.train_tokens_needed(PAPER, "pile") == 10000 * 64 * 8192  # FT-8192: 10000 steps of 64 x 8192
-    assert pcfg.train_tokens_needed(PAPER, "redpajama") == 1000 * 64 * 8192
-    assert pcfg.train_tokens_needed(PAPER, "pg19") == 0
+    assert targets.train_tokens_needed(PAPER, "pile") == 10000 * 64 * 8192  # FT-8192: 10000 steps of 64 x 8192
+    assert targets.train_tokens_needed(PAPER, "redpajama") == 1000 * 64 * 8192
+    assert targets.train_tokens_needed(PAPER, "pg19") == 0
 
 
 def test_users_literal_slurm_command_runs_the_paper_dag(counts):
@@ -258,12 +259,12 @@ def test_evaluations_ask_gpus_of_one_node_within_the_time_limit():
 def test_a_finetune_longer_than_the_time_limit_gets_the_submissions_it_needs():
     """33B FT-8192 (10000 steps on 32 GPUs, ~94 h): stops before each 24 h limit and is resubmitted; the rule's
     retries cover the longest fine-tune's submissions plus the failure retries."""
-    ext = pcfg.find_extension(PAPER, "33B", "FT", 8192)
-    job = pcfg.train_job(PAPER, ext)
+    ext = targets.find_extension(PAPER, "33B", "FT", 8192)
+    job = sizing.train_job(PAPER, ext)
     usable = PAPER["cluster"]["time_limit_min"] - PAPER["cluster"]["stop_margin_min"]
     assert job["submissions"] == -(-ext["resources"]["train_runtime"] // usable) > 1
     assert job["runtime"] == PAPER["cluster"]["time_limit_min"]
-    assert pcfg.finetune_retries(PAPER) == job["submissions"] - 1 + PAPER["cluster"]["failure_retries"]
+    assert sizing.finetune_retries(PAPER) == job["submissions"] - 1 + PAPER["cluster"]["failure_retries"]
 
 
 def test_the_cluster_guides_cluster_plan_is_the_generated_one():
@@ -298,16 +299,16 @@ def test_the_plan_prices_every_gpu_job_of_the_paper_dag(counts):
     flops = 1000 * 64 * 8192 * (6 * n + 12 * 32 * 8192 * 4096) * 4 / 3
     pi8k = next(r for r in rows if r["what"] == "7B PI-8192")
     assert pi8k["gpu_hours"] == pytest.approx(flops / (0.4 * 312e12) / 3600) and 60 < pi8k["gpu_hours"] < 100
-    assert perf.matmul_params(cost.shape(cfg, "7B")) == n
+    assert perf.matmul_params(targets.shape(cfg, "7B")) == n
     table3 = [r for r in rows if "table3" in r["tables"]]
     assert sorted(r["what"] for r in table3 if r["rule"] == "finetune") == ["7B PI-16384", "7B PI-8192"]
     table3_shards = sum(n for (d, size, model), n in SHARDED.items()
                         if (d, size) == ("pg19", "7B") and model.split("/")[0] in ("PI-8192", "PI-16384"))
     assert len(table3) == 2 + 12 - 12 + table3_shards  # all 12 of its evaluations are sharded
     assert {r["rule"] for r in table3} == {"finetune", "perplexity_shard"}
-    targets = {t["target"]: t for t in cost.per_target(cfg, rows)}
-    assert targets["all"]["gpu_hours"] == pytest.approx(sum(r["gpu_hours"] for r in rows))
-    assert targets["table3"]["gpu_hours"] == pytest.approx(sum(r["gpu_hours"] for r in table3))
+    per_target = {t["target"]: t for t in cost.per_target(cfg, rows)}
+    assert per_target["all"]["gpu_hours"] == pytest.approx(sum(r["gpu_hours"] for r in rows))
+    assert per_target["table3"]["gpu_hours"] == pytest.approx(sum(r["gpu_hours"] for r in table3))
     out = subprocess.run([sys.executable, "-m", "snakemake", "plan", "--configfile", "config/paper.yaml", "--cores",
                           "1", "--forcerun", "plan", "--config", "run=plan-check"], cwd=ROOT, capture_output=True,
                          text=True)
@@ -323,7 +324,7 @@ def test_each_dataset_is_tokenized_once_per_tokenizer(counts):
     RedPajama (training tokens: rule tokenize), PG19 and proof-pile (evaluation documents: rule eval_docs) are each
     tokenized once, by the first size's tokenizer, and every size reads that data (each checks it against its own
     tokenizer's digest when it reads it)."""
-    assert pcfg.tokenizers(PAPER) == ["llama"] and counts["tokenize"] == 2 and counts["eval_docs"] == 2
+    assert targets.tokenizers(PAPER) == ["llama"] and counts["tokenize"] == 2 and counts["eval_docs"] == 2
     out = planned_commands("all")
     jobs = re.findall(r"tokenize_corpus\.py --corpus results/paper/data/(\w+)/corpus\.jsonl\.gz --tokenizer (\S+)", out)
     want = sorted((d, "results/paper/models/7B/base") for d in ("pg19", "proofpile", "pile", "redpajama"))
@@ -331,5 +332,5 @@ def test_each_dataset_is_tokenized_once_per_tokenizer(counts):
     assert "results/paper/data/pile/llama/train.npy" in out and "data/pile/13B" not in out
     cfg = smoke_config()
     cfg["sizes"]["tiny2"] = dict(cfg["sizes"]["tiny"], tokenizer="tiny")  # both train their own: cannot share
-    with pytest.raises(pcfg.ConfigError, match=r"sizes\.tiny2\.tokenizer: 'tiny' is shared by \['tiny', 'tiny2'\]"):
+    with pytest.raises(targets.ConfigError, match=r"sizes\.tiny2\.tokenizer: 'tiny' is shared by \['tiny', 'tiny2'\]"):
         pcfg.validate(cfg)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import smoke_config  # noqa: E402
+from pi_repro import kinds  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -217,7 +218,6 @@ def test_sharded_perplexity_through_snakemake_reproduces_table1(smoke_run, tmp_p
     import shutil
 
     from conftest import assert_same_tables
-    from pi_repro import config as pcfg
 
     copy = smoke_run.parent / f"{smoke_run.name}-sharded"
     shutil.rmtree(copy, ignore_errors=True)
@@ -226,7 +226,7 @@ def test_sharded_perplexity_through_snakemake_reproduces_table1(smoke_run, tmp_p
     (tmp_path / "shards.yaml").write_text(yaml.safe_dump({"perplexity": dict(cfg["perplexity"], shards=2)}))
     args = ("table1", "--configfile", "config/smoke.yaml", str(tmp_path / "shards.yaml"), "--config",
             f"run={copy.name}", "--cores", "2")
-    records = pcfg.table_records(cfg, "table1")
+    records = kinds.table_records(cfg, "table1")
     # Table 1 and its evaluations to redo (the copy has no Snakemake metadata: a changed config does not rerun them)
     for _, dataset, size, model in records:
         (copy / f"eval/ppl/{dataset}/{size}/{model}/ppl.json").unlink()
@@ -252,7 +252,6 @@ def test_table_cells_equal_an_independent_brute_force_evaluation(smoke_run):
     import math
 
     import torch
-
     from pi_repro import data, modeling, tables
     from test_perplexity import brute_force_nll
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from pi_repro import config as C
+from pi_repro import targets  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE = sorted(p for d in ("workflow", "resources") for p in (ROOT / d).rglob("*.py")) + [ROOT / "Snakefile"] + \
@@ -45,12 +45,12 @@ def test_names_that_reach_paths_and_shell_commands_are_validated(where, name):
     cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     first = next(iter(cfg[where]))
     cfg[where][name] = cfg[where][first]
-    with pytest.raises(C.ConfigError, match=rf"config error at {where}: .*does not match"):
+    with pytest.raises(targets.ConfigError, match=rf"config error at {where}: .*does not match"):
         C.validate(cfg)
 
 
 def test_a_table_tag_with_shell_characters_is_refused():
     cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     cfg["extensions"][0]["tag"] = "a;b"
-    with pytest.raises(C.ConfigError, match=r"extensions\[0\]\.tag"):
+    with pytest.raises(targets.ConfigError, match=r"extensions\[0\]\.tag"):
         C.validate(cfg)

@@ -15,7 +15,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 from pi_repro import config as C  # noqa: E402
-from pi_repro import kinds, paper, summarization as S, tables  # noqa: E402
+from pi_repro import kinds, paper, sizing, tables, targets  # noqa: E402
+from pi_repro import summarization as S  # noqa: E402
 
 MINI = ROOT / "resources/models/mini"
 CORPUS = ROOT / "resources/corpora/manpages.jsonl.gz"
@@ -221,31 +222,32 @@ def test_finding_7_passes_fails_and_is_na_with_its_numbers():
 def test_summarization_config_errors_name_the_key():
     cfg = copy.deepcopy(DEFAULT)
     cfg["tables"]["table6"]["rows"].append({"size": "mini", "method": "PI", "ctx": 1024})
-    with pytest.raises(C.ConfigError, match=r"tables\.table6\.rows\[3\]: no extension"):
+    with pytest.raises(targets.ConfigError, match=r"tables\.table6\.rows\[3\]: no extension"):
         C.validate(cfg)
     cfg = copy.deepcopy(DEFAULT)
     cfg["tables"]["table6"]["dataset"] = "manpage"
-    with pytest.raises(C.ConfigError, match=r"tables\.table6\.dataset: unknown dataset 'manpage'"):
+    with pytest.raises(targets.ConfigError, match=r"tables\.table6\.dataset: unknown dataset 'manpage'"):
         C.validate(cfg)
     cfg = copy.deepcopy(DEFAULT)
     cfg["tables"]["table6"]["quoted"] = "resources/paper/none.csv"
-    with pytest.raises(C.ConfigError, match=r"tables\.table6\.quoted: resources/paper/none\.csv: no such file"):
+    with pytest.raises(targets.ConfigError, match=r"tables\.table6\.quoted: resources/paper/none\.csv: no such file"):
         C.validate(cfg)
     cfg = copy.deepcopy(DEFAULT)
     cfg["summarization"]["generate"]["top_p"] = 1.5
-    with pytest.raises(C.ConfigError, match=r"summarization\.generate\.top_p"):
+    with pytest.raises(targets.ConfigError, match=r"summarization\.generate\.top_p"):
         C.validate(cfg)
     cfg = copy.deepcopy(DEFAULT)
     cfg["summarization"]["epoch"] = 2
-    with pytest.raises(C.ConfigError, match=r"did you mean 'epoch' -> 'epochs'"):
+    with pytest.raises(targets.ConfigError, match=r"did you mean 'epoch' -> 'epochs'"):
         C.validate(cfg)
     cfg = copy.deepcopy(PAPER)
     cfg["datasets"]["govreport"]["hub"]["splits"] = {"train": "train"}
-    with pytest.raises(C.ConfigError, match=r"tables\.table6\.dataset: dataset 'govreport' has no test split"):
+    with pytest.raises(targets.ConfigError, match=r"tables\.table6\.dataset: dataset 'govreport' has no test split"):
         C.validate(cfg)
     cfg = copy.deepcopy(PAPER)
     cfg["summarization"]["global_batch"] = 64  # the 16-node PI-16384 job has 128 ranks
-    with pytest.raises(C.ConfigError, match=r"tables\.table6\.rows\[0\]: summarization: global batch 64 .* 128 ranks"):
+    with pytest.raises(targets.ConfigError,
+                       match=r"tables\.table6\.rows\[0\]: summarization: global batch 64 .* 128 ranks"):
         C.validate(cfg)
 
 
@@ -272,8 +274,8 @@ def test_paper_dry_run_has_one_summarization_finetune_generation_and_scoring_of_
     assert "perplexity.py" not in out and "passkey.py" not in out
     block = out[out.index("rule summarize_finetune"):]
     res = dict(kv.split("=", 1) for kv in re.search(r"resources: (.*)", block).group(1).split(", "))
-    ext = C.find_extension(PAPER, "7B", "PI", 16384)
-    job = C.train_job(PAPER, ext)  # the resources of the 7B PI-16384 fine-tune it starts from
+    ext = targets.find_extension(PAPER, "7B", "PI", 16384)
+    job = sizing.train_job(PAPER, ext)  # the resources of the 7B PI-16384 fine-tune it starts from
     assert (int(res["nodes"]), res["mpi"], int(res["gpus_total"])) == (job["nodes"], "srun", 128)
     assert "launch.py --nodes 16 --gpus-per-node 8 --procs-per-node 8 --mode srun" in block
     assert "--init results/paper/models/7B/PI-16384/step1000 --method PI --ctx 16384 --base-window 2048" in block

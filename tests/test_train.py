@@ -4,10 +4,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
-
-from pi_repro import data as pi_data, finetune, modeling, train
 from conftest import save_word_tokenizer
+from pi_repro import data as pi_data
+from pi_repro import finetune, modeling, train
+from safetensors.torch import load_file
 
 
 def test_warmup_from_ten_percent_then_constant():

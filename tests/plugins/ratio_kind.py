@@ -1,7 +1,7 @@
 """A table kind from outside the package (a config's ``plugins``), built by tests/test_kinds.py through Snakemake:
 each listed model's perplexity at every evaluation window up to its own (the base model: up to 2L), over its
 perplexity at L. It reuses the perplexity task: its cells are perplexity records, so it adds no rule."""
-from pi_repro import config as C
+from pi_repro import targets  # noqa: E402
 from pi_repro.kinds import Kind, register
 
 
@@ -15,14 +15,15 @@ class Ratio(Kind):
 
     def validate(self, cfg, name, spec):
         for i, row in enumerate(spec["rows"]):
-            if row["method"] != "None" and C.find_extension(cfg, row["size"], row["method"], row["ctx"]) is None:
-                C.fail(f"tables.{name}.rows[{i}]", f"no extension {row} in extensions")
+            if row["method"] != "None" and targets.find_extension(cfg, row["size"], row["method"], row["ctx"]) is None:
+                targets.fail(f"tables.{name}.rows[{i}]", f"no extension {row} in extensions")
 
     def cells(self, cfg, spec):
         out = []
         for row in spec["rows"]:
-            ext = None if row["method"] == "None" else C.find_extension(cfg, row["size"], row["method"], row["ctx"])
-            model, top = ("base", 2 * cfg["base_window"]) if ext is None else (C.final_model(ext), ext["ctx"])
+            ext = None if row["method"] == "None" else targets.find_extension(cfg, row["size"], row["method"],
+                                                                               row["ctx"])
+            model, top = ("base", 2 * cfg["base_window"]) if ext is None else (targets.final_model(ext), ext["ctx"])
             out += [(self.task, spec["dataset"], row["size"], model, w) for w in cfg["perplexity"]["windows"]
                     if w <= top]
         return out

@@ -21,7 +21,8 @@ import math
 import sys
 from types import SimpleNamespace
 
-from . import config as C
+from . import kinds, memory, sizing, summarization, targets
+from .targets import fail
 from .tasks import TASKS
 
 DEFAULTS = {"gpu": "A100 80GB, bf16", "gpu_peak_tflops": 312.0, "mfu": 0.4, "eval_mfu": 0.25,
@@ -30,28 +31,6 @@ DEFAULTS = {"gpu": "A100 80GB, bf16", "gpu_peak_tflops": 312.0, "mfu": 0.4, "eva
 
 def settings(cfg: dict) -> dict:
     return {**DEFAULTS, **cfg.get("cost", {})}
-
-
-def shape(cfg: dict, size: str) -> SimpleNamespace:
-    """A size's architecture, as perf.flops_per_token reads it: the config's ``sizes.<size>.shape`` (hub weights),
-    the ``arch`` it is pretrained with, or the shipped checkpoint's config.json."""
-    s = cfg["sizes"][size]
-    if "shape" in s:
-        a = s["shape"]
-    elif s["base"]["source"] == "pretrain":
-        a = dict(s["base"]["arch"], vocab_size=s["base"]["vocab_size"])
-    elif s["base"]["source"] == "local":
-        j = json.loads((C.ROOT / s["base"]["path"] / "config.json").read_text())
-        a = {"hidden_size": j["hidden_size"], "intermediate_size": j["intermediate_size"],
-             "num_layers": j["num_hidden_layers"], "num_heads": j["num_attention_heads"],
-             "num_kv_heads": j.get("num_key_value_heads"), "vocab_size": j["vocab_size"]}
-    else:
-        raise C.ConfigError(f"config error at sizes.{size}.shape: the plan needs the architecture of hub weights "
-                            "(hidden_size, intermediate_size, num_layers, num_heads, vocab_size)")
-    return SimpleNamespace(hidden_size=a["hidden_size"], intermediate_size=a["intermediate_size"],
-                           num_hidden_layers=a["num_layers"], num_attention_heads=a["num_heads"],
-                           num_key_value_heads=a.get("num_kv_heads") or a["num_heads"], head_dim=None,
-                           vocab_size=a["vocab_size"])
 
 
 def eval_tokens(cfg: dict, dataset: str) -> float | None:
@@ -79,7 +58,7 @@ def eval_jobs(cfg: dict) -> tuple[dict, dict]:
     {(size, extension): tables that read one of its trained steps})."""
     jobs, needs = {}, {}
     for t in cfg["tables"]:
-        for task, ds, size, model, window in C.table_cells(cfg, t):
+        for task, ds, size, model, window in kinds.table_cells(cfg, t):
             j = jobs.setdefault((task, ds, size, model), {"windows": set(), "tables": set()})
             j["windows"].add(window)
             j["tables"].add(t)
@@ -92,7 +71,7 @@ def perplexity_flops(cfg: dict, dataset: str, size: str, windows) -> float | Non
     """FLOPs of one model's perplexity evaluation on ``dataset`` at ``windows`` (None without the dataset's size)."""
     from . import perf
 
-    toks, stride, sh = eval_tokens(cfg, dataset), cfg["perplexity"]["stride"], shape(cfg, size)
+    toks, stride, sh = eval_tokens(cfg, dataset), cfg["perplexity"]["stride"], targets.shape(cfg, size)
     return None if toks is None else sum(toks / stride * w * perf.flops_per_token(sh, w, False) for w in windows)
 
 
@@ -134,19 +113,19 @@ def plan(cfg: dict) -> list[dict]:
                      "tables": sorted(tables), "note": missing or ""})
 
     jobs, needs = eval_jobs(cfg)
-    for ext in C.trained(cfg):
-        hp = C.train_hparams(cfg, ext)
+    for ext in targets.trained(cfg):
+        hp = targets.train_hparams(cfg, ext)
         seq = L if ext["method"] == "CT" else ext["ctx"]
         tokens = hp["steps"] * hp["global_batch"] * ext["ctx"]
-        add("finetune", f"{ext['size']} {C.extension_name(ext)}", C.train_job(cfg, ext)["gpus"],
-            train_flops(hp, tokens, shape(cfg, ext["size"]), seq), s["mfu"],
-            needs.get((ext["size"], C.extension_name(ext)), set()), peak=memory.train_estimate(cfg, ext), parallel=True)
+        add("finetune", f"{ext['size']} {targets.extension_name(ext)}", sizing.train_job(cfg, ext)["gpus"],
+            train_flops(hp, tokens, targets.shape(cfg, ext["size"]), seq), s["mfu"],
+            needs.get((ext["size"], targets.extension_name(ext)), set()), peak=train_estimate(cfg, ext), parallel=True)
     for job, j in jobs.items():  # each evaluation job, priced by its task (pi_repro.tasks)
         size, windows = job[2], sorted(j["windows"])
-        gpus, peak = C.eval_job(cfg, size)["gpus"], memory.eval_estimate(cfg, job[0], size, windows)
+        gpus, peak = sizing.eval_job(cfg, size)["gpus"], eval_estimate(cfg, job[0], size, windows)
 
         def task_add(rule, what, flops, mfu, missing=None, peak=peak, train=False, job=job, j=j, gpus=gpus):
-            g = C.train_job(cfg, C.model_extension(cfg, job[2], job[3]))["gpus"] if train else gpus
+            g = sizing.train_job(cfg, targets.model_extension(cfg, job[2], job[3]))["gpus"] if train else gpus
             add(rule, what, g, flops, s[mfu], j["tables"], missing, peak, parallel=train)
 
         TASKS[job[0]].plan(cfg, job, windows, task_add, toolbox())
@@ -155,10 +134,10 @@ def plan(cfg: dict) -> list[dict]:
 
 def toolbox() -> SimpleNamespace:
     """What a task's pricing (pi_repro.tasks) computes with: handed to it, so the registry imports none of these."""
-    from . import memory, perf
-    from .summarization import protocol
+    from . import perf
 
-    return SimpleNamespace(C=C, cost=sys.modules[__name__], memory=memory, perf=perf, summarization_protocol=protocol)
+    return SimpleNamespace(targets=targets, cost=sys.modules[__name__], memory=memory, perf=perf,
+                           summarization=summarization)
 
 
 def per_target(cfg: dict, rows: list[dict]) -> list[dict]:
@@ -194,7 +173,7 @@ def _weight_bytes(cfg: dict, size: str) -> int:
     """Bytes per parameter of a size's base weights: 2 (hub LLaMA weights, fp16/bf16), else as stored here (fp32)."""
     base = cfg["sizes"][size]["base"]
     if base["source"] == "local":
-        dtype = json.loads((C.ROOT / base["path"] / "config.json").read_text()).get("dtype", "float32")
+        dtype = json.loads((targets.ROOT / base["path"] / "config.json").read_text()).get("dtype", "float32")
         return 2 if dtype in ("bfloat16", "float16") else 4
     return 2 if base["source"] == "hub" else 4
 
@@ -213,8 +192,8 @@ def disk(cfg: dict) -> list[dict]:
 
     from .memory import Shape
 
-    keep = C.train_options(cfg)["keep_resume_state"]
-    trained = C.trained(cfg)
+    keep = targets.train_options(cfg)["keep_resume_state"]
+    trained = targets.trained(cfg)
     rows = {}
 
     def add(rule, kept=0, resume=0):
@@ -225,33 +204,33 @@ def disk(cfg: dict) -> list[dict]:
         r["resume_per_job"] = max(r["resume_per_job"], 2 * resume)
 
     for size in cfg["sizes"]:
-        w = Shape(shape(cfg, size)).params * _weight_bytes(cfg, size)
+        w = Shape(targets.shape(cfg, size)).params * _weight_bytes(cfg, size)
         if cfg["sizes"][size]["base"]["source"] == "hub":
             add("download_model", w)
         add("base_model", w)  # a hard link of the download's files where the file system allows (then 0 more)
     for ext in cfg["extensions"]:
         size = ext["size"]
-        n = Shape(shape(cfg, size)).params
+        n = Shape(targets.shape(cfg, size)).params
         add("init_extension", n * _weight_bytes(cfg, size))  # step 0: a copy of the base weights
         if ext not in trained:  # step 0 only: no fine-tune
             continue
-        hp = C.train_hparams(cfg, ext)
+        hp = targets.train_hparams(cfg, ext)
         ds = bool(hp.get("deepspeed"))
         exports = sum(1 for c in ext["checkpoints"] if c > 0)
         add("finetune", exports * n * (2 if hp.get("bf16") else 4), n * RESUME_BYTES[ds])
     for (task, _, size, model), _ in eval_jobs(cfg)[0].items():
         if task == "rouge":
-            hp = C.summarization_hparams(cfg, size, model)
-            n = Shape(shape(cfg, size)).params
+            hp = summarization.hparams(cfg, size, model)
+            n = Shape(targets.shape(cfg, size)).params
             add("summarize_finetune", n * (2 if hp.get("bf16") else 4), n * RESUME_BYTES[bool(hp.get("deepspeed"))])
-    for tok in C.tokenizers(cfg):
-        vocab = shape(cfg, C.tokenizer_size(cfg, tok)).vocab_size
+    for tok in targets.tokenizers(cfg):
+        vocab = targets.shape(cfg, targets.tokenizer_size(cfg, tok)).vocab_size
         item = np.dtype(np.uint16 if vocab <= 65536 else np.uint32).itemsize
-        sizes = {s for s in cfg["sizes"] if C.tokenizer_name(cfg, s) == tok}
+        sizes = {s for s in cfg["sizes"] if targets.tokenizer_name(cfg, s) == tok}
         datasets = {d for ext in cfg["extensions"] if ext["size"] in sizes
                     for d in ext.get("data", cfg["finetune_data"])}
         for ds in datasets:
-            add("tokenize", C.fetch_train_tokens(cfg, ds) * item)
+            add("tokenize", targets.fetch_train_tokens(cfg, ds) * item)
     return list(rows.values())
 
 
@@ -266,7 +245,7 @@ def render_disk(cfg: dict) -> str:
     rows = disk(cfg)
     kept = sum(r["kept"] for r in rows)
     held = max((r["resume_per_job"] for r in rows), default=0)
-    keep = C.train_options(cfg)["keep_resume_state"]
+    keep = targets.train_options(cfg)["keep_resume_state"]
     table = pd.DataFrame([{"Rule": r["rule"], "Jobs": r["jobs"], "Kept": _size(r["kept"]), "Resume state, per job "
                            "at a save": _size(r["resume_per_job"]) if r["resume_per_job"] else "-"} for r in rows])
     return (f"Disk: **{_size(kept)}** kept (weights, exports, token files; not the downloaded corpora), plus the "
@@ -306,3 +285,143 @@ def render(cfg: dict, jobs: bool = True) -> str:
             + targets.to_markdown(index=False, floatfmt=",.1f") + "\n\nPer rule:\n\n"
             + summary.to_markdown(index=False, floatfmt=",.1f") + "\n\n" + render_disk(cfg)
             + ("\nPer job:\n\n" + detail.to_markdown(index=False, floatfmt=",.1f") + "\n" if jobs else ""))
+
+
+def _train_row(job: str, j: dict) -> dict:
+    """A training job's row of the cluster plan (``j``: train_job)."""
+    return {"job": job, "count": 1, "partition": "GPU", "nodes": j["nodes"],
+            "gpus": f"{j['gpus_per_node']}/node" if j["gpus_per_node"] else "-",
+            "cpus": f"{j['cpus_per_node']}/node" if j["cpus_per_node"] else "rule",
+            "mem_mb": f"{j['mem_mb']}/node" + (" (exclusive)" if j["exclusive"] else ""),
+            "runtime": j["runtime"], "submissions": j["submissions"]}
+
+
+def cluster_plan(cfg: dict) -> list[dict]:
+    """What every kind of SLURM job of this config asks (the rules' resources, from the same functions), one row
+    per fine-tune and per size's evaluations and tokenization: for README's cluster section and
+    ``snakemake cluster_plan``."""
+    rows = [_train_row(f"finetune {ext['size']} {targets.extension_name(ext)}", sizing.train_job(cfg, ext))
+            for ext in targets.trained(cfg)]
+    from .tasks import TASKS
+
+    for name, spec in cfg["tables"].items():  # a fine-tune per model of a task that trains one (summarization)
+        cells = kinds.table_cells(cfg, name) if TASKS[kinds.kind(spec).task].train_rule else ()
+        for task, dataset, size, model, _ in cells:
+            rows.append(_train_row(f"{TASKS[task].train_rule} {size} {model.split('/')[0]} ({dataset})",
+                                   sizing.train_job(cfg, targets.model_extension(cfg, size, model))))
+    # (task, dataset, size, model) of every evaluation job (a summarization record stands for its generation job)
+    evals = {r for t in cfg["tables"] for r in kinds.table_records(cfg, t)}
+    shards = {k: n for k, n in perplexity_shards(cfg).items() if n > 1}  # a sharded evaluation: n GPU jobs
+    for size in dict.fromkeys([e["size"] for e in cfg["extensions"]] + list(cfg["sizes"])):  # config order
+        e = sizing.eval_job(cfg, size)
+        n = sum(shards.get((d, s, m), 1) for _, d, s, m in evals if s == size)
+        if n:
+            rows.append({"job": f"evaluation {size}", "count": n, "partition": "GPU", "nodes": 1,
+                         "gpus": e["gpus"] or "-", "cpus": e["cpus"] or "rule", "mem_mb": e["mem_mb"],
+                         "runtime": e["runtime"], "submissions": 1})
+    for size in cfg["sizes"]:  # the base model and the step 0 of each extension, sealed (seal_job)
+        j, n = sizing.seal_job(cfg, size), 1 + sum(ext["size"] == size for ext in cfg["extensions"])
+        rows.append({"job": f"seal checkpoints {size} (base, step 0)", "count": n,
+                     "partition": "GPU" if j["gpus"] else "CPU", "nodes": 1, "gpus": j["gpus"] or "-",
+                     "cpus": j.get("cpus") or "rule", "mem_mb": j["mem_mb"], "runtime": j["runtime"], "submissions": 1})
+    if shards:
+        rows.append({"job": "merge perplexity shards", "count": len(shards), "partition": "CPU", "nodes": 1,
+                     "gpus": "-", "cpus": sizing.MERGE_JOB["cpus"], "mem_mb": sizing.MERGE_JOB["mem_mb"],
+                     "runtime": sizing.MERGE_JOB["runtime"], "submissions": 1})
+    for tok in targets.tokenizers(cfg):  # one tokenization per (dataset, tokenizer), whatever the sizes sharing it
+        sizes = {s for s in cfg["sizes"] if targets.tokenizer_name(cfg, s) == tok}
+        d = sizing.data_job(cfg, targets.tokenizer_size(cfg, tok))
+        train = {ds for ext in cfg["extensions"] if ext["size"] in sizes
+                 for ds in ext.get("data", cfg["finetune_data"])}
+        train |= {ds for s in sizes if cfg["sizes"][s]["base"]["source"] == "pretrain" for ds in cfg["finetune_data"]}
+        evaluated = {ds for task, ds, s, _ in evals if s in sizes and TASKS[task].documents}
+        for job, n, cpus in ((f"tokenize ({tok} tokenizer)", len(train), d["cpus"]),
+                             (f"evaluation documents ({tok} tokenizer)", len(evaluated), 1)):
+            if n:
+                rows.append({"job": job, "count": n, "partition": "CPU", "nodes": 1, "gpus": "-", "cpus": cpus,
+                             "mem_mb": d["mem_mb"], "runtime": d["runtime"], "submissions": 1})
+    return rows
+
+
+def train_estimate(cfg: dict, ext: dict, hp: dict | None = None, seq: int | None = None,
+                   padded: bool = False) -> dict | None:
+    """One fine-tune of extension ``ext`` (None without the size's architecture); given ``hp`` and ``seq``, a
+    training job with these hyperparameters on the resources of ``ext`` (a summarization fine-tune)."""
+    sh = sizing.size_shape(cfg, ext["size"])
+    if sh is None:
+        return None
+    hp = hp or targets.train_hparams(cfg, ext)
+    gpus = sizing.train_job(cfg, ext)["gpus"]
+    window = cfg["base_window"] if ext.get("method") == "CT" else None  # CT: micro x ctx tokens, attention at L
+    return memory.training_peak(sh, hp["micro_batch"], seq or ext["ctx"],
+                                dtype_bytes=2 if gpus and hp.get("bf16") else 4,
+                         ranks=sizing.train_ranks(cfg, ext), zero=memory.zero_stage(hp),
+                         checkpointing=bool(hp.get("gradient_checkpointing")), window=window, padded=padded,
+                         gpu=bool(gpus))
+
+
+def summarize_train_estimate(cfg: dict, size: str, model: str, window: int) -> dict | None:
+    """The summarization fine-tune of checkpoint ``model`` of ``size``: examples padded to at most its window, on
+    the resources of the checkpoint's extension (the size's for the base model)."""
+    ext = targets.model_extension(cfg, size, model)
+    return train_estimate(cfg, ext, summarization.hparams(cfg, size, model), window, padded=True)
+
+
+def eval_estimate(cfg: dict, task: str, size: str, windows) -> dict | None:
+    """One evaluation job of ``task`` (pi_repro.tasks; rouge: the generation) on ``size`` at ``windows``."""
+    from .tasks import TASKS
+
+    sh = sizing.size_shape(cfg, size)
+    if sh is None:
+        return None
+    gpus = sizing.eval_job(cfg, size)["gpus"]
+    from .cost import toolbox
+
+    kw = {"dtype_bytes": 2 if gpus else 4, "gpus": gpus, "gpu": bool(gpus)}
+    return TASKS[task].peak(cfg, sh, max(windows), kw, toolbox())
+
+
+def estimates(cfg: dict) -> list[dict]:
+    """Every training and evaluation job the config's tables need, with its estimate: rule, what, size, method,
+    ctx, key (the config key that sizes it), gpus, bytes, breakdown (jobs of sizes without an architecture left
+    out). A sharded perplexity evaluation's shards each hold what the whole job would."""
+    out = []
+
+    def add(rule, what, size, method, ctx, key, gpus, est, batch_key=None):  # batch_key None: a training job
+        if est is not None:
+            out.append({"rule": rule, "what": what, "size": size, "method": method, "ctx": ctx, "key": key,
+                        "gpus": gpus, "batch_key": batch_key, **est})
+
+    for i, ext in enumerate(cfg["extensions"]):
+        if ext["steps"] > 0:
+            add("finetune", f"{ext['size']} {targets.extension_name(ext)}", ext["size"], ext["method"], ext["ctx"],
+                f"extensions[{i}]", sizing.train_job(cfg, ext)["gpus"], train_estimate(cfg, ext))
+    from .tasks import TASKS
+
+    jobs, _ = eval_jobs(cfg)
+    for (task, ds, size, model), j in jobs.items():
+        c, w, t = targets.model_coords(cfg, size, model), max(j["windows"]), TASKS[task]
+        if t.train_rule:  # the model is first fine-tuned for the task (summarization)
+            ext = targets.model_extension(cfg, size, model)
+            key = f"extensions[{cfg['extensions'].index(ext)}]" if model != "base" else f"sizes.{size}.resources"
+            add(t.train_rule, f"{size} {model} on {ds}", size, c["method"], c["ctx"], key,
+                sizing.train_job(cfg, ext)["gpus"], summarize_train_estimate(cfg, size, model, w))
+        add(t.rule, f"{size} {model} on {ds} at {w}", size, c["method"], c["ctx"],
+            f"sizes.{size}.resources.eval_gpus", sizing.eval_job(cfg, size)["gpus"],
+            eval_estimate(cfg, task, size, sorted(j["windows"])), t.batch_key)
+    return out
+
+
+def check_memory(cfg: dict) -> None:
+    """Refuse (ConfigError) the first GPU job whose estimated peak exceeds one GPU's memory, naming it."""
+    limit = memory.gpu_memory(cfg)
+    for e in estimates(cfg):
+        if e["gpus"] and e["bytes"] > limit:
+            train = e["batch_key"] is None  # a training job (an evaluation names its batch size's key)
+            fix = ("more ranks (resources: train_nodes, train_gpus_per_node) to partition the weights and optimizer "
+                   "state over, a smaller micro_batch (the global batch is kept by gradient accumulation), "
+                   "train.gradient_checkpointing: true, or ZeRO-3 (train.deepspeed)" if train else
+                   f"more GPUs to spread the model over (resources: eval_gpus) or a smaller {e['batch_key']}")
+            fail(e["key"], f"job {e['rule']} {e['what']} (size {e['size']}, method {e['method']}, ctx {e['ctx']}) "
+                   f"needs an estimated {memory.describe(e)} per GPU, more than the {memory.gb(limit):g} GB of one GPU "
+                   f"(cost.gpu_memory_gb); change: {fix}")

@@ -277,7 +277,7 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
              manifest: str, data_files: list[str], options: dict | None = None) -> dict | None:
     """Run one extension's fine-tuning (one process, or one of ``WORLD_SIZE`` ranks under torchrun); rank 0
     verifies every export and writes ``manifest`` last, then deletes the resume state unless
-    ``options['keep_resume_state']`` (config.train_options). Returns the manifest record (None on other ranks)."""
+    ``options['keep_resume_state']`` (targets.train_options). Returns the manifest record (None on other ranks)."""
     options = with_defaults(options)
     rank, world = distributed(bool(hp.get("deepspeed")))
     tokens = training_tokens(data_files, hp["seed"])
@@ -325,7 +325,7 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
 
 
 def with_defaults(options: dict | None) -> dict:
-    """Training options (config.train_options) with their defaults: no tracking, the resume state deleted."""
+    """Training options (targets.train_options) with their defaults: no tracking, the resume state deleted."""
     return {"report_to": "none", "keep_resume_state": False, **(options or {})}
 
 

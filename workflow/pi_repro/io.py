@@ -109,3 +109,9 @@ def input_device(model):
 
         return torch.device(hook.execution_device)
     return emb.weight.device
+
+
+def model_dir_digest(path: str | Path) -> str | None:
+    """The digest that stands for a shipped model folder's content: the sha256 of its SHA256SUMS (None if absent)."""
+    sums = Path(path) / "SHA256SUMS"
+    return sha256_file(sums) if sums.is_file() else None

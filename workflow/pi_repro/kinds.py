@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from . import config as C
+from . import sizing, summarization, targets
+from .targets import ROOT, fail
 from .tasks import TASKS
 
 KINDS: dict = {}
@@ -33,7 +34,7 @@ class Kind:
     figure: str | None = None  # the figure (figures/{figure}.png) drawn from every table of the kind
 
     def validate(self, cfg: dict, name: str, spec: dict) -> None:
-        """Checks beyond the schema (C.fail names the key)."""
+        """Checks beyond the schema (fail names the key)."""
 
     def cells(self, cfg: dict, spec: dict) -> list[tuple]:
         """Every cell (task, dataset, size, model, window) of a table of this kind."""
@@ -121,7 +122,7 @@ class Windows(Kind):
         return windows_findings(name, table["frame"], run.L, run.hub_sizes, run.untrained)
 
     def paper_cell(self, cfg, spec, cell, ext):
-        model = "base" if ext is None else C.final_model(ext)
+        model = "base" if ext is None else targets.final_model(ext)
         return (self.task, spec["dataset"], cell["size"], model, int(cell["column"]))
 
     def validate(self, cfg: dict, name: str, spec: dict) -> None:
@@ -129,9 +130,9 @@ class Windows(Kind):
         windows = cfg["perplexity"]["windows"]
         for size, w in spec.get("extrapolate_to", {}).items():
             if size not in cfg["sizes"]:
-                C.fail(f"tables.{name}.extrapolate_to.{size}", "unknown size")
+                fail(f"tables.{name}.extrapolate_to.{size}", "unknown size")
             if w not in windows:
-                C.fail(f"tables.{name}.extrapolate_to.{size}", f"{w} is not one of perplexity.windows {windows}")
+                fail(f"tables.{name}.extrapolate_to.{size}", f"{w} is not one of perplexity.windows {windows}")
 
     def largest_window(self, cfg: dict, spec: dict, size: str) -> int:
         return spec.get("extrapolate_to", {}).get(size, cfg["base_window"])
@@ -140,7 +141,7 @@ class Windows(Kind):
         out = []
         for size in cfg["sizes"]:
             models = [("base", self.largest_window(cfg, spec, size))]
-            models += [(C.final_model(e), e["ctx"]) for e in cfg["extensions"]
+            models += [(targets.final_model(e), e["ctx"]) for e in cfg["extensions"]
                        if e["size"] == size and not e.get("tag")]
             for model, top in models:
                 out += [(self.task, spec["dataset"], size, model, w) for w in sorted(cfg["perplexity"]["windows"])
@@ -185,14 +186,14 @@ class Steps(Kind):
     def validate(self, cfg: dict, name: str, spec: dict) -> None:
         _check_dataset(cfg, name, spec)
         for i, row in enumerate(spec["rows"]):
-            if C.find_extension(cfg, row["size"], row["method"], row["ctx"]) is None:
-                C.fail(f"tables.{name}.rows[{i}]", f"no extension {row} in extensions")
+            if targets.find_extension(cfg, row["size"], row["method"], row["ctx"]) is None:
+                fail(f"tables.{name}.rows[{i}]", f"no extension {row} in extensions")
 
     def cells(self, cfg: dict, spec: dict) -> list[tuple]:
         out = []
         for row in spec["rows"]:
-            ext = C.find_extension(cfg, row["size"], row["method"], row["ctx"])
-            out += [(self.task, spec["dataset"], row["size"], f"{C.extension_name(ext)}/step{n}", ext["ctx"])
+            ext = targets.find_extension(cfg, row["size"], row["method"], row["ctx"])
+            out += [(self.task, spec["dataset"], row["size"], f"{targets.extension_name(ext)}/step{n}", ext["ctx"])
                     for n in sorted(ext["checkpoints"])]
         return out
 
@@ -241,13 +242,13 @@ class Passkey(Kind):
     def validate(self, cfg: dict, name: str, spec: dict) -> None:
         for k in ("dataset", "extrapolate_to"):
             if k in spec:
-                C.fail(f"tables.{name}.{k}", "a passkey table generates its prompts (no dataset); list the base "
+                fail(f"tables.{name}.{k}", "a passkey table generates its prompts (no dataset); list the base "
                        "model's windows in its row instead")
         for i, row in enumerate(spec["rows"]):
             ext = _row_extension(cfg, name, i, row, extra=("steps",))
             for s in self.steps(ext, row) if ext else []:
                 if s not in ext["checkpoints"]:
-                    C.fail(f"tables.{name}.rows[{i}].steps", f"step {s} is not one of the extension's checkpoints "
+                    fail(f"tables.{name}.rows[{i}].steps", f"step {s} is not one of the extension's checkpoints "
                            f"{ext['checkpoints']}")
         _unique_rows(name, spec)
 
@@ -269,8 +270,8 @@ class Passkey(Kind):
             if row["method"] == "None":
                 models, ext = ["base"], None
             else:
-                ext = C.find_extension(cfg, row["size"], row["method"], row["ctx"], row.get("tag"))
-                models = [f"{C.extension_name(ext)}/step{s}" for s in self.steps(ext, row)]
+                ext = targets.find_extension(cfg, row["size"], row["method"], row["ctx"], row.get("tag"))
+                models = [f"{targets.extension_name(ext)}/step{s}" for s in self.steps(ext, row)]
             out += [(self.task, TASKS[self.task].dataset, row["size"], m, w) for m in models
                     for w in self.windows(cfg, row, ext)]
         return out
@@ -310,30 +311,29 @@ class Benchmarks(Kind):
         return benchmarks_findings(name, table["frame"], self.findings_read)
 
     def paper_cell(self, cfg, spec, cell, ext):
-        model = "base" if ext is None else C.final_model(ext)
-        return (self.task, TASKS[self.task].dataset, cell["size"], model, C.benchmark_window(cfg), cell["column"])
+        model = "base" if ext is None else targets.final_model(ext)
+        return (self.task, TASKS[self.task].dataset, cell["size"], model, targets.benchmark_window(cfg), cell["column"])
 
     def paper_columns(self, cfg):
         return [t.get("label", n) for n, t in cfg["benchmarks"]["tasks"].items()]
 
     def validate(self, cfg: dict, name: str, spec: dict) -> None:
         if "benchmarks" not in cfg:
-            C.fail(f"tables.{name}", "a benchmarks table needs the config's benchmarks block (its tasks)")
+            fail(f"tables.{name}", "a benchmarks table needs the config's benchmarks block (its tasks)")
         for k in ("dataset", "extrapolate_to"):
             if k in spec:
-                C.fail(f"tables.{name}.{k}", "a benchmarks table reads the tasks of the benchmarks block")
+                fail(f"tables.{name}.{k}", "a benchmarks table reads the tasks of the benchmarks block")
         for i, row in enumerate(spec["rows"]):
             _row_extension(cfg, name, i, row)
         _unique_rows(name, spec)
 
     def cells(self, cfg: dict, spec: dict) -> list[tuple]:
-        window = C.benchmark_window(cfg)
+        window = targets.benchmark_window(cfg)
         out = []
         for row in spec["rows"]:
-            ext = None if row["method"] == "None" else C.find_extension(cfg, row["size"], row["method"], row["ctx"],
-                                                                         row.get("tag"))
-            out.append((self.task, TASKS[self.task].dataset, row["size"], "base" if ext is None else C.final_model(ext),
-                        window))
+            ext = _row_model(cfg, row)
+            model = "base" if ext is None else targets.final_model(ext)
+            out.append((self.task, TASKS[self.task].dataset, row["size"], model, window))
         return out
 
     def layout(self, cfg: dict, spec: dict) -> dict:
@@ -380,7 +380,7 @@ class Summarization(Kind):
         return summarization_findings(name, table["frame"], self.findings_read)
 
     def paper_cell(self, cfg, spec, cell, ext):
-        model = "base" if ext is None else C.final_model(ext)
+        model = "base" if ext is None else targets.final_model(ext)
         return (self.task, spec["dataset"], cell["size"], model, own_window(cfg, ext), cell["column"])
 
     def paper_columns(self, cfg):
@@ -405,37 +405,36 @@ class Summarization(Kind):
     def validate(self, cfg: dict, name: str, spec: dict) -> None:
         ds = spec["dataset"]
         if ds not in cfg["datasets"]:
-            C.fail(f"tables.{name}.dataset", f"unknown dataset {ds!r}")
+            fail(f"tables.{name}.dataset", f"unknown dataset {ds!r}")
         splits = cfg["datasets"][ds].get("hub", {}).get("splits", {"train": None, "test": None})
         for split in ("train", "test"):
             if split not in splits:
-                C.fail(f"tables.{name}.dataset", f"dataset {ds!r} has no {split} split (summarization fine-tunes on "
+                fail(f"tables.{name}.dataset", f"dataset {ds!r} has no {split} split (summarization fine-tunes on "
                        "train and scores on test)")
         if "extrapolate_to" in spec:
-            C.fail(f"tables.{name}.extrapolate_to", "a summarization table evaluates each model at its own window")
+            fail(f"tables.{name}.extrapolate_to", "a summarization table evaluates each model at its own window")
         for i, row in enumerate(spec["rows"]):
             ext = _row_extension(cfg, name, i, row)
-            hp = C.summarization_hparams(cfg, row["size"], "base" if ext is None else C.final_model(ext))
-            ranks = C.train_ranks(cfg, ext or {"size": row["size"]})
+            hp = summarization.hparams(cfg, row["size"], "base" if ext is None else targets.final_model(ext))
+            ranks = sizing.train_ranks(cfg, ext or {"size": row["size"]})
             if hp["global_batch"] % (hp["micro_batch"] * ranks):
-                C.fail(f"tables.{name}.rows[{i}]", f"summarization: global batch {hp['global_batch']} is not a "
+                fail(f"tables.{name}.rows[{i}]", f"summarization: global batch {hp['global_batch']} is not a "
                        f"multiple of micro batch {hp['micro_batch']} x {ranks} ranks")
         _unique_rows(name, spec)
-        if spec.get("quoted") and not (C.ROOT / spec["quoted"]).is_file():
-            C.fail(f"tables.{name}.quoted", f"{spec['quoted']}: no such file (the paper's cells)")
+        if spec.get("quoted") and not (ROOT / spec["quoted"]).is_file():
+            fail(f"tables.{name}.quoted", f"{spec['quoted']}: no such file (the paper's cells)")
 
     def cells(self, cfg: dict, spec: dict) -> list[tuple]:
         out = []
         for row in spec["rows"]:
-            ext = None if row["method"] == "None" else C.find_extension(cfg, row["size"], row["method"], row["ctx"],
-                                                                         row.get("tag"))
-            model = "base" if ext is None else C.final_model(ext)
+            ext = _row_model(cfg, row)
+            model = "base" if ext is None else targets.final_model(ext)
             out.append((self.task, spec["dataset"], row["size"], model, own_window(cfg, ext)))
         return out
 
     def extra_records(self, cfg: dict, spec: dict, run_dir: str) -> list[str]:
         """The LEAD baseline's record (rule rouge_lead), unless the entry says ``lead: false``."""
-        return [C.lead_path(run_dir, spec["dataset"])] if spec.get("lead", True) else []
+        return [targets.lead_path(run_dir, spec["dataset"])] if spec.get("lead", True) else []
 
     def frame(self, records: list[dict], quoted: list[dict] | None = None):
         from . import tables
@@ -461,7 +460,7 @@ class Summarization(Kind):
 
 def _step_cell(task: str, dataset: str, cell: dict, ext: dict | None) -> tuple | None:
     """A published cell read at a fine-tuning step (its column) of the extension, at the model's window."""
-    return None if ext is None else (task, dataset, cell["size"], f"{C.extension_name(ext)}/step{cell['column']}",
+    return None if ext is None else (task, dataset, cell["size"], f"{targets.extension_name(ext)}/step{cell['column']}",
                                      cell["model_ctx"])
 
 
@@ -490,21 +489,28 @@ def own_window(cfg: dict, ext: dict | None) -> int:
     return cfg["base_window"] if ext is None or ext["method"] == "CT" else ext["ctx"]
 
 
+def _row_model(cfg: dict, row: dict) -> dict | None:
+    """The extension a (validated) ``rows`` entry names, None for the base model (method None)."""
+    if row["method"] == "None":
+        return None
+    return targets.find_extension(cfg, row["size"], row["method"], row["ctx"], row.get("tag"))
+
+
 def _row_extension(cfg: dict, name: str, i: int, row: dict, extra: tuple = ()) -> dict | None:
     """The extension a ``rows`` entry names (None for the base model, method None), checked."""
     key = f"tables.{name}.rows[{i}]"
     if row["size"] not in cfg["sizes"]:
-        C.fail(f"{key}.size", f"unknown size {row['size']!r}")
+        fail(f"{key}.size", f"unknown size {row['size']!r}")
     if row["method"] == "None":
         for k in ("ctx", "tag") + extra:
             if k in row:
-                C.fail(f"{key}.{k}", "the base model (method None) has no " + k)
+                fail(f"{key}.{k}", "the base model (method None) has no " + k)
         return None
     if "ctx" not in row:
-        C.fail(key, f"an extension row needs ctx (method {row['method']})")
-    ext = C.find_extension(cfg, row["size"], row["method"], row["ctx"], row.get("tag"))
+        fail(key, f"an extension row needs ctx (method {row['method']})")
+    ext = targets.find_extension(cfg, row["size"], row["method"], row["ctx"], row.get("tag"))
     if ext is None:
-        C.fail(key, f"no extension {row} in extensions")
+        fail(key, f"no extension {row} in extensions")
     return ext
 
 
@@ -513,17 +519,51 @@ def _unique_rows(name: str, spec: dict) -> None:
     for i, row in enumerate(spec["rows"]):
         ident = tuple(row.get(k) for k in ("size", "method", "ctx", "tag"))
         if ident in seen:
-            C.fail(f"tables.{name}.rows[{i}]", "the same model twice (give each model one row)")
+            fail(f"tables.{name}.rows[{i}]", "the same model twice (give each model one row)")
         seen.add(ident)
 
 
 def _check_dataset(cfg: dict, name: str, spec: dict) -> None:
     ds = spec["dataset"]
     if ds not in cfg["datasets"]:
-        C.fail(f"tables.{name}.dataset", f"unknown dataset {ds!r}")
+        fail(f"tables.{name}.dataset", f"unknown dataset {ds!r}")
     if "eval" not in cfg["datasets"][ds]:
-        C.fail(f"datasets.{ds}", f"{name} evaluates on it, so it needs an eval block")
+        fail(f"datasets.{ds}", f"{name} evaluates on it, so it needs an eval block")
 
 
 def _datasets(records: list[dict]) -> str:
     return ", ".join(sorted({r["dataset"] for r in records}))
+
+
+def model_windows(cfg: dict) -> list[int]:
+    """Largest perplexity window of each model: its ctx, or (base models) the largest a perplexity table asks of
+    them (passkey prompts are generated at any length and need no documents that long)."""
+    out = [ext["ctx"] for ext in cfg["extensions"]]
+    from .tasks import TASKS
+
+    out += [c[4] for t in cfg["tables"] for c in table_cells(cfg, t) if TASKS[c[0]].documents and c[3] == "base"]
+    return out or [cfg["base_window"]]
+
+
+def kind(spec: dict):
+    """The table kind (pi_repro.kinds) of a `tables:` entry."""
+    return KINDS[spec["kind"]]
+
+
+def table_cells(cfg: dict, name: str) -> list[tuple]:
+    """Every cell (task, dataset, size, model, window) of table ``name``."""
+    spec = cfg["tables"][name]
+    return kind(spec).cells(cfg, spec)
+
+
+def table_records(cfg: dict, name: str) -> list[tuple]:
+    """The evaluation records (task, dataset, size, model) table ``name`` reads: one per checkpoint, each holding
+    all the windows of that checkpoint."""
+    return list(dict.fromkeys(c[:4] for c in table_cells(cfg, name)))
+
+
+def eval_windows(cfg: dict, task: str, dataset: str, size: str, model: str) -> list[int]:
+    """Every window at which any table needs ``model`` evaluated by ``task`` on ``dataset`` (one job evaluates
+    them all: loading a model once per window would cost more than the evaluation itself on small models)."""
+    need = {c[4] for t in cfg["tables"] for c in table_cells(cfg, t) if c[:4] == (task, dataset, size, model)}
+    return sorted(need)

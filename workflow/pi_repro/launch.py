@@ -14,7 +14,7 @@ import time
 
 MODES = ("auto", "python", "torchrun", "srun")
 STOP_AT_ENV = "PI_REPRO_STOP_AT"  # Unix time at which a training job saves its state and exits (time limit)
-# config.train_options (tracking, resume state) as JSON: how a training job runs, never what it computes, so they
+# targets.train_options (tracking, resume state) as JSON: how a training job runs, never what it computes, so they
 # reach the ranks through the launcher's untracked arguments, not the rule's command (which Snakemake compares)
 OPTIONS_ENV = "PI_REPRO_TRAIN_OPTIONS"
 

@@ -6,7 +6,7 @@ hidden, MLP and vocabulary widths; P: parameters, P_layer: those of one decoder 
 
 - **Training** (finetune, summarize_finetune), per rank: weights, gradients and AdamW state; under DeepSpeed ZeRO
   (``train.deepspeed``, its ``zero_optimization.stage``) with bf16, fp32 master + m + v (12 B/param) and the bf16
-  parameter and gradient (4 B/param), partitioned over the job's ranks (``config.train_ranks``: stage 3 all of
+  parameter and gradient (4 B/param), partitioned over the job's ranks (``sizing.train_ranks``: stage 3 all of
   it, stage 2 all but the parameters, stage 1 the optimizer state); without ZeRO, parameters, gradients, m and v
   in the weights' dtype (4 b/param; b more for DDP's gradient buckets on several ranks). ZeRO-3 adds the largest
   module gathered whole (its parameters and, in backward, its gradients: 2 x max(P_layer, V d) x b). Activations
@@ -40,7 +40,7 @@ import json
 import math
 from pathlib import Path
 
-from . import config as C
+from . import targets
 
 GIB = 2 ** 30
 GPU_MEMORY_GB = 80  # the paper's A100 80GB (cost.gpu_memory_gb; GiB)
@@ -76,7 +76,7 @@ def zero_stage(hp: dict) -> int:
     ds = hp.get("deepspeed")
     if not ds:
         return 0
-    path = Path(ds) if Path(ds).is_absolute() else C.ROOT / ds
+    path = Path(ds) if Path(ds).is_absolute() else targets.ROOT / ds
     return int(json.loads(path.read_text()).get("zero_optimization", {}).get("stage", 0))
 
 
@@ -162,85 +162,6 @@ def forward_peak(sh: Shape, batch: int, window: int, *, dtype_bytes: int = 2, gp
 
 
 # ------------------------------------------------------------------------------------------------ the config's jobs
-def size_shape(cfg: dict, size: str) -> Shape | None:
-    """A size's Shape, or None where the config cannot give it yet (hub weights without a shape, a model
-    folder not there yet)."""
-    from . import cost
-
-    try:
-        return Shape(cost.shape(cfg, size))
-    except (C.ConfigError, OSError, KeyError):  # hub weights without a shape, a model folder not there yet
-        return None
-
-
-def train_estimate(cfg: dict, ext: dict, hp: dict | None = None, seq: int | None = None,
-                   padded: bool = False) -> dict | None:
-    """One fine-tune of extension ``ext`` (None without the size's architecture); given ``hp`` and ``seq``, a
-    training job with these hyperparameters on the resources of ``ext`` (a summarization fine-tune)."""
-    sh = size_shape(cfg, ext["size"])
-    if sh is None:
-        return None
-    hp = hp or C.train_hparams(cfg, ext)
-    gpus = C.train_job(cfg, ext)["gpus"]
-    window = cfg["base_window"] if ext.get("method") == "CT" else None  # CT: micro x ctx tokens, attention at L
-    return training_peak(sh, hp["micro_batch"], seq or ext["ctx"], dtype_bytes=2 if gpus and hp.get("bf16") else 4,
-                         ranks=C.train_ranks(cfg, ext), zero=zero_stage(hp),
-                         checkpointing=bool(hp.get("gradient_checkpointing")), window=window, padded=padded,
-                         gpu=bool(gpus))
-
-
-def summarize_train_estimate(cfg: dict, size: str, model: str, window: int) -> dict | None:
-    """The summarization fine-tune of checkpoint ``model`` of ``size``: examples padded to at most its window, on
-    the resources of the checkpoint's extension (the size's for the base model)."""
-    ext = C.model_extension(cfg, size, model)
-    return train_estimate(cfg, ext, C.summarization_hparams(cfg, size, model), window, padded=True)
-
-
-def eval_estimate(cfg: dict, task: str, size: str, windows) -> dict | None:
-    """One evaluation job of ``task`` (pi_repro.tasks; rouge: the generation) on ``size`` at ``windows``."""
-    from .tasks import TASKS
-
-    sh = size_shape(cfg, size)
-    if sh is None:
-        return None
-    gpus = C.eval_job(cfg, size)["gpus"]
-    from .cost import toolbox
-
-    kw = {"dtype_bytes": 2 if gpus else 4, "gpus": gpus, "gpu": bool(gpus)}
-    return TASKS[task].peak(cfg, sh, max(windows), kw, toolbox())
-
-
-def estimates(cfg: dict) -> list[dict]:
-    """Every training and evaluation job the config's tables need, with its estimate: rule, what, size, method,
-    ctx, key (the config key that sizes it), gpus, bytes, breakdown (jobs of sizes without an architecture left
-    out). A sharded perplexity evaluation's shards each hold what the whole job would."""
-    from . import cost
-
-    out = []
-
-    def add(rule, what, size, method, ctx, key, gpus, est, batch_key=None):  # batch_key None: a training job
-        if est is not None:
-            out.append({"rule": rule, "what": what, "size": size, "method": method, "ctx": ctx, "key": key,
-                        "gpus": gpus, "batch_key": batch_key, **est})
-
-    for i, ext in enumerate(cfg["extensions"]):
-        if ext["steps"] > 0:
-            add("finetune", f"{ext['size']} {C.extension_name(ext)}", ext["size"], ext["method"], ext["ctx"],
-                f"extensions[{i}]", C.train_job(cfg, ext)["gpus"], train_estimate(cfg, ext))
-    from .tasks import TASKS
-
-    jobs, _ = cost.eval_jobs(cfg)
-    for (task, ds, size, model), j in jobs.items():
-        c, w, t = C.model_coords(cfg, size, model), max(j["windows"]), TASKS[task]
-        if t.train_rule:  # the model is first fine-tuned for the task (summarization)
-            ext = C.model_extension(cfg, size, model)
-            key = f"extensions[{cfg['extensions'].index(ext)}]" if model != "base" else f"sizes.{size}.resources"
-            add(t.train_rule, f"{size} {model} on {ds}", size, c["method"], c["ctx"], key,
-                C.train_job(cfg, ext)["gpus"], summarize_train_estimate(cfg, size, model, w))
-        add(t.rule, f"{size} {model} on {ds} at {w}", size, c["method"], c["ctx"],
-            f"sizes.{size}.resources.eval_gpus", C.eval_job(cfg, size)["gpus"],
-            eval_estimate(cfg, task, size, sorted(j["windows"])), t.batch_key)
-    return out
 
 
 def gb(n: float) -> float:
@@ -251,21 +172,6 @@ def describe(e: dict) -> str:
     """An estimate's breakdown, in GiB, the alternative phases marked."""
     items = ", ".join(f"{k} {gb(v):.1f}" + (" (phase)" if k in e["phases"] else "") for k, v in e["breakdown"].items())
     return f"{gb(e['bytes']):.1f} GB ({items}; of the phases only the largest counts; {e['assumed']})"
-
-
-def check(cfg: dict) -> None:
-    """Refuse (ConfigError) the first GPU job whose estimated peak exceeds one GPU's memory, naming it."""
-    limit = gpu_memory(cfg)
-    for e in estimates(cfg):
-        if e["gpus"] and e["bytes"] > limit:
-            train = e["batch_key"] is None  # a training job (an evaluation names its batch size's key)
-            fix = ("more ranks (resources: train_nodes, train_gpus_per_node) to partition the weights and optimizer "
-                   "state over, a smaller micro_batch (the global batch is kept by gradient accumulation), "
-                   "train.gradient_checkpointing: true, or ZeRO-3 (train.deepspeed)" if train else
-                   f"more GPUs to spread the model over (resources: eval_gpus) or a smaller {e['batch_key']}")
-            C.fail(e["key"], f"job {e['rule']} {e['what']} (size {e['size']}, method {e['method']}, ctx {e['ctx']}) "
-                   f"needs an estimated {describe(e)} per GPU, more than the {gb(limit):g} GB of one GPU "
-                   f"(cost.gpu_memory_gb); change: {fix}")
 
 
 # ------------------------------------------------------------------------------------- measured (tests/test_memory)
@@ -303,7 +209,7 @@ def measure_perplexity(model_dir: str | None, arch: dict | None, batch: int, win
     import torch
 
     from .perf import rss_now_and_peak
-    from .perplexity import window_spans, score_spans
+    from .perplexity import score_spans, window_spans
 
     torch.manual_seed(0)
     vocab = arch["vocab_size"] if arch else json.loads((Path(model_dir) / "config.json").read_text())["vocab_size"]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import sha256_file
+from . import targets
+from .io import model_dir_digest, sha256_file  # noqa: F401 (model_dir_digest: preflight's API)
 
 
 class PreflightError(ValueError):
@@ -103,12 +104,6 @@ def model_dir_problems(where: str, path: Path, cache: Sha256Cache) -> list[str]:
         elif cache.sha256(f) != digest:
             out.append(f"{where}: {f} has sha256 {cache.sha256(f)}, {sums} says {digest}")
     return out
-
-
-def model_dir_digest(path: str | Path) -> str | None:
-    """The digest that stands for a shipped model folder's content: the sha256 of its SHA256SUMS (None if absent)."""
-    sums = Path(path) / "SHA256SUMS"
-    return sha256_file(sums) if sums.is_file() else None
 
 
 # ------------------------------------------------------------------------------------------ token files
@@ -233,7 +228,6 @@ def count_problems(cfg: dict, run_dir: str | Path, tokenizer_of: dict[str, str],
     """Counts against the data they count: a local dataset's evaluation documents and a summarization table's
     train / test documents against its splits; each fine-tune's tokens (steps x batch x L') against its training
     files, where they exist and are up to date (``tokenizer_of``: size -> its tokenizer's name)."""
-    from . import config as C
     from .kinds import KINDS
 
     out, counts = [], {}
@@ -257,7 +251,7 @@ def count_problems(cfg: dict, run_dir: str | Path, tokenizer_of: dict[str, str],
         if any(f.stat().st_mtime < _newest([f.parents[1] / "corpus.jsonl.gz"]) for f in files):
             continue  # about to be rebuilt
         have = sum(np.load(f, mmap_mode="r", allow_pickle=False).shape[0] for f in files)
-        hp = C.train_hparams(cfg, ext)
+        hp = targets.train_hparams(cfg, ext)
         need = hp["steps"] * hp["global_batch"] * ext["ctx"]
         if need > have:
             out.append(f"extensions[{i}] ({ext['method']}-{ext['ctx']}): {hp['steps']} steps x {hp['global_batch']} "

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import targets
 from .io import input_device
 
 INTRO = "Read the following article and then summarize it.\n"
@@ -313,3 +314,15 @@ def paired_bootstrap(a: list[float], b: list[float], n: int = 1000, seed: int = 
     means = d[rng.integers(0, d.size, size=(n, d.size))].mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5])
     return {"mean": float(d.mean()), "ci95": [float(lo), float(hi)], "n_docs": int(d.size), "resamples": n}
+
+
+def hparams(cfg: dict, size: str, model: str) -> dict:
+    """The summarization fine-tune's optimizer: the fine-tunes' (train block, the size's lr), with the batch and
+    lr of the summarization block where it gives them; its steps are set from the epochs in the job."""
+    s = protocol(cfg)
+    hp = targets.train_block(cfg)
+    size_cfg = cfg["sizes"][size]
+    for k in ("global_batch", "micro_batch"):
+        hp[k] = s.get(k, size_cfg.get(k, hp[k]))
+    hp.update(lr=s.get("lr", size_cfg["lr"]), seed=cfg["seed"])
+    return hp

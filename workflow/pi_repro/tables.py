@@ -80,7 +80,7 @@ def steps_table(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def record_mixture(rec: dict) -> str:
-    """The fine-tuning data mixture of a record's model (config.mixture_name): '-' for a model that was not
+    """The fine-tuning data mixture of a record's model (targets.mixture_name): '-' for a model that was not
     fine-tuned (the base model, PI with steps: 0); records written before mixtures existed read as corpus."""
     if rec["method"] == "None":
         return "-"

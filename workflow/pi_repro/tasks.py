@@ -2,8 +2,8 @@
 task says which rule runs its jobs, which rules of it ask GPUs (the audit re-executes them there), which batch
 setting sizes its memory, and how the cost plan (pi_repro.cost) and the memory estimate (pi_repro.memory) price
 one job. Read while the DAG is built: this module imports nothing; what a task's methods compute with is handed
-to them (``x``: the config, cost, memory and perf modules; see cost.plan and memory.eval_estimate), so the registry
-sits below every module that dispatches to it.
+to them (``x``: the targets, cost, memory, perf and summarization modules; see cost.toolbox), so the registry sits
+below every module that dispatches to it.
 
 A job is ``(task, dataset, size, model)`` with the set of windows the tables read of it (``cost.eval_jobs``).
 Register a new task with ``@register``: a task that leaves out one of ``Task.REQUIRED`` is refused at import.
@@ -91,12 +91,12 @@ class PasskeyRetrieval(Task):
     dataset, documents = "synthetic", False  # the prompts are generated (pi_repro.passkey), not read
 
     def plan(self, cfg, job, windows, add, x):
-        pk, sh = x.C.passkey_protocol(cfg), x.cost.shape(cfg, job[2])
+        pk, sh = x.targets.passkey_protocol(cfg), x.targets.shape(cfg, job[2])
         add("passkey", f"{job[2]} {job[3]} at {', '.join(map(str, windows))}",
             sum(pk["num_k"] * pk["trials"] * w * x.perf.flops_per_token(sh, w, False) for w in windows), "eval_mfu")
 
     def peak(self, cfg, sh, w, kw, x):
-        return x.memory.forward_peak(sh, x.C.passkey_protocol(cfg)["batch_size"], w, kv_cache=w + 8, **kw)
+        return x.memory.forward_peak(sh, x.targets.passkey_protocol(cfg)["batch_size"], w, kv_cache=w + 8, **kw)
 
 
 @register("bench")
@@ -108,7 +108,7 @@ class ZeroShot(Task):
 
     def plan(self, cfg, job, windows, add, x):
         add("benchmark", f"{job[2]} {job[3]}", x.cost.settings(cfg)["benchmark_tokens"]
-            * x.perf.flops_per_token(x.cost.shape(cfg, job[2]), windows[-1], False), "eval_mfu")
+            * x.perf.flops_per_token(x.targets.shape(cfg, job[2]), windows[-1], False), "eval_mfu")
 
     def peak(self, cfg, sh, w, kw, x):
         return x.memory.forward_peak(sh, cfg.get("benchmarks", {}).get("batch_size", 8), w, full_logits=True, **kw)
@@ -125,20 +125,20 @@ class Summaries(Task):
 
     def plan(self, cfg, job, windows, add, x):
         _, ds, size, model = job
-        s, spec, sh = x.cost.settings(cfg), x.summarization_protocol(cfg), x.cost.shape(cfg, size)
+        s, spec, sh = x.cost.settings(cfg), x.summarization.protocol(cfg), x.targets.shape(cfg, size)
         w, docs = windows[-1], s["datasets"].get(ds, {})
-        hp = x.C.summarization_hparams(cfg, size, model)
+        hp = x.summarization.hparams(cfg, size, model)
         train = spec.get("train_docs") or docs.get("train_docs")
         test = spec.get("test_docs") or docs.get("test_docs")
         add("summarize_finetune", f"{size} {model} on {ds}",
             None if not train else x.cost.train_flops(hp, spec["epochs"] * train * w, sh, w), "mfu",
             None if train else f"cost.datasets.{ds}.train_docs not given",
-            peak=x.memory.summarize_train_estimate(cfg, size, model, w), train=True)
+            peak=x.cost.summarize_train_estimate(cfg, size, model, w), train=True)
         add("summarize", f"{size} {model} on {ds}",
             None if not test else test * (w + spec["generate"]["max_new_tokens"])
             * x.perf.flops_per_token(sh, w, False),
             "eval_mfu", None if test else f"cost.datasets.{ds}.test_docs not given")
 
     def peak(self, cfg, sh, w, kw, x):
-        g = x.summarization_protocol(cfg)["generate"]
+        g = x.summarization.protocol(cfg)["generate"]
         return x.memory.forward_peak(sh, g["batch_size"], w, kv_cache=w + g["max_new_tokens"], padded=True, **kw)

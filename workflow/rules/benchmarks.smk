@@ -7,21 +7,21 @@ rule benchmark_task:
     """One task built from a dataset's test split (pi_repro.benchmarks): items as JSON lines and the harness's
     task definition reading them; contexts counted in the size's tokenizer, seeded."""
     input:
-        corpus=lambda w: f"{R}/data/{pcfg.built_benchmarks(config)[w.task]['dataset']}/corpus.jsonl.gz",
+        corpus=lambda w: f"{R}/data/{targets.built_benchmarks(config)[w.task]['dataset']}/corpus.jsonl.gz",
         tokenizer=tokenizer_dir,
     output:
         docs=f"{R}/data/benchmarks/{{size}}/{{task}}.jsonl",
         yaml=f"{R}/data/benchmarks/{{size}}/{{task}}.yaml",
     params:
-        recipe=lambda w: as_json(pcfg.built_benchmarks(config)[w.task]),
+        recipe=lambda w: as_json(targets.built_benchmarks(config)[w.task]),
         seed=config["seed"],
     log:
         f"{R}/logs/benchmark_task/{{size}}/{{task}}.log",
     benchmark:
         f"{R}/benchmarks/benchmark_task/{{size}}/{{task}}.tsv"
     resources:
-        runtime=lambda w: pcfg.data_job(config, w.size)["runtime"],
-        mem_mb=lambda w: pcfg.data_job(config, w.size)["mem_mb"],
+        runtime=lambda w: sizing.data_job(config, w.size)["runtime"],
+        mem_mb=lambda w: sizing.data_job(config, w.size)["mem_mb"],
     conda:
         "../envs/pi.yaml"
     shell:
@@ -36,7 +36,7 @@ rule fetch_benchmarks:
     output:
         f"{R}/data/benchmarks/fetch.json",
     params:
-        tasks=",".join(pcfg.harness_benchmarks(config)),
+        tasks=",".join(targets.harness_benchmarks(config)),
         include=config.get("benchmarks", {}).get("include", ""),
         cache=BENCH_CACHE,
     log:
@@ -59,7 +59,7 @@ rule benchmark:
     input:
         model=model_input,
         tasks=benchmark_task_files,
-        fetched=lambda w: [f"{R}/data/benchmarks/fetch.json"] if pcfg.harness_benchmarks(config) else [],
+        fetched=lambda w: [f"{R}/data/benchmarks/fetch.json"] if targets.harness_benchmarks(config) else [],
     output:
         eval_record("bench", dataset=BENCH_DATASET),
     params:
@@ -69,9 +69,9 @@ rule benchmark:
         tasks=as_json(sorted([n, t["label"]] for n, t in config.get("benchmarks", {}).get("tasks", {}).items())),
         include=lambda w: ",".join(benchmark_includes(w)),
         cache=BENCH_CACHE,
-        window=pcfg.benchmark_window(config),
+        window=targets.benchmark_window(config),
         batch=config.get("benchmarks", {}).get("batch_size", 8),
-        data=lambda w: ",".join(pcfg.model_finetune_data(config, w.size, w.model)),
+        data=lambda w: ",".join(targets.model_finetune_data(config, w.size, w.model)),
         coords=lambda w: eval_params(w, "bench", BENCH_DATASET),
         seed=config["seed"],
         L=L,

@@ -7,6 +7,10 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from pi_repro import METHODS  # noqa: E402
 from pi_repro import config as pcfg  # noqa: E402
 from pi_repro import cost  # noqa: E402
+from pi_repro import kinds  # noqa: E402
+from pi_repro import sizing  # noqa: E402
+from pi_repro import summarization  # noqa: E402
+from pi_repro import targets  # noqa: E402
 from pi_repro import preflight  # noqa: E402
 from pi_repro.kinds import KINDS  # noqa: E402
 from pi_repro.tasks import TASKS, gpu_rules  # noqa: E402
@@ -19,11 +23,11 @@ RUN = config["run"]
 R = f"results/{RUN}"
 L = config["base_window"]
 SIZES = list(config["sizes"])
-TOKENIZERS = pcfg.tokenizers(config)
+TOKENIZERS = targets.tokenizers(config)
 DATASETS = list(config["datasets"])
 
 
-CONFIG_SHA256 = pcfg.config_digest(config)  # of what can change a result (not resources, not a local file's path)
+CONFIG_SHA256 = targets.config_digest(config)  # of what can change a result (not resources, not a local file's path)
 
 # Every job's shell knows its run folder and the config's digest: the entry points record their provenance there
 # (pi_repro.provenance; the audit reads it). Bash's strict mode is Snakemake's own default prefix.
@@ -48,7 +52,7 @@ wildcard_constraints:
     window=r"\d+",
     shard=r"\d+",
     shards=r"\d+",
-    task="|".join(pcfg.built_benchmarks(config)) or "no-task",
+    task="|".join(targets.built_benchmarks(config)) or "no-task",
     model=rf"base|{EXT}/step\d+",
     table="|".join(TABLES) or "no-table",
 
@@ -58,7 +62,7 @@ def size_cfg(w):
 
 
 def ext_cfg(w):
-    ext = pcfg.extension_by_name(config, w.size, w.ext)
+    ext = targets.extension_by_name(config, w.size, w.ext)
     if ext is None:
         raise ValueError(f"no extension {w.size} {w.ext} in the config")
     return ext
@@ -80,27 +84,27 @@ def partition(gpus):
 
 def gpu_constraint(gpus):
     """sbatch --constraint of a job that asks GPUs: the config's cluster.gpu_constraint (a GPU type), if any."""
-    return pcfg.cluster(config).get("gpu_constraint") if gpus else None
+    return sizing.cluster(config).get("gpu_constraint") if gpus else None
 
 
 def train_ext(w):
     """The extension whose training resources a training job asks: the rule's own (finetune), or for a
     summarization fine-tune the checkpoint's extension (the size's resources for the base model)."""
-    return ext_cfg(w) if hasattr(w, "ext") else pcfg.model_extension(config, w.size, w.model)
+    return ext_cfg(w) if hasattr(w, "ext") else targets.model_extension(config, w.size, w.model)
 
 
 def tjob(w):
-    return pcfg.train_job(config, train_ext(w))
+    return sizing.train_job(config, train_ext(w))
 
 
 def train_launch_args(w):
     """scripts/launch.py's arguments: ranks, launch path, the stop margin before the job's time limit, and the
-    training options (config.train_options: tracking, resume state), which change no result."""
+    training options (targets.train_options: tracking, resume state), which change no result."""
     j = tjob(w)
     return (f"--nodes {j['nodes']} --gpus-per-node {j['gpus_per_node']} --procs-per-node {j['procs_per_node']}"
-            f" --mode {'srun' if j['srun'] else 'auto'} --stop-margin-min {pcfg.cluster(config)['stop_margin_min']}"
+            f" --mode {'srun' if j['srun'] else 'auto'} --stop-margin-min {sizing.cluster(config)['stop_margin_min']}"
             + (f" --cpus-per-node {j['cpus_per_node']}" if j["cpus_per_node"] else "")
-            + f" --options {as_json(pcfg.train_options(config))}")
+            + f" --options {as_json(targets.train_options(config))}")
 
 
 def train_slurm_extra(w):
@@ -164,10 +168,10 @@ def one_node_resources(job):
 
 
 # every evaluation job: the GPUs of one node (the model is spread over them)
-eval_resources = one_node_resources(lambda w: pcfg.eval_job(config, w.size))
+eval_resources = one_node_resources(lambda w: sizing.eval_job(config, w.size))
 
 # sealing a checkpoint (base model, step 0): its probe runs as evaluations load it, on their GPUs where they have any
-seal_resources = one_node_resources(lambda w: pcfg.seal_job(config, w.size))
+seal_resources = one_node_resources(lambda w: sizing.seal_job(config, w.size))
 
 # perplexity evaluations split into shards (perplexity.shards / shard_hours): (dataset, size, model) -> shards
 PPL_SHARDS = cost.perplexity_shards(config)
@@ -188,7 +192,7 @@ PPL_PAST = f"--past {config['perplexity']['past']}" if "past" in config["perplex
 
 def ppl_windows(w):
     """Every window the tables need of this checkpoint's perplexity on this dataset (one job evaluates them all)."""
-    return ",".join(map(str, pcfg.eval_windows(config, "ppl", w.dataset, w.size, w.model)))
+    return ",".join(map(str, kinds.eval_windows(config, "ppl", w.dataset, w.size, w.model)))
 
 
 def ppl_eval_args(w):
@@ -207,7 +211,7 @@ def perplexity_inputs(w):
 
 
 # the perplexity record's job: an evaluation, or (sharded) the CPU job that merges its shards
-perplexity_resources = one_node_resources(lambda w: pcfg.MERGE_JOB if ppl_shards(w) > 1 else pcfg.eval_job(config, w.size))
+perplexity_resources = one_node_resources(lambda w: sizing.MERGE_JOB if ppl_shards(w) > 1 else sizing.eval_job(config, w.size))
 
 
 def as_json(obj):
@@ -240,12 +244,12 @@ def tokenizer_dir(w):
 
 def tok_size(w):
     """The size whose tokenizer (and CPU resources) a tokenization job (wildcard ``tok``) uses."""
-    return pcfg.tokenizer_size(config, w.tok)
+    return targets.tokenizer_size(config, w.tok)
 
 
 def tokenized(dataset, size, what):
     """A dataset tokenized for ``size`` (its tokenizer's data, shared with the sizes that have the same one)."""
-    return f"{R}/data/{dataset}/{pcfg.tokenizer_name(config, size)}/{what}"
+    return f"{R}/data/{dataset}/{targets.tokenizer_name(config, size)}/{what}"
 
 
 def model_input(w):
@@ -286,28 +290,28 @@ def base_model_inputs(w):
 def downloads():
     """Everything fetched from the Hugging Face hub: run `snakemake downloads` where there is internet."""
     hub = [f"{R}/models/{s}/download" for s, c in config["sizes"].items() if c["base"]["source"] == "hub"]
-    bench = [f"{R}/data/benchmarks/fetch.json"] if pcfg.harness_benchmarks(config) else []
+    bench = [f"{R}/data/benchmarks/fetch.json"] if targets.harness_benchmarks(config) else []
     return hub + bench + [f"{R}/data/{d}/corpus.jsonl.gz" for d, c in config["datasets"].items() if c["source"] == "hub"]
 
 
 def eval_record(task, dataset="{dataset}", size="{size}", model="{model}"):
     """An evaluation record's path (pattern with wildcards by default): pi_repro.config.eval_path."""
-    return pcfg.eval_path(R, task, dataset, size, model)
+    return targets.eval_path(R, task, dataset, size, model)
 
 
 def eval_params(w, task, dataset=None):
     """What an evaluation job writes into its record besides its results: its task, dataset and coordinates."""
-    return as_json({"task": task, "dataset": dataset or w.dataset, **pcfg.model_coords(config, w.size, w.model)})
+    return as_json({"task": task, "dataset": dataset or w.dataset, **targets.model_coords(config, w.size, w.model)})
 
 
 def benchmark_task_files(w):
     """The task files of the benchmarks built here (their items and definitions), for this size's tokenizer."""
-    return [f"{R}/data/benchmarks/{w.size}/{t}.{ext}" for t in pcfg.built_benchmarks(config) for ext in ("jsonl", "yaml")]
+    return [f"{R}/data/benchmarks/{w.size}/{t}.{ext}" for t in targets.built_benchmarks(config) for ext in ("jsonl", "yaml")]
 
 
 def benchmark_includes(w):
     """Folders of task definitions the harness reads besides its own: the built tasks', the config's include."""
-    out = [f"{R}/data/benchmarks/{w.size}"] if pcfg.built_benchmarks(config) else []
+    out = [f"{R}/data/benchmarks/{w.size}"] if targets.built_benchmarks(config) else []
     inc = config.get("benchmarks", {}).get("include")
     return out + ([inc] if inc else [])
 
@@ -316,8 +320,8 @@ def benchmark_includes(w):
 # Before any job: the local files the config names are there and are what their sha256 says; the run's token
 # files are whole (pi_repro.preflight). A damaged file stops the run here, before Snakemake deletes anything.
 if not workflow.remote_exec:  # the main process checks; a cluster job step (which parses this file again) does not
-    preflight.check(config, R, {t: Path(size_tokenizer_dir(pcfg.tokenizer_size(config, t))) for t in TOKENIZERS},
-                    {s: pcfg.tokenizer_name(config, s) for s in SIZES},
+    preflight.check(config, R, {t: Path(size_tokenizer_dir(targets.tokenizer_size(config, t))) for t in TOKENIZERS},
+                    {s: targets.tokenizer_name(config, s) for s in SIZES},
                     preflight.Sha256Cache(Path(".snakemake/pi-repro-sha256.json")))
 
 
@@ -351,18 +355,18 @@ def check_cluster_settings():
     if missing:
         names = sorted({v for _, _, v in missing})
         where = "; ".join(f"{w}.{k} reads ${v}" for w, k, v in missing[:6])
-        raise pcfg.ConfigError(f"cluster settings: set {', '.join(names)} in the environment before submitting "
+        raise targets.ConfigError(f"cluster settings: set {', '.join(names)} in the environment before submitting "
                                f"({where}; see profiles/slurm and README 'Running the paper on a cluster')")
     import os
 
     gpu_jobs = sorted({j.rule.name for j in workflow.dag.needrun_jobs() if j.resources.get("gpus_total")})
     if gpu_jobs and not os.environ.get("PI_SLURM_PARTITION"):
-        raise pcfg.ConfigError(f"cluster settings: set PI_SLURM_PARTITION (the GPU partition) in the environment: "
+        raise targets.ConfigError(f"cluster settings: set PI_SLURM_PARTITION (the GPU partition) in the environment: "
                                f"jobs of rules {', '.join(gpu_jobs)} ask GPUs (README 'Running the paper on a cluster')")
     refused = unsatisfiable_jobs()
     if refused:
         lines = "\n".join(f"  {name} ({n} jobs): {why}\n    {call}" for (name, call), (n, why) in refused.items())
-        raise pcfg.ConfigError("cluster settings: SLURM would never start these jobs (sbatch --test-only refuses "
+        raise targets.ConfigError("cluster settings: SLURM would never start these jobs (sbatch --test-only refuses "
                                f"them; they would wait in the queue forever):\n{lines}\nAdjust the config's "
                                "resources blocks or the profile (`snakemake cluster_plan` prints what each job asks)")
 
@@ -421,9 +425,9 @@ def check_audit_rules():
     """The audit re-executes jobs of rules named in the config: each must exist (called once all rules are read)."""
     known = rule_scripts()
     for section in ("jobs", "tolerance"):
-        for name in pcfg.audit(config)["determinism"][section]:
+        for name in targets.audit(config)["determinism"][section]:
             if name not in known:
-                raise pcfg.ConfigError(f"config error at audit.determinism.{section}.{name}: no rule {name!r} with an"
+                raise targets.ConfigError(f"config error at audit.determinism.{section}.{name}: no rule {name!r} with an"
                                        f" entry point (rules: {', '.join(sorted(known))})")
 
 
@@ -437,8 +441,8 @@ def snakemake_invocation():
 def audit_job():
     """The audit's resources: those of an evaluation job of the smallest size when it re-executes a GPU rule's
     jobs (it picks the cheapest, in practice the smallest size's), else none."""
-    on_gpu = any(n and r in AUDIT_GPU_RULES for r, n in pcfg.audit(config)["determinism"]["jobs"].items())
-    job = pcfg.eval_job(config, SIZES[0])
+    on_gpu = any(n and r in AUDIT_GPU_RULES for r, n in targets.audit(config)["determinism"]["jobs"].items())
+    job = sizing.eval_job(config, SIZES[0])
     return dict(job, gpus=job["gpus"] if on_gpu else 0)
 
 
@@ -450,7 +454,7 @@ def table_inputs(table):
         return []
     spec = config["tables"][table]
     extra = KINDS[spec["kind"]].extra_records(config, spec, R)
-    return [eval_record(*r) for r in pcfg.table_records(config, table)] + extra
+    return [eval_record(*r) for r in kinds.table_records(config, table)] + extra
 
 
 def table_layout(table):
@@ -483,7 +487,7 @@ def audit_targets():
     out += [f"{R}/figures/figure2.png", f"{R}/findings.md"]
     # every fine-tune the config lists (including variants no table of this issue reads yet, e.g. Table 5's
     # RedPajama model) and every dataset it names
-    out += [f"{R}/models/{e['size']}/{pcfg.extension_name(e)}/finetune.json" for e in pcfg.trained(config)]
+    out += [f"{R}/models/{e['size']}/{targets.extension_name(e)}/finetune.json" for e in targets.trained(config)]
     out += [f"{R}/data/{d}/corpus.jsonl.gz" for d in DATASETS]
     return out
 

@@ -9,8 +9,8 @@ rule fetch_dataset:
         corpus=f"{R}/data/{{dataset}}/corpus.jsonl.gz",
         provenance=f"{R}/data/{{dataset}}/fetch.json",
     params:
-        spec=lambda w: as_json(pcfg.fetch_spec(config, w.dataset)),  # what decides the content (a local file: sha256)
-        train_tokens=lambda w: pcfg.fetch_train_tokens(config, w.dataset),
+        spec=lambda w: as_json(targets.fetch_spec(config, w.dataset)),  # what decides the content (a local file: sha256)
+        train_tokens=lambda w: targets.fetch_train_tokens(config, w.dataset),
         path=untracked(lambda w: shlex.quote(config["datasets"][w.dataset].get("path", ""))),  # sha256 compared
     log:
         f"{R}/logs/fetch_dataset/{{dataset}}.log",
@@ -41,10 +41,10 @@ rule tokenize:
         f"{R}/logs/tokenize/{{dataset}}/{{tok}}.log",
     benchmark:
         f"{R}/benchmarks/tokenize/{{dataset}}/{{tok}}.tsv"
-    threads: lambda w: pcfg.data_job(config, tok_size(w))["cpus"]
+    threads: lambda w: sizing.data_job(config, tok_size(w))["cpus"]
     resources:
-        runtime=lambda w: pcfg.data_job(config, tok_size(w))["runtime"],
-        mem_mb=lambda w: pcfg.data_job(config, tok_size(w))["mem_mb"],
+        runtime=lambda w: sizing.data_job(config, tok_size(w))["runtime"],
+        mem_mb=lambda w: sizing.data_job(config, tok_size(w))["mem_mb"],
         cpus_per_task=lambda w, threads: threads,  # the rule's threads, not the profile's default
     conda:
         "../envs/pi.yaml"
@@ -70,8 +70,8 @@ rule eval_docs:
     benchmark:
         f"{R}/benchmarks/eval_docs/{{dataset}}/{{tok}}.tsv"
     resources:
-        runtime=lambda w: pcfg.data_job(config, tok_size(w))["runtime"],
-        mem_mb=lambda w: pcfg.data_job(config, tok_size(w))["mem_mb"],
+        runtime=lambda w: sizing.data_job(config, tok_size(w))["runtime"],
+        mem_mb=lambda w: sizing.data_job(config, tok_size(w))["mem_mb"],
     conda:
         "../envs/pi.yaml"
     shell:

@@ -32,7 +32,7 @@ rule download_model:
     benchmark:
         f"{R}/benchmarks/download_model/{{size}}.tsv"
     resources:
-        runtime=lambda w: pcfg.data_job(config, w.size)["runtime"],
+        runtime=lambda w: sizing.data_job(config, w.size)["runtime"],
     conda:
         "../envs/pi.yaml"
     shell:
@@ -49,7 +49,7 @@ rule base_model:
     output:
         directory(f"{R}/models/{{size}}/base"),
     params:
-        spec=lambda w: as_json(pcfg.base_spec(config, w.size)),  # shipped weights: their SHA256SUMS, not their path
+        spec=lambda w: as_json(targets.base_spec(config, w.size)),  # shipped weights: their SHA256SUMS, not their path
         path=untracked(lambda w: shlex.quote(size_cfg(w)["base"].get("path", ""))),
         window=L,
         seed=config["seed"],
@@ -106,7 +106,7 @@ rule finetune:
     output:
         f"{R}/models/{{size}}/{{ext}}/finetune.json",
     params:
-        hp=lambda w: as_json(pcfg.train_hparams(config, ext_cfg(w))),
+        hp=lambda w: as_json(targets.train_hparams(config, ext_cfg(w))),
         method=lambda w: ext_cfg(w)["method"],
         ctx=lambda w: ext_cfg(w)["ctx"],
         checkpoints=lambda w: ",".join(str(c) for c in ext_cfg(w)["checkpoints"]),
@@ -121,7 +121,7 @@ rule finetune:
     threads: train_threads
     priority: 10  # most jobs wait on a fine-tune: start each as soon as its step 0 exists (the critical path)
     # resubmissions by the main Snakemake process only: a job step must not retry inside its own (ending) allocation
-    retries: None if workflow.remote_exec else pcfg.finetune_retries(config)
+    retries: None if workflow.remote_exec else sizing.finetune_retries(config)
     resources:
         **train_resources,
     conda:

@@ -11,10 +11,10 @@ rule passkey:
         eval_record("passkey", dataset=PASSKEY_DATASET),
     params:
         ckpt=lambda w: f"{R}/models/{w.size}/{w.model}",
-        windows=lambda w: ",".join(map(str, pcfg.eval_windows(config, "passkey", PASSKEY_DATASET, w.size, w.model))),
+        windows=lambda w: ",".join(map(str, kinds.eval_windows(config, "passkey", PASSKEY_DATASET, w.size, w.model))),
         coords=lambda w: eval_params(w, "passkey", PASSKEY_DATASET),
-        p=pcfg.passkey_protocol(config),
-        intro="--intro" if pcfg.passkey_protocol(config)["intro"] else "--no-intro",
+        p=targets.passkey_protocol(config),
+        intro="--intro" if targets.passkey_protocol(config)["intro"] else "--no-intro",
         seed=config["seed"],
     log:
         f"{R}/logs/passkey/{{size}}/{{model}}.log",

@@ -15,12 +15,12 @@ rule summarize_finetune:
         f"{R}/models/{{size}}/summarize-{{dataset}}/{{model}}/finetune.json",
     params:
         init=lambda w: f"{R}/models/{w.size}/{w.model}",
-        hp=lambda w: as_json(pcfg.summarization_hparams(config, w.size, w.model)),
+        hp=lambda w: as_json(summarization.hparams(config, w.size, w.model)),
         spec=as_json(summarization_slice(SUMMARIZATION, "finetune")),
-        method=lambda w: pcfg.model_coords(config, w.size, w.model)["method"],
-        ctx=lambda w: pcfg.model_coords(config, w.size, w.model)["ctx"],
+        method=lambda w: targets.model_coords(config, w.size, w.model)["method"],
+        ctx=lambda w: targets.model_coords(config, w.size, w.model)["ctx"],
         L=L,
-        outdir=lambda w: pcfg.summarizer_dir(R, w.dataset, w.size, w.model),
+        outdir=lambda w: targets.summarizer_dir(R, w.dataset, w.size, w.model),
         history=f"{R}/logs/summarize_finetune/{{dataset}}/{{size}}/{{model}}.attempts.log",
         launch=untracked(train_launch_args),  # where it runs, not what it computes
     log:
@@ -29,7 +29,7 @@ rule summarize_finetune:
         f"{R}/benchmarks/summarize_finetune/{{dataset}}/{{size}}/{{model}}.tsv"
     threads: train_threads
     priority: 5  # Table 6 waits on a fine-tune, a generation and the scoring after it
-    retries: None if workflow.remote_exec else pcfg.finetune_retries(config)
+    retries: None if workflow.remote_exec else sizing.finetune_retries(config)
     resources:
         **train_resources,
     conda:

@@ -15,7 +15,7 @@ rule table:
         html=report(f"{R}/tables/{{table}}.html", category="Tables", labels=lambda w: {"table": w.table}),
     params:
         kind=lambda w: config["tables"][w.table]["kind"],
-        title=lambda w: shlex.quote(pcfg.table_title(w.table, config["tables"][w.table])),
+        title=lambda w: shlex.quote(targets.table_title(w.table, config["tables"][w.table])),
         layout=lambda w: as_json(table_layout(w.table)),
         plugins=PLUGINS,
     log:
@@ -70,7 +70,7 @@ rule findings:
         html=report(f"{R}/findings.html", category="Findings", labels={"page": "the paper's claims on this run"}),
     params:
         L=L,
-        tables=as_json({pcfg.table_title(t, s): {"kind": s["kind"], "dataset": s.get("dataset"),
+        tables=as_json({targets.table_title(t, s): {"kind": s["kind"], "dataset": s.get("dataset"),
                                                   "csv": table_outputs(t)["csv"]} for t, s in config["tables"].items()}),
         hub=",".join(s for s, c in config["sizes"].items() if c["base"]["source"] == "hub"),
         untrained=",".join(f"{e['size']}:{e['ctx']}" for e in config["extensions"] if e["steps"] == 0),

@@ -9,7 +9,7 @@ rule figure2:
         png=report(f"{R}/figures/figure2.png", caption="../report/figure2.rst", category="Theory (Section 2.3)"),
         json=f"{R}/theory/figure2.json",
     params:
-        t=pcfg.theory(config),
+        t=targets.theory(config),
     log:
         f"{R}/logs/figures/figure2.log",
     benchmark:

@@ -17,10 +17,13 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 import _common  # noqa: F401
-from pi_repro import audit, paper
+import yaml
+from pi_repro import (
+    audit,
+    paper,
+    targets,  # noqa: E402
+)
 from pi_repro.io import atomic_path, write_html, write_json
 
 EXIT_PROBLEMS, EXIT_CLAIMS = 1, 3
@@ -88,7 +91,7 @@ def build(a) -> int:
     from pi_repro import config as C
 
     C.load_plugins(cfg)  # the kinds of its tables (paper cells, tolerance)
-    settings = C.audit(cfg)
+    settings = targets.audit(cfg)
     t = time.time()
     m = audit.build(a.run_dir, a.targets, a.config_sha)
     m["invocation"] = a.invocation  # the config files (and --config values) verify re-reads to find stale settings

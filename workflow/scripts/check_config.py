@@ -8,10 +8,10 @@ says only "not valid JSON or YAML"), then the schema and semantic checks the wor
 import argparse
 import sys
 
-import yaml
-
 import _common  # noqa: F401
+import yaml
 from pi_repro import config as C
+from pi_repro import targets  # noqa: E402
 
 
 def check(path: str, show: bool = False) -> str | None:
@@ -30,7 +30,7 @@ def check(path: str, show: bool = False) -> str | None:
         return f"{path}: not a mapping of configuration keys"
     try:
         C.validate(cfg)  # a config that extends another is merged with it first, in place
-    except C.ConfigError as e:
+    except targets.ConfigError as e:
         return f"{path}: {e}"
     if show:
         print(yaml.safe_dump(cfg, sort_keys=False, width=120), end="")

@@ -4,10 +4,9 @@ that give the rules their resources, and the settings a user sets. Prints it and
 import argparse
 import json
 
-import pandas as pd
-
 import _common  # noqa: F401
-from pi_repro import config as pcfg
+import pandas as pd
+from pi_repro import cost, sizing  # noqa: E402
 
 HEADER = {"job": "Job", "count": "Jobs", "partition": "Partition", "nodes": "Nodes", "gpus": "GPUs",
           "cpus": "CPUs", "mem_mb": "Memory (MB)", "runtime": "Time per job (min)",
@@ -15,13 +14,13 @@ HEADER = {"job": "Job", "count": "Jobs", "partition": "Partition", "nodes": "Nod
 
 
 def render(cfg: dict) -> str:
-    c = pcfg.cluster(cfg)
-    plan = pd.DataFrame(pcfg.cluster_plan(cfg)).rename(columns=HEADER)
+    c = sizing.cluster(cfg)
+    plan = pd.DataFrame(cost.cluster_plan(cfg)).rename(columns=HEADER)
     settings = [f"time limit {c['time_limit_min']} min" if c.get("time_limit_min") else "no time limit",
                 f"stop {c['stop_margin_min']} min before it", f"{c['failure_retries']} failure retries"]
     if c.get("node_mem_mb"):
         settings.insert(0, f"memory per full node {c['node_mem_mb']} MB")
-    retries = pcfg.finetune_retries(cfg)
+    retries = sizing.finetune_retries(cfg)
     return (f"Cluster plan of config `{cfg['run']}` (`cluster`: {', '.join(settings)}; fine-tune retries: "
             f"{retries if retries is not None else 'the profile default'}).\n\n"
             + plan.to_markdown(index=False) + "\n")

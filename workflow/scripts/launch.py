@@ -7,7 +7,7 @@ one process (CPU), torchrun on one node, or srun + torchrun on every node of the
 
 With ``--stop-margin-min M`` inside a SLURM job that has a time limit, the program is told (environment variable
 ``PI_REPRO_STOP_AT``, a Unix time) to save its state and exit M minutes before the limit; the next submission of
-the job resumes from that state. With ``--options JSON`` (config.train_options), the program reads them from
+the job resumes from that state. With ``--options JSON`` (targets.train_options), the program reads them from
 ``PI_REPRO_TRAIN_OPTIONS``.
 """
 import argparse
