@@ -23,6 +23,21 @@ TOY = {"kind": "ratio", "dataset": "pg19", "title": "Perplexity over perplexity 
        "rows": [{"size": "tiny", "method": "None"}, {"size": "tiny", "method": "PI", "ctx": 64}]}
 
 
+@pytest.fixture(autouse=True)
+def registries_restored():
+    """What a test registers (a plugin's kind) is gone after it: the registries are process-wide, and the other
+    tests' findings must not meet a kind they do not know."""
+    kinds_before, tasks_before = dict(kinds.KINDS), dict(tasks.TASKS)
+    plugins_before = {m for m in sys.modules if m.startswith("pi_repro_plugin_")}
+    yield
+    kinds.KINDS.clear()
+    kinds.KINDS.update(kinds_before)
+    tasks.TASKS.clear()
+    tasks.TASKS.update(tasks_before)
+    for m in {m for m in sys.modules if m.startswith("pi_repro_plugin_")} - plugins_before:
+        del sys.modules[m]
+
+
 def smoke_with_toy() -> dict:
     return {"extends": "config/smoke.yaml", "plugins": [PLUGIN], "tables": {"toy": copy.deepcopy(TOY)}}
 

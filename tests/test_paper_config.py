@@ -313,7 +313,7 @@ def test_the_plan_prices_every_gpu_job_of_the_paper_dag(counts):
                           "1", "--forcerun", "plan", "--config", "run=plan-check"], cwd=ROOT, capture_output=True,
                          text=True)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "Per target:" in out.stdout and f"{targets['all']['gpu_hours']:,.0f} GPU-hours" in out.stdout
+    assert "Per target:" in out.stdout and f"{per_target['all']['gpu_hours']:,.0f} GPU-hours" in out.stdout
     guide = (ROOT / "docs/cluster.md").read_text()  # the cluster guide's copy is the generated one
     start = guide.index("<!-- cost-plan -->\n") + len("<!-- cost-plan -->\n")
     assert guide[start:guide.index("<!-- /cost-plan -->")] == cost.render(cfg, jobs=False)
