@@ -38,8 +38,8 @@ def test_wrong_type_is_named():
 
 
 def test_unknown_method_is_named():
-    msg = broken(lambda c: c["extensions"][1].update(method="NTK"))
-    assert "extensions[1].method" in msg and "NTK" in msg
+    msg = broken(lambda c: c["extensions"][1].update(method="ALiBi"))
+    assert "extensions[1].method" in msg and "ALiBi" in msg
 
 
 def test_scale_below_one_is_refused():
@@ -115,7 +115,7 @@ def test_table_entries_are_checked_by_their_kind():
     assert "tables.table3" in broken(lambda c: c["tables"]["table3"].pop("rows"))
     assert "tables.table3.rows[0]" in broken(lambda c: c["tables"]["table3"]["rows"][0].update(ctx=1024))
     assert "tables.table1.dataset" in broken(lambda c: c["tables"]["table1"].update(dataset="arxiv"))
-    assert "extensions[0].method" in broken(lambda c: c["extensions"][0].update(method="NTK"))
+    assert "extensions[0].method" in broken(lambda c: c["extensions"][0].update(method="ALiBi"))
 
 
 def test_passkey_table_cells_and_windows_follow_its_rows():

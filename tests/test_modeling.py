@@ -34,7 +34,7 @@ def test_extension_refuses_shrinking_and_unknown_methods(tiny_llama):
     with pytest.raises(ValueError, match="smaller than the base window"):
         modeling.extended_config(tiny_llama.config, "PI", 8, 16)
     with pytest.raises(ValueError, match="unknown extension method"):
-        modeling.extended_config(tiny_llama.config, "NTK", 32, 16)
+        modeling.extended_config(tiny_llama.config, "ALiBi", 32, 16)
 
 
 def test_init_extension_round_trip_keeps_scaling(tiny_llama, tmp_path):

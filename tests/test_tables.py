@@ -400,3 +400,32 @@ def test_finding_3_is_not_applicable_to_pi_without_fine_tuning(tmp_path):
     three = [r for r in res if r["finding"].startswith("3")]
     assert len(three) == 3 and all(r["status"] == "n/a" and "not fine-tuned" in r["reason"] for r in three)
     assert {r["status"] for r in findings.windows_findings("Table 1", t1, L, set()) if r["finding"] == "3a"} == {"PASS"}
+
+
+@pytest.mark.parametrize("case, change, want", [
+    ("holds", {}, {("8a", "NTK"): "PASS", ("8a", "YaRN"): "PASS", ("8b", "YaRN"): "PASS"}),
+    ("ntk-worse-untrained", {("NTK", 64): {0: 6.0}}, {("8a", "NTK"): "FAIL"}),
+    ("yarn-worse-tuned", {("YaRN", 64): {10: 4.5}}, {("8a", "YaRN"): "PASS", ("8b", "YaRN"): "FAIL"}),
+    ("yarn-not-tuned", {("YaRN", 64): {10: None}}, {("8b", "YaRN"): "n/a"}),
+])
+def test_findings_8a_8b_compare_the_methods_after_pi_with_pi(case, change, want):
+    """The YaRN paper's claims on a steps table: NTK-aware and YaRN at step 0 below PI at step 0 (8a), YaRN at the
+    last step both have at or below PI (8b); none of them on a table without such rows (the default's)."""
+    cells = {("PI", 64): {0: 5.5, 10: 4.0}, ("NTK", 64): {0: 5.0, 10: 4.2}, ("YaRN", 64): {0: 4.8, 10: 3.9}}
+    t = frame(cells, change)
+    res = findings.methods_findings("Table 3", t)
+    got = {(r["finding"], r["where"].split()[-1] if r["finding"] == "8a" else "YaRN"): r["status"] for r in res}
+    assert {k: got[k] for k in want} == want, got
+    assert findings.methods_findings("Table 3", frame(BASE_T3, {})) == []
+
+
+def test_finding_8c_yarn_keeps_retrieval_inside_l_where_pi_loses_it():
+    def row(method, ctx, window, k0):
+        return {"size": "s", "model_ctx": ctx, "method": method, "mixture": "-", "window": window, "k_top": window,
+                "0": k0}
+
+    t = pd.DataFrame([row("None", 32, 32, 30), row("PI", 128, 128, 0), row("YaRN", 128, 128, 34)])
+    assert [r["status"] for r in findings.passkey_methods_findings("T4", t, 32)] == ["PASS"]
+    t.loc[t["method"] == "YaRN", "0"] = 20
+    assert [r["status"] for r in findings.passkey_methods_findings("T4", t, 32)] == ["FAIL"]
+    assert findings.passkey_methods_findings("T4", t[t["method"] != "YaRN"], 32) == []

@@ -5,6 +5,6 @@ arguments and call this package.
 """
 __version__ = "0.1.0"
 
-# The extension methods, in one place (schema, code, wildcard constraints): Position Interpolation, direct
-# fine-tuning at the extended window, and the control (the base model trained further at its own window).
-METHODS = ("PI", "FT", "CT")
+# The extension methods (pi_repro.methods: one entry each): their names, for the schema, the wildcards and paper
+# cells. Position Interpolation, direct fine-tuning, the control, and the methods that came after PI.
+from .methods import METHODS as METHODS  # noqa: E402

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from . import METHODS, kinds, sizing, targets
+from . import kinds, sizing, targets
+from .methods import METHODS
 from .cost import check_memory
 from .targets import ROOT, ConfigError, fail
 
@@ -125,17 +126,22 @@ def _semantic_checks(cfg: dict) -> None:
             fail(f"{key}.size", f"unknown size {ext['size']!r}; sizes are {sorted(sizes)}")
         if ext["ctx"] < L:
             fail(f"{key}.ctx", f"scale {ext['ctx']}/{L} < 1: an extension cannot shrink the window")
-        if ext["method"] == "CT" and ext["ctx"] % L:
-            fail(f"{key}.ctx", f"CT trains at L={L} on the ctx-long sequences, so ctx must be a multiple of L")
-        if ext["method"] != "CT" and ext["ctx"] == L:
+        m = METHODS[ext["method"]]
+        if m.control and ext["ctx"] % L:
+            fail(f"{key}.ctx", f"{ext['method']} trains at L={L} on the ctx-long sequences, so ctx must be a multiple "
+                 "of L")
+        if not m.control and ext["ctx"] == L:
             fail(f"{key}.ctx", f"{ext['method']} at ctx = L = {L} is not an extension (scale 1)")
         for j, c in enumerate(ext["checkpoints"]):
             if c > ext["steps"]:
                 fail(f"{key}.checkpoints[{j}]", f"checkpoint step {c} is beyond the {ext['steps']} training steps")
         if ext["steps"] not in ext["checkpoints"]:
             fail(f"{key}.checkpoints", f"must include the final step {ext['steps']}")
-        if ext["steps"] == 0 and ext["method"] != "PI":
-            fail(f"{key}.steps", f"{ext['method']} without fine-tuning is the base model: use a method None row")
+        if ext["steps"] == 0 and m.fine_tuning == "required":
+            fail(f"{key}.steps", f"{ext['method']} without fine-tuning is the base model: use a method None row"
+                 if m.control or m.name == "FT" else f"{ext['method']} is only defined with fine-tuning")
+        if ext["steps"] > 0 and m.fine_tuning == "none":
+            fail(f"{key}.steps", f"{ext['method']} is an inference-time method: it is not fine-tuned (steps: 0)")
         mix = ext.get("mixture", "corpus")
         if mix != "corpus" and mix not in cfg.get("finetune_mixtures", {}):
             fail(f"{key}.mixture", f"unknown mixture {mix!r}: corpus or one of finetune_mixtures "

@@ -22,6 +22,7 @@ import sys
 from types import SimpleNamespace
 
 from . import kinds, memory, sizing, summarization, targets
+from .methods import METHODS
 from .targets import fail
 from .tasks import TASKS
 
@@ -115,7 +116,7 @@ def plan(cfg: dict) -> list[dict]:
     jobs, needs = eval_jobs(cfg)
     for ext in targets.trained(cfg):
         hp = targets.train_hparams(cfg, ext)
-        seq = L if ext["method"] == "CT" else ext["ctx"]
+        seq = METHODS[ext["method"]].train_window(L, ext["ctx"])
         tokens = hp["steps"] * hp["global_batch"] * ext["ctx"]
         add("finetune", f"{ext['size']} {targets.extension_name(ext)}", sizing.train_job(cfg, ext)["gpus"],
             train_flops(hp, tokens, targets.shape(cfg, ext["size"]), seq), s["mfu"],
@@ -352,7 +353,8 @@ def train_estimate(cfg: dict, ext: dict, hp: dict | None = None, seq: int | None
         return None
     hp = hp or targets.train_hparams(cfg, ext)
     gpus = sizing.train_job(cfg, ext)["gpus"]
-    window = cfg["base_window"] if ext.get("method") == "CT" else None  # CT: micro x ctx tokens, attention at L
+    m = METHODS.get(ext.get("method"))  # the control: micro x ctx tokens, attention at L
+    window = cfg["base_window"] if m and m.control else None
     return memory.training_peak(sh, hp["micro_batch"], seq or ext["ctx"],
                                 dtype_bytes=2 if gpus and hp.get("bf16") else 4,
                          ranks=sizing.train_ranks(cfg, ext), zero=memory.zero_stage(hp),

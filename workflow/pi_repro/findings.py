@@ -26,6 +26,10 @@ Each finding reads tables of one kind: the kind (pi_repro.kinds) calls its findi
     beyond it (paper: > 8000); (6b) Theorem 2.1's bound holds at every fractional point tested, on the fit and on
     random coefficients; (6c) on the integer grid the extrapolation bound is hundreds of times the interpolation
     bound (paper: about 600x).
+(8) The methods after PI (the YaRN paper's claims, hypotheses here, checked where a table has their rows): (8a) without
+    fine-tuning, NTK-aware and YaRN at L' beat PI at L' (a steps table's step 0); (8b) after the same fine-tuning,
+    YaRN at L' is at or below PI at L' (the last step both have); (8c) without fine-tuning, YaRN keeps passkey
+    retrieval inside L (its k_max at L' is at least the base model's at L) where PI loses it (below that).
 (7) Summarization (tables of kind summarization; the paper's Table 6): the extended model (PI, fine-tuned to
     summarize at L' with the document up to L') scores at least the base model fine-tuned the same way at L (the
     document cut to L) in ROUGE-1, ROUGE-2 and ROUGE-L, each a paired difference over the same test documents
@@ -119,6 +123,56 @@ def steps_findings(name: str, t: pd.DataFrame, windows: dict, L: int) -> list[di
                            f"{FEW_TIMES:g}x of None at L", ok,
                            {f"PI-{ctx} step0@{ctx}": pi0, f"None@{ctx}": none_ctx, f"None@{L}": none_l},
                            reason=None if windows else "no windows table on this dataset to compare with"))
+    return out
+
+
+SUCCESSORS = ("NTK", "YaRN")  # the methods 8a compares with PI without fine-tuning
+
+
+def methods_findings(name: str, t: pd.DataFrame) -> list[dict]:
+    """Findings 8a and 8b on one table of kind steps: each NTK-aware / YaRN row against the PI row of the same size
+    and L' (none when the table has no such pair)."""
+    out = []
+    steps = sorted(int(c) for c in t.columns if str(c).isdigit())
+    for _, row in t[t["method"].isin(SUCCESSORS)].iterrows():
+        size, method, ctx = str(row["size"]), row["method"], int(row["model_ctx"])
+        if t[(t["method"] == "PI") & (t["model_ctx"] == ctx) & (t["size"].astype(str) == size)].empty:
+            continue  # no PI row to compare with
+        where = f"{name} {size} L'={ctx}"
+        pi0, m0 = value(t, size, "PI", 0, ctx), value(t, size, method, 0, ctx)
+        out.append(result("8a", f"{where} {method}", f"without fine-tuning, {method} at L' beats PI at L' (YaRN paper)",
+                          None if pi0 is None or m0 is None else m0 < pi0,
+                          {f"{method}-{ctx} step0": m0, f"PI-{ctx} step0": pi0},
+                          reason=None if pi0 is not None and m0 is not None else "no step 0 of both"))
+        if method == "YaRN":
+            both = [s for s in steps if s > 0 and value(t, size, "PI", s, ctx) is not None
+                    and value(t, size, "YaRN", s, ctx) is not None]
+            last = max(both) if both else None
+            y, p = (value(t, size, "YaRN", last, ctx), value(t, size, "PI", last, ctx)) if both else (None, None)
+            out.append(result("8b", where, "after the same fine-tuning, YaRN at L' is at or below PI at L' (YaRN "
+                              "paper)", None if last is None else y <= p,
+                              {} if last is None else {f"YaRN-{ctx} step{last}": y, f"PI-{ctx} step{last}": p},
+                              reason=None if both else "no fine-tuned step of both"))
+    return out
+
+
+def passkey_methods_findings(name: str, t: pd.DataFrame, L: int) -> list[dict]:
+    """Finding 8c on one table of kind passkey: YaRN's and PI's step 0 at their window L' against the base model's
+    k_max at L (none when the table has no YaRN row at step 0)."""
+    out = []
+    none = t[(t["method"] == "None") & (t["window"] == L)]
+    for _, row in t[(t["method"] == "YaRN") & (t["window"] == t["model_ctx"])].iterrows():
+        size, ctx = str(row["size"]), int(row["model_ctx"])
+        y0 = _steps(row).get(0)
+        pi = t[(t["method"] == "PI") & (t["model_ctx"] == ctx) & (t["window"] == ctx) & (t["size"].astype(str) == size)]
+        p0 = _steps(pi.iloc[0]).get(0) if not pi.empty else None
+        base = none[none["size"].astype(str) == size]
+        b = _steps(base.iloc[0]).get(0) if not base.empty else None
+        ok = None if None in (y0, p0, b) else (y0 >= b and p0 < b)
+        out.append(result("8c", f"{name} {size} L'={ctx}", "without fine-tuning, YaRN keeps passkey retrieval inside L "
+                          "(k_max at L' >= the base model's at L) where PI loses it (below it) (YaRN paper)", ok,
+                          {f"YaRN-{ctx} step0 k_max": y0, f"PI-{ctx} step0 k_max": p0, f"None@{L} k_max": b},
+                          reason=None if ok is not None else "no step 0 of YaRN and PI at L' and no base row at L"))
     return out
 
 

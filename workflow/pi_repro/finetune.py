@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from . import data, memory, modeling, passkey, train
+from . import data, memory, methods, modeling, passkey, train
 from .io import read_json, sha256_file, sha256_weights, write_json
 from .launch import STOP_AT_ENV
 
@@ -63,25 +63,20 @@ class PasskeyMixture(Dataset):
 def training_data(tokens, ctx: int, method: str, base_window: int, hp: dict, tokenizer):
     """The dataset a fine-tune reads: the corpus chunks of ``ctx`` tokens, or, under a mixture with passkey
     documents (``hp['mixture']``, from ``finetune_mixtures``), ``PasskeyMixture`` laid out at the training window
-    (L' for PI and FT, L for CT)."""
+    (the method's training window: L' for an extension, L for the control CT)."""
     mix = hp.get("mixture")
     if not mix:
         return train.Chunks(tokens, ctx)
     return PasskeyMixture(tokens, ctx, tokenizer, mix["passkey_fraction"], hp["seed"],
-                          piece=base_window if method == "CT" else ctx)
+                          piece=methods.METHODS[method].train_window(base_window, ctx))
 
 
 def check_checkpoint(path: str | Path, method: str, ctx: int, base_window: int) -> dict:
     """Reload the config of an exported checkpoint and check that its extension survived the round trip."""
-    cfg = read_json(Path(path) / "config.json")
-    rope = cfg.get("rope_parameters") or {}
-    if method == "PI":
-        want = ctx / base_window
-        if rope.get("rope_type") != "linear" or abs(float(rope.get("factor", 0)) - want) > 1e-9:
-            raise RuntimeError(f"{path}: PI checkpoint lost its scaling: rope_parameters={rope}, want factor {want}")
-    elif rope.get("rope_type", "default") != "default":
-        raise RuntimeError(f"{path}: {method} checkpoint has position scaling {rope}")
-    return rope
+    try:
+        return methods.check(read_json(Path(path) / "config.json"), method, ctx, base_window)
+    except RuntimeError as e:
+        raise RuntimeError(f"{path}: {method} checkpoint lost its method's parameters: {e}") from None
 
 
 def run_params(hp: dict, method: str, ctx: int, init: str, data_files: list[str]) -> dict:
@@ -287,9 +282,10 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
     if len(tokens) < needed:
         raise ValueError(f"{method}-{ctx}: the training data {data_files} has {len(tokens)} tokens; {hp['steps']} steps"
                          f" x {hp['global_batch']} sequences x {ctx} tokens need {needed} (fetch a larger subset)")
-    window = read_json(Path(init) / "config.json")["max_position_embeddings"]
-    if method != "CT" and window != ctx:
-        raise RuntimeError(f"{init}: window {window} does not match ctx {ctx}")
+    m = methods.METHODS[method]
+    window, want = read_json(Path(init) / "config.json")["max_position_embeddings"], m.positions(base_window, ctx)
+    if window != want:
+        raise RuntimeError(f"{init}: window {window}; a {method} model of ctx {ctx} from L = {base_window} has {want}")
     # what identifies the run (hashes of the weights and the training tokens, GBs): read by rank 0 alone
     params = run_params(hp, method, ctx, init, data_files) if rank == 0 else None
     if rank == 0:  # a resubmission of an attempt whose exports failed their check stops here, before any model loads
@@ -297,7 +293,8 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
     if rank == 0 and 0 in steps:  # step 0 is the initial checkpoint: checked before any GPU-hour is spent
         step0 = verify_exports(init, [0], outdir, method, ctx, base_window)
     trained = train_and_export(init, training_data(tokens, ctx, method, base_window, hp, tokenizer), hp, outdir, steps,
-                               params, ctx, rank, world, train_window=base_window if method == "CT" else None,
+                               params, ctx, rank, world,
+                               train_window=None if m.train_window(base_window, ctx) == ctx else base_window,
                                label=f"{method}-{ctx}", report_to=options["report_to"])
     if rank != 0:
         return None
@@ -315,8 +312,8 @@ def finetune(init: str, method: str, ctx: int, base_window: int, hp: dict, steps
               "final_train_loss": trained["final_train_loss"],
               "checkpoints": checkpoints,
               "resumed_from": trained["resumed_from"],
-              # CT trains the same tokens at L: its sequences are L long
-              "throughput": throughput(init, base_window if method == "CT" else ctx,
+              # the control trains the same tokens at L: its sequences are L long
+              "throughput": throughput(init, m.train_window(base_window, ctx),
                                        trained["steps_run"] * hp["global_batch"] * ctx, trained["train_seconds"],
                                        bool(hp.get("bf16")))}
     write_json(manifest, record)

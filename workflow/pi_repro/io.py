@@ -111,6 +111,16 @@ def input_device(model):
     return emb.weight.device
 
 
+def reset_dynamic_rope(model) -> None:
+    """Return a dynamic RoPE (dynamic NTK) to its state at load: transformers keeps the frequencies of the longest
+    sequence seen and reuses them for a shorter one that is still past L, so a window's result would depend on the
+    windows evaluated before it. Called before each window (perplexity, passkey); other RoPE types: nothing."""
+    for m in model.modules():
+        if getattr(m, "rope_type", None) == "dynamic" and hasattr(m, "original_inv_freq"):
+            m.register_buffer("inv_freq", m.original_inv_freq.clone(), persistent=False)
+            m.max_seq_len_cached = m.original_max_seq_len
+
+
 def model_dir_digest(path: str | Path) -> str | None:
     """The digest that stands for a shipped model folder's content: the sha256 of its SHA256SUMS (None if absent)."""
     sums = Path(path) / "SHA256SUMS"

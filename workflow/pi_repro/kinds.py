@@ -15,6 +15,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from . import sizing, summarization, targets
+from .methods import METHODS
 from .targets import ROOT, fail
 from .tasks import TASKS
 
@@ -174,11 +175,11 @@ class Steps(Kind):
     findings_read = {"2": "PI without fine-tuning (a steps table and a windows table on its dataset)"}
 
     def findings(self, name, table, run):
-        from .findings import steps_findings
+        from .findings import methods_findings, steps_findings
 
         same = [(n, t) for n, t in run.tables.items() if t["kind"] == "windows" and t["dataset"] == table["dataset"]]
         windows = {"name": same[0][0], "frame": same[0][1]["frame"]} if same else None
-        return steps_findings(name, table["frame"], windows, run.L)
+        return steps_findings(name, table["frame"], windows, run.L) + methods_findings(name, table["frame"])
 
     def paper_cell(self, cfg, spec, cell, ext):
         return _step_cell(self.task, spec["dataset"], cell, ext)
@@ -232,9 +233,10 @@ class Passkey(Kind):
     figure = "passkey"
 
     def findings(self, name, table, run):
-        from .findings import passkey_findings
+        from .findings import passkey_findings, passkey_methods_findings
 
-        return passkey_findings(name, table["frame"], run.L, self.findings_read)
+        return passkey_findings(name, table["frame"], run.L, self.findings_read) + \
+            passkey_methods_findings(name, table["frame"], run.L)
 
     def paper_cell(self, cfg, spec, cell, ext):
         return _step_cell(self.task, TASKS[self.task].dataset, cell, ext)
@@ -257,7 +259,7 @@ class Passkey(Kind):
         """The paper's Table 4 reads fine-tuned checkpoints only (from step 200); CT is read at its final step."""
         if "steps" in row:
             return sorted(row["steps"])
-        if ext["method"] == "CT":
+        if METHODS[ext["method"]].control:
             return [ext["steps"]]
         return sorted(s for s in ext["checkpoints"] if s > 0)
 
@@ -486,7 +488,7 @@ def check_findings(tables: dict, L: int, hub_sizes=(), theory: dict | None = Non
 
 def own_window(cfg: dict, ext: dict | None) -> int:
     """A model's own window: L for the base model (``ext`` None) and CT, L' for an extension."""
-    return cfg["base_window"] if ext is None or ext["method"] == "CT" else ext["ctx"]
+    return cfg["base_window"] if ext is None else METHODS[ext["method"]].train_window(cfg["base_window"], ext["ctx"])
 
 
 def _row_model(cfg: dict, row: dict) -> dict | None:

@@ -1,9 +1,6 @@
-"""Model construction: the base LLaMA model and its extensions (PI, FT, CT) -- behaviour from config only.
-
-* ``PI``  (Position Interpolation): ``rope_parameters = {"rope_type": "linear", "factor": s, "rope_theta": θ}``,
-  i.e. transformers' own linear RoPE scaling, which divides every position index by s = L'/L.
-* ``FT``  (direct fine-tuning): positions untouched, only the nominal window grows to L'.
-* ``CT``  (control): the base model trained further at its own window L; no change at all.
+"""Model construction: the base LLaMA model and its extensions -- behaviour from config only. Each method's RoPE
+parameters are its entry in pi_repro.methods (transformers' own RoPE types, e.g. PI: ``{"rope_type": "linear",
+"factor": s, "rope_theta": θ}``, which divides every position index by s = L'/L).
 """
 from __future__ import annotations
 
@@ -13,7 +10,8 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from . import METHODS
+from . import methods
+from .methods import METHODS
 from .io import atomic_path, input_device, read_json, sha256_weights, weight_files, write_json
 
 
@@ -42,41 +40,41 @@ def rope_theta(config: LlamaConfig) -> float:
     return float(params.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
 
 
+def head_dim(config: LlamaConfig) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
 def extended_config(base: LlamaConfig, method: str, ctx: int, base_window: int) -> LlamaConfig:
-    """The config of ``base`` extended to window ``ctx`` by ``method`` (see module docstring)."""
+    """The config of ``base`` extended to window ``ctx`` by ``method``: the method's RoPE parameters and window
+    (pi_repro.methods), and, for the methods whose checkpoint gate needs it, the extension it records."""
     if method not in METHODS:
-        raise ValueError(f"unknown extension method {method!r}; expected one of {METHODS}")
+        raise ValueError(f"unknown extension method {method!r}; expected one of {tuple(METHODS)}")
     if ctx < base_window:
         raise ValueError(f"extended window {ctx} is smaller than the base window {base_window}")
+    m = METHODS[method]
     cfg = LlamaConfig.from_dict(base.to_dict())
     theta = rope_theta(base)
-    if method == "PI":
-        cfg.rope_parameters = {"rope_type": "linear", "factor": ctx / base_window, "rope_theta": theta}
-        cfg.max_position_embeddings = ctx
-    elif method == "FT":
-        cfg.rope_parameters = {"rope_type": "default", "rope_theta": theta}
-        cfg.max_position_embeddings = ctx
-    else:  # CT keeps everything, including the window it was trained at
-        if ctx != base_window:
-            cfg.max_position_embeddings = base_window
+    cfg.rope_parameters = m.rope(theta, base_window, ctx, head_dim(base))
+    cfg.max_position_embeddings = m.positions(base_window, ctx)
+    if m.records_extension:
+        cfg.extension = {"method": method, "base_window": base_window, "ctx": ctx, "base_rope_theta": theta}
     cfg._attn_implementation = "sdpa"
     return cfg
 
 
 def scale_factor(config: LlamaConfig) -> float:
+    """The factor s of the config's RoPE scaling (PI, dynamic NTK, YaRN), 1 without one (NTK-aware changes the
+    base instead)."""
     params = getattr(config, "rope_parameters", None) or {}
-    return float(params.get("factor", 1.0)) if params.get("rope_type") == "linear" else 1.0
+    return float(params.get("factor", 1.0)) if params.get("rope_type", "default") != "default" else 1.0
 
 
 def check_scaling(config: LlamaConfig, method: str, ctx: int, base_window: int) -> float:
-    """The position scaling a checkpoint must carry (PI: L'/L, every other method and the base model: none);
-    raises naming both if the loaded config says otherwise. Returns the factor."""
-    want = ctx / base_window if method == "PI" else 1.0
-    got = scale_factor(config)
-    if abs(got - want) > 1e-9:
-        raise RuntimeError(f"the loaded model's position scaling is {got} ({config.rope_parameters}); a {method} "
-                           f"model of window {ctx} from L = {base_window} must have {want}")
-    return got
+    """The checkpoint gate on a loaded config (pi_repro.methods.check): the RoPE parameters ``method`` gives at
+    window ``ctx`` from L, or none for the base model (method "None"); raises naming both if the config says
+    otherwise. Returns the scaling factor."""
+    methods.check(config.to_dict(), method, ctx, base_window)
+    return scale_factor(config)
 
 
 def load_model(path: str | Path, dtype=torch.float32, device_map=None) -> LlamaForCausalLM:

@@ -5,7 +5,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from .io import input_device
+from .io import input_device, reset_dynamic_rope
 
 INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
          "I will quiz you about the important information there.")
@@ -223,6 +223,7 @@ def evaluate(model, tokenizer, window: int, n_k: int = 32, trials: int = 10, see
     """Table 4's protocol at one window: ``n_k`` distances, ``trials`` random keys each (seeded by seed and window,
     so a rerun asks the same prompts), greedy decoding, success = the first number generated is the key. Returns
     per-k accuracy with its Wilson 95% interval, k_max, and every trial."""
+    reset_dynamic_rope(model)  # a window's result does not depend on the windows evaluated before it
     lay = layout(tokenizer, window, intro)
     ks = k_values(lay, n_k)
     rng = random.Random(f"passkey:{seed}:{window}")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .io import input_device
+from .io import input_device, reset_dynamic_rope
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,7 @@ def score_spans(model, tokens: torch.Tensor, spans: list[Span], batch_size: int 
 def sliding_window_nll(model, docs: list[torch.Tensor], window: int, stride: int, batch_size: int = 8,
                        progress: bool = False, past: int | None = None) -> tuple[np.ndarray, ...]:
     spans = [s for d, doc in enumerate(docs) for s in window_spans(len(doc), window, stride, doc=d)]
+    reset_dynamic_rope(model)  # a window's result does not depend on the windows scored before it
     return score_spans(model, docs, spans, batch_size=batch_size, progress=progress, past=past)
 
 

@@ -7,9 +7,16 @@ from pathlib import Path
 import pandas as pd
 
 from .io import atomic_path, read_json
+from .methods import METHODS, NONE_ORDER
 
-METHOD_ORDER = {"None": 0, "FT": 1, "PI": 2, "CT": 3}
-METHOD_LABEL = {"None": "None", "FT": "FT", "PI": "PI", "CT": "CT (control)"}
+def method_order() -> dict[str, int]:
+    """Each method's place in a table (pi_repro.methods), the base model ("None") first."""
+    return {"None": NONE_ORDER} | {n: m.order for n, m in METHODS.items()}
+
+
+def method_label() -> dict[str, str]:
+    """Each method's label in tables and figures (pi_repro.methods)."""
+    return {"None": "None"} | {n: m.label for n, m in METHODS.items()}
 
 
 def cells_frame(records: list[dict], only_model_window: bool = False) -> pd.DataFrame:
@@ -41,7 +48,7 @@ def load_records(paths: list[str | Path]) -> list[dict]:
 def _row_order(df: pd.DataFrame, then: list[str] = ()) -> pd.DataFrame:
     """Sizes in the order they come, then model window, then the paper's method order, then ``then``."""
     sizes = list(dict.fromkeys(df["size"]))
-    key = df["size"].map(sizes.index) * 10**9 + df["ctx"] * 10 + df["method"].map(METHOD_ORDER)
+    key = df["size"].map(sizes.index) * 10**9 + df["ctx"] * 10 + df["method"].map(method_order())
     return df.assign(_k=key).sort_values(["_k", *then], kind="stable").drop(columns="_k")
 
 
@@ -134,7 +141,7 @@ def benchmarks_table(records: list[dict], task_order: list[str] | None = None) -
 def benchmarks_display(df: pd.DataFrame) -> pd.DataFrame:
     """Table 5 as printed: accuracy ± standard error, one column per task."""
     out = df[["size", "model_ctx", "method", "finetune_data"]].copy()
-    out["method"] = out["method"].map(METHOD_LABEL)
+    out["method"] = out["method"].map(method_label())
     for c in df.columns:
         if c.endswith(" stderr") or c in out.columns:
             continue
@@ -206,10 +213,10 @@ def summarization_display(df: pd.DataFrame) -> pd.DataFrame:
     def model(r):
         if r["method"] == "LEAD":
             return "LEAD (first sentence)"
-        if r["method"] not in METHOD_LABEL:  # another work the paper quotes
+        if r["method"] not in method_label():  # another work the paper quotes
             return f"{r['method']} {r['size']}"
         ctx = "" if r["method"] == "None" else f" ({int(r['model_ctx'])})"
-        return f"{r['size']} {METHOD_LABEL[r['method']]}" + ctx
+        return f"{r['size']} {method_label()[r['method']]}" + ctx
 
     def num(v):
         return "-" if pd.isna(v) else f"{v:.1f}"
@@ -231,7 +238,7 @@ LABELS = {"size": "Size", "model_ctx": "Model ctx", "method": "Method", "window"
 def _display(df: pd.DataFrame, fmt: str = "{:.2f}") -> pd.DataFrame:
     """Labels of the paper; values as ``fmt`` ('-' where there is no cell) in every column but the row keys."""
     out = df.copy()
-    out["method"] = out["method"].map(METHOD_LABEL)
+    out["method"] = out["method"].map(method_label())
     for c in out.columns:
         if c not in LABELS:
             out[c] = out[c].map(lambda v: "-" if pd.isna(v) else fmt.format(v))

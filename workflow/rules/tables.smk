@@ -73,7 +73,9 @@ rule findings:
         tables=as_json({targets.table_title(t, s): {"kind": s["kind"], "dataset": s.get("dataset"),
                                                   "csv": table_outputs(t)["csv"]} for t, s in config["tables"].items()}),
         hub=",".join(s for s, c in config["sizes"].items() if c["base"]["source"] == "hub"),
-        untrained=",".join(f"{e['size']}:{e['ctx']}" for e in config["extensions"] if e["steps"] == 0),
+        # PI extensions without fine-tuning: finding 3 (about fine-tuned PI) is n/a for them
+        untrained=",".join(f"{e['size']}:{e['ctx']}" for e in config["extensions"]
+                           if e["steps"] == 0 and e["method"] == "PI"),
         plugins=PLUGINS,
     log:
         f"{R}/logs/findings/findings.log",

@@ -9,12 +9,13 @@ import json
 import _common
 from pi_repro.finetune import finetune
 from pi_repro.launch import train_options
+from pi_repro.methods import METHODS
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--init", required=True, help="the step0 checkpoint (extended config, base weights)")
-    ap.add_argument("--method", required=True, choices=["PI", "FT", "CT"])
+    ap.add_argument("--method", required=True, choices=sorted(METHODS))
     ap.add_argument("--ctx", type=int, required=True)
     ap.add_argument("--base-window", type=int, required=True)
     ap.add_argument("--hp", type=json.loads, required=True)

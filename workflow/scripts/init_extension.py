@@ -3,13 +3,14 @@
 import argparse
 
 import _common  # noqa: F401
+from pi_repro.methods import METHODS
 from pi_repro.modeling import init_extension
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--base", required=True)
-    ap.add_argument("--method", required=True, choices=["PI", "FT", "CT"])
+    ap.add_argument("--method", required=True, choices=sorted(METHODS))
     ap.add_argument("--ctx", type=int, required=True)
     ap.add_argument("--base-window", type=int, required=True)
     ap.add_argument("--out", required=True)

@@ -16,11 +16,11 @@ from pi_repro import tables  # noqa: E402
 def panels(records: list[dict]) -> dict:
     """(size, method, ctx, fine-tuning mixture, window) -> [(step, per-k rows, k_max)], in the table's row order."""
     out = {}
-    for rec in sorted(records, key=lambda r: (tables.METHOD_ORDER[r["method"]], r["ctx"], r["step"])):
+    for rec in sorted(records, key=lambda r: (tables.method_order()[r["method"]], r["ctx"], r["step"])):
         for w, r in rec["windows"].items():
             key = (rec["size"], rec["method"], rec["ctx"], tables.record_mixture(rec), int(w))
             out.setdefault(key, []).append((rec["step"], r["per_k"], r["k_max"]))
-    return dict(sorted(out.items(), key=lambda kv: (tables.METHOD_ORDER[kv[0][1]], kv[0][2], kv[0][3], kv[0][4])))
+    return dict(sorted(out.items(), key=lambda kv: (tables.method_order()[kv[0][1]], kv[0][2], kv[0][3], kv[0][4])))
 
 
 def main():
@@ -44,7 +44,7 @@ def main():
             ax.fill_between(ks, [r["ci95"][0] for r in per_k], [r["ci95"][1] for r in per_k], color=color, alpha=0.12)
         ax.axvline(a.base_window, ls="--", color="k", lw=0.8)
         ax.axhline(records[0]["protocol"]["threshold"], ls=":", color="tab:red", lw=0.8)
-        name = tables.METHOD_LABEL[method] + ("" if method == "None" else f" L'={ctx}")
+        name = tables.method_label()[method] + ("" if method == "None" else f" L'={ctx}")
         name += f" ({mixture})" if len(mixtures) > 1 and mixture != "-" else ""
         ax.set_title(f"{size} {name}, window {window}", fontsize=9)
         ax.set_xlabel("k (tokens from the needle to the end)")

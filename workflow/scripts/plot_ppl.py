@@ -9,8 +9,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import _common  # noqa: E402
 from pi_repro import tables  # noqa: E402
+from pi_repro.methods import METHODS  # noqa: E402
 
-STYLE = {"None": ("black", "o"), "FT": ("tab:orange", "s"), "PI": ("tab:blue", "^"), "CT": ("tab:gray", "x")}
+STYLE = {"None": ("black", "o")} | {n: m.style for n, m in METHODS.items()}  # pi_repro.methods
 
 
 def main():
@@ -28,7 +29,7 @@ def main():
             g = g.sort_values("window")
             color, marker = STYLE.get(method, ("tab:green", "d"))
             alpha = 0.5 + 0.5 * (ctx / sub["ctx"].max())
-            label = f"{size} {tables.METHOD_LABEL[method]}" + ("" if method == "None" else f" L'={ctx}")
+            label = f"{size} {tables.method_label()[method]}" + ("" if method == "None" else f" L'={ctx}")
             ax.plot(g["window"], g["perplexity"], marker=marker, color=color, alpha=alpha, label=label)
             ax.fill_between(g["window"], g["ci_low"], g["ci_high"], color=color, alpha=0.05)
         if base_window:
