@@ -63,7 +63,8 @@ def eval_jobs(cfg: dict) -> tuple[dict, dict]:
             j = jobs.setdefault((task, ds, size, model), {"windows": set(), "tables": set()})
             j["windows"].add(window)
             j["tables"].add(t)
-            if model != "base" and (model.split("/")[1] != "step0" or task == "rouge"):
+            # a trained step, or any step of a task that trains the model further first (summarization)
+            if model != "base" and (model.split("/")[1] != "step0" or TASKS[task].train_rule):
                 needs.setdefault((size, model.split("/")[0]), set()).add(t)
     return jobs, needs
 
@@ -220,10 +221,10 @@ def disk(cfg: dict) -> list[dict]:
         exports = sum(1 for c in ext["checkpoints"] if c > 0)
         add("finetune", exports * n * (2 if hp.get("bf16") else 4), n * RESUME_BYTES[ds])
     for (task, _, size, model), _ in eval_jobs(cfg)[0].items():
-        if task == "rouge":
+        if TASKS[task].train_rule:  # the task's own fine-tune of the model (summarization)
             hp = summarization.hparams(cfg, size, model)
             n = Shape(targets.shape(cfg, size)).params
-            add("summarize_finetune", n * (2 if hp.get("bf16") else 4), n * RESUME_BYTES[bool(hp.get("deepspeed"))])
+            add(TASKS[task].train_rule, n * (2 if hp.get("bf16") else 4), n * RESUME_BYTES[bool(hp.get("deepspeed"))])
     for tok in targets.tokenizers(cfg):
         vocab = targets.shape(cfg, targets.tokenizer_size(cfg, tok)).vocab_size
         item = np.dtype(np.uint16 if vocab <= 65536 else np.uint32).itemsize
