@@ -227,3 +227,79 @@ def test_tokens_past_a_position_are_reported_apart(tiny_llama):
     assert rec["past"]["perplexity"] == pytest.approx(rec["perplexity"], rel=1e-12)
     rec = P.evaluate(tiny_llama, docs, ["a", "b"], window=16, stride=8, n_boot=10, past=100)
     assert rec["past"]["perplexity"] is None
+
+
+@pytest.mark.parametrize("n,window", [(100, 16), (16, 16), (5, 16)])
+def test_the_truncated_protocol_scores_each_documents_first_window_once(n, window):
+    """YaRN's protocol (its eval/perplexity.py --truncate): one window of the first W tokens, every token after the
+    first predicted from the tokens before it in that window; nothing past W is scored."""
+    spans = P.window_spans(n, window, 4, truncate=True)
+    assert [(s.begin, s.end, s.n_scored) for s in spans] == [(0, min(n, window), min(n, window) - 1)]
+
+
+def test_truncated_perplexity_matches_a_direct_forward_of_the_first_window(tiny_llama):
+    torch.manual_seed(0)
+    docs = [torch.randint(0, 97, (n,)) for n in (40, 23, 9)]
+    window = 16
+    nll, count = P.sliding_window_nll(tiny_llama, docs, window, 4, truncate=True)
+    for d, doc in enumerate(docs):
+        x = doc[:window]
+        with torch.no_grad():
+            logp = F.log_softmax(tiny_llama(x[None]).logits[0].double(), -1)
+        want = -sum(logp[i - 1, x[i]].item() for i in range(1, len(x)))
+        assert count[d] == len(x) - 1 and nll[d] == pytest.approx(want, rel=1e-6)
+    sliding = P.sliding_window_nll(tiny_llama, docs, window, 4)
+    assert sliding[1].sum() > count.sum()  # the sliding window scores every token; the truncated one W - 1 per doc
+
+
+def test_a_caption_names_its_protocol_and_a_table_never_mixes_two():
+    from pi_repro.kinds import KINDS
+
+    rec = {"dataset": "pg19", "stride": 32}
+    assert KINDS["windows"].note([rec]).startswith("Sliding-window perplexity on pg19 (stride 32); columns:")
+    assert KINDS["steps"].note([rec]).startswith("Perplexity on pg19 (stride 32) at each model's")
+    trunc = dict(rec, protocol="truncated")
+    assert "truncated protocol: one window of each document's first W tokens" in KINDS["windows"].note([trunc])
+    assert "truncated protocol" in KINDS["steps"].note([trunc]) and "stride" not in KINDS["steps"].note([trunc])
+    with pytest.raises(ValueError, match="mix perplexity protocols"):
+        KINDS["windows"].note([rec, trunc])
+
+
+def test_the_truncated_protocol_is_priced_per_document_and_reaches_the_job():
+    """The cost plan prices a truncated evaluation as one window per document; the perplexity job is told the
+    protocol, and a config that does not name one keeps the paper's command (nothing of a finished run reruns)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+    from pi_repro import config as C, cost, perf, targets
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = C.load(root / "config/config.yaml")
+    trunc = C.validate({"extends": "config/config.yaml", "perplexity": {"protocol": "truncated"}})
+    sh, docs = targets.shape(cfg, "mini"), cfg["datasets"]["proofpile"]["eval"]["num_docs"]
+    assert cost.perplexity_flops(trunc, "proofpile", "mini", [128, 256]) == pytest.approx(
+        sum(docs * w * perf.flops_per_token(sh, w, False) for w in (128, 256)))
+    assert cost.perplexity_flops(cfg, "proofpile", "mini", [128]) > cost.perplexity_flops(trunc, "proofpile", "mini",
+                                                                                          [128])
+    with pytest.raises(C.ConfigError, match="perplexity.protocol"):
+        C.validate({"extends": "config/config.yaml", "perplexity": {"protocol": "truncate"}})
+
+    def commands(overlay):
+        path = root / "results" / "protocol-test.yaml"
+        path.write_text(yaml.safe_dump(overlay))
+        try:
+            target = "results/protocol-test/eval/ppl/pg19/mini/base/ppl.json"
+            p = subprocess.run([sys.executable, "-m", "snakemake", target, "-n", "-p", "--configfile", str(path)],
+                               cwd=root, capture_output=True, text=True)
+        finally:
+            path.unlink()
+        assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+        return [line for line in p.stdout.splitlines() if "scripts/perplexity.py" in line]
+
+    sliding = commands({"extends": "config/config.yaml", "run": "protocol-test"})
+    truncated = commands({"extends": "config/config.yaml", "run": "protocol-test",
+                          "perplexity": {"protocol": "truncated"}})
+    assert sliding and all("--protocol" not in c for c in sliding)
+    assert truncated and all("--protocol truncated" in c for c in truncated)

@@ -73,7 +73,12 @@ def perplexity_flops(cfg: dict, dataset: str, size: str, windows) -> float | Non
     """FLOPs of one model's perplexity evaluation on ``dataset`` at ``windows`` (None without the dataset's size)."""
     from . import perf
 
-    toks, stride, sh = eval_tokens(cfg, dataset), cfg["perplexity"]["stride"], targets.shape(cfg, size)
+    sh = targets.shape(cfg, size)
+    if targets.perplexity_protocol(cfg) == "truncated":  # one window of W tokens per document
+        docs = (cfg["datasets"][dataset].get("eval") or {}).get("num_docs") or \
+            settings(cfg)["datasets"].get(dataset, {}).get("eval_docs")
+        return None if docs is None else sum(docs * w * perf.flops_per_token(sh, w, False) for w in windows)
+    toks, stride = eval_tokens(cfg, dataset), cfg["perplexity"]["stride"]
     return None if toks is None else sum(toks / stride * w * perf.flops_per_token(sh, w, False) for w in windows)
 
 

@@ -155,7 +155,9 @@ class Windows(Kind):
         return tables.windows_table(tables.cells_frame(records))
 
     def note(self, records: list[dict]) -> str:
-        return (f"Sliding-window perplexity on {_datasets(records)} (stride {records[0]['stride']}); columns: "
+        sliding = _ppl_protocol(records) == "sliding"
+        return (f"{'Sliding-window perplexity' if sliding else 'Perplexity'} on {_datasets(records)} "
+                f"{_ppl_how(records)}; columns: "
                 "evaluation window; '-': not evaluated (beyond the model's window). None = base model "
                 "(extrapolation beyond its window).")
 
@@ -204,7 +206,7 @@ class Steps(Kind):
         return tables.steps_table(tables.cells_frame(records, only_model_window=True))
 
     def note(self, records: list[dict]) -> str:
-        return (f"Perplexity on {_datasets(records)} (stride {records[0]['stride']}) at each model's extended "
+        return (f"Perplexity on {_datasets(records)} {_ppl_how(records)} at each model's extended "
                 "window; columns: fine-tuning steps.")
 
 
@@ -531,6 +533,21 @@ def _check_dataset(cfg: dict, name: str, spec: dict) -> None:
         fail(f"tables.{name}.dataset", f"unknown dataset {ds!r}")
     if "eval" not in cfg["datasets"][ds]:
         fail(f"datasets.{ds}", f"{name} evaluates on it, so it needs an eval block")
+
+
+def _ppl_protocol(records: list[dict]) -> str:
+    """The perplexity protocol the records were made with, as a caption names it (a record without ``protocol``:
+    the sliding window, pi_repro.perplexity)."""
+    protocols = {r.get("protocol", "sliding") for r in records}
+    if len(protocols) > 1:
+        raise ValueError(f"the records mix perplexity protocols {sorted(protocols)}: one table, one protocol")
+    return protocols.pop()
+
+
+def _ppl_how(records: list[dict]) -> str:
+    if _ppl_protocol(records) == "truncated":
+        return "(truncated protocol: one window of each document's first W tokens, YaRN's)"
+    return f"(stride {records[0]['stride']})"
 
 
 def _datasets(records: list[dict]) -> str:

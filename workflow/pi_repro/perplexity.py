@@ -1,5 +1,10 @@
-"""Sliding-window perplexity (Press et al., 2022), the protocol of Tables 1-3.
+"""Perplexity by one of two protocols, named in every record (``protocol``) and caption:
 
+* ``sliding`` (the paper's, Tables 1-3; Press et al., 2022), below;
+* ``truncated`` (YaRN's ``eval/perplexity.py --truncate``): one window per document, its first W tokens, every token
+  after the first scored (``window_spans(..., truncate=True)``).
+
+Sliding window:
 Windows of the evaluation length W advance by the stride S < W. The first window of a document scores every
 token it can predict (all but its first); each later window scores only the S tokens it adds (fewer at the
 end), so every scored token is predicted from a context of at least min(W - S, its position) tokens and every
@@ -32,12 +37,19 @@ class Span:
     n_scored: int  # the last n_scored tokens of [begin, end) are scored
 
 
-def window_spans(n_tokens: int, window: int, stride: int, doc: int = 0) -> list[Span]:
+PROTOCOLS = ("sliding", "truncated")
+
+
+def window_spans(n_tokens: int, window: int, stride: int, doc: int = 0, truncate: bool = False) -> list[Span]:
     """The windows of one document of ``n_tokens`` tokens (see module docstring).
 
     Window k ends at min(W + k·S, n) and spans the W tokens before its end, so every window is full length
-    (when the document is) and scores exactly the S tokens it adds (the last one fewer).
+    (when the document is) and scores exactly the S tokens it adds (the last one fewer). ``truncate``: the one
+    window of the document's first W tokens (all of it if shorter), every token after the first scored.
     """
+    if truncate:
+        end = min(window, n_tokens)
+        return [Span(doc, 0, end, end - 1)] if end > 1 else []
     if stride < 1 or stride >= window:
         raise ValueError(f"need 1 <= stride < window, got stride={stride}, window={window}")
     spans, prev_end, end = [], 1, min(window, n_tokens)
@@ -99,8 +111,11 @@ def score_spans(model, tokens: torch.Tensor, spans: list[Span], batch_size: int 
 
 
 def sliding_window_nll(model, docs: list[torch.Tensor], window: int, stride: int, batch_size: int = 8,
-                       progress: bool = False, past: int | None = None) -> tuple[np.ndarray, ...]:
-    spans = [s for d, doc in enumerate(docs) for s in window_spans(len(doc), window, stride, doc=d)]
+                       progress: bool = False, past: int | None = None,
+                       truncate: bool = False) -> tuple[np.ndarray, ...]:
+    """Per-document NLL sums and scored-token counts of every window of ``docs`` (``truncate``: the truncated
+    protocol's one window per document)."""
+    spans = [s for d, doc in enumerate(docs) for s in window_spans(len(doc), window, stride, d, truncate)]
     reset_dynamic_rope(model)  # a window's result does not depend on the windows scored before it
     return score_spans(model, docs, spans, batch_size=batch_size, progress=progress, past=past)
 
@@ -122,9 +137,11 @@ def bootstrap_ci(nll: np.ndarray, count: np.ndarray, n_boot: int = 1000, seed: i
 
 
 def evaluate(model, docs: list[torch.Tensor], doc_ids: list[str], window: int, stride: int, batch_size: int = 8,
-             n_boot: int = 1000, seed: int = 0, progress: bool = False, past: int | None = None) -> dict:
+             n_boot: int = 1000, seed: int = 0, progress: bool = False, past: int | None = None,
+             truncate: bool = False) -> dict:
     """The full result record of one (model, dataset, window) evaluation (``past``: see ``summarize``)."""
-    sums = sliding_window_nll(model, docs, window, stride, batch_size=batch_size, progress=progress, past=past)
+    sums = sliding_window_nll(model, docs, window, stride, batch_size=batch_size, progress=progress, past=past,
+                              truncate=truncate)
     return summarize(doc_ids, *sums[:2], window, stride, n_boot=n_boot, seed=seed, past=past, past_sums=sums[2:])
 
 
@@ -198,7 +215,8 @@ class Progress:
 
 
 def resumable_nll(model, docs: list[torch.Tensor], doc_ids: list[str], window: int, stride: int, progress: Progress,
-                  batch_size: int = 8, past: int | None = None, bar: bool = False) -> tuple[np.ndarray, ...]:
+                  batch_size: int = 8, past: int | None = None, bar: bool = False,
+                  truncate: bool = False) -> tuple[np.ndarray, ...]:
     """``sliding_window_nll`` one document at a time, each kept in ``progress`` as it finishes and not scored again
     (its batches never mix documents, so a resumed shard's sums are those of an uninterrupted one, bit for bit).
     Returns the four arrays (NLL, count, and those of positions >= ``past``: zeros without it)."""
@@ -206,7 +224,7 @@ def resumable_nll(model, docs: list[torch.Tensor], doc_ids: list[str], window: i
     for i, (doc, name) in enumerate(zip(tqdm(docs, disable=not bar, desc=f"documents w={window}"), doc_ids)):
         sums = progress.get(window, name)
         if sums is None:
-            got = sliding_window_nll(model, [doc], window, stride, batch_size=batch_size, past=past)
+            got = sliding_window_nll(model, [doc], window, stride, batch_size=batch_size, past=past, truncate=truncate)
             got = got if past is not None else (*got, [0.0], [0])
             sums = (float(got[0][0]), int(got[1][0]), float(got[2][0]), int(got[3][0]))
             progress.add(window, name, sums)

@@ -182,6 +182,11 @@ def table_title(name: str, spec: dict) -> str:
     return spec.get("title") or re.sub(r"^table(\d+)$", r"Table \1", name)
 
 
+def perplexity_protocol(cfg: dict) -> str:
+    """``perplexity.protocol``: ``sliding`` (the paper's, default) or ``truncated`` (YaRN's; pi_repro.perplexity)."""
+    return cfg["perplexity"].get("protocol", "sliding")
+
+
 PASSKEY_DEFAULTS = {"num_k": 32, "trials": 10, "threshold": 0.2, "intro": True, "batch_size": 8}
 
 

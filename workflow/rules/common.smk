@@ -200,7 +200,8 @@ def ppl_eval_args(w):
     p = config["perplexity"]
     return (f"--model {R}/models/{w.size}/{w.model} --docs {tokenized(w.dataset, w.size, 'eval.npz')}"
             f" --windows {ppl_windows(w)} --stride {p['stride']} --batch-size {p.get('batch_size', 8)}"
-            f" --coords {eval_params(w, 'ppl')} {PPL_PAST}")
+            f" --coords {eval_params(w, 'ppl')} {PPL_PAST}"
+            + ("" if targets.perplexity_protocol(config) == "sliding" else " --protocol truncated"))
 
 
 def perplexity_inputs(w):
