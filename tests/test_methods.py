@@ -197,3 +197,39 @@ def test_dynamic_ntk_scores_a_window_the_same_whatever_was_scored_before(tmp_pat
     perplexity.sliding_window_nll(model, docs, 4 * L, L // 2)
     after = perplexity.sliding_window_nll(model, docs, 2 * L, L // 2)[0]
     assert after == pytest.approx(fresh, rel=1e-6)
+
+
+def test_the_paper_scale_methods_configuration_plans_the_yarn_comparison():
+    """config/methods-paper.yaml: LLaMA-7B 2k -> 32k by PI, NTK-aware and YaRN, fine-tuned by the YaRN recipe and
+    read at step 0 and 400, evaluated by YaRN's truncated protocol. The dry run has each job once; the plan prices
+    every GPU job; every published cell of the YaRN repository (resources/yarn/cells.csv) of a method here has
+    exactly one counterpart in the plan (NTK-by-parts is quoted: no such method here)."""
+    import re
+    import subprocess
+
+    from pi_repro import config as C, cost, paper, targets
+
+    cfg = C.load(ROOT / "config/methods-paper.yaml")
+    hp = targets.train_hparams(cfg, cfg["extensions"][2])
+    assert (hp["lr"], hp["steps"], hp["global_batch"], hp["warmup_steps"], hp["schedule"], hp["min_lr_ratio"],
+            hp["betas"], hp["weight_decay"]) == (2e-5, 400, 64, 20, "linear", 0.0, [0.9, 0.95], 0.0)
+    assert cfg["extensions"][2]["method"] == "YaRN" and cfg["finetune_data"] == ["pg19"]
+    p = subprocess.run([sys.executable, "-m", "snakemake", "all", "--configfile", "config/methods-paper.yaml", "-n",
+                        "-p"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = p.stdout + p.stderr
+    ppl = re.findall(r"perplexity\.py --model results/methods-paper/models/7B/(\S+) --docs \S+proofpile\S+ --windows "
+                     r"([\d,]+) .* --protocol truncated", out)
+    assert sorted(ppl) == sorted([("base", "2048")] + [(f"{m}-32768/step400", "2048,4096,8192,16384,32768")
+                                                       for m in ("PI", "NTK", "YaRN")]
+                                 + [(f"{m}-32768/step0", "32768") for m in ("PI", "NTK", "YaRN")])
+    keys = re.findall(r"passkey\.py --model results/methods-paper/models/7B/(\S+) --windows 32768", out)
+    assert sorted(keys) == sorted(f"{m}-32768/step{s}" for m in ("PI", "NTK", "YaRN") for s in (0, 400))
+    assert len(re.findall(r"finetune\.py --init \S+ --method (PI|NTK|YaRN) --ctx 32768", out)) == 3
+    rows = cost.plan(cfg)
+    assert all(r["gpu_hours"] for r in rows) and {r["rule"] for r in rows} == {"finetune", "perplexity", "passkey"}
+    cells = paper.load_cells(ROOT / "resources/yarn/cells.csv")
+    counts = paper.counterparts(cfg, cells)
+    ours = [i for i, c in enumerate(cells) if not paper.other_work(c)]
+    assert len(ours) == 15 and all(counts[i] == 1 for i in ours)
+    assert {c["method"] for c in cells if paper.other_work(c)} == {"NTK-by-parts"}

@@ -1,9 +1,9 @@
 """Training: pretraining of the small base model and the PI / FT / CT fine-tunes, through transformers' Trainer.
 
 The optimizer is the paper's: AdamW with β = (0.9, 0.95), weight decay 0, linear warm-up over ``warmup_steps``
-from ``warmup_start`` × max lr, then constant (``schedule: constant``) or cosine decay to ``min_lr_ratio`` × max
-lr (``schedule: cosine``, used for pretraining only). The same code runs on one CPU, on one GPU, and under
-torchrun / deepspeed with ZeRO-3 (``deepspeed: <config.json>``).
+from ``warmup_start`` × max lr, then constant (``schedule: constant``), cosine (``cosine``, pretraining) or linear
+(``linear``, YaRN's fine-tuning recipe) decay to ``min_lr_ratio`` × max lr. The same code runs on one CPU, on one
+GPU, and under torchrun / deepspeed with ZeRO-3 (``deepspeed: <config.json>``).
 
 Checkpoints: the Trainer's own (model + optimizer + RNG state, for resuming) go to ``work_dir``; at every step
 listed in ``export_steps`` the weights are also written, atomically, as a Hugging Face checkpoint
@@ -99,9 +99,11 @@ def lr_lambda(step: int, warmup_steps: int, warmup_start: float, schedule: str =
         return warmup_start + (1.0 - warmup_start) * step / warmup_steps
     if schedule == "constant":
         return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     if schedule == "cosine":
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "linear":  # YaRN's fine-tuning (DeepSpeed's WarmupDecayLR): to min_lr_ratio at the last step
+        return min_lr_ratio + (1 - min_lr_ratio) * (1 - progress)
     raise ValueError(f"unknown schedule {schedule!r}")
 
 
