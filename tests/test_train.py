@@ -21,6 +21,14 @@ def test_cosine_schedule_ends_at_min_ratio():
     assert train.lr_lambda(10, 10, 0.1, "cosine", 100, 0.1) == pytest.approx(1.0)
 
 
+def test_linear_schedule_is_yarns_warmup_then_linear_decay_to_zero():
+    """YaRN's fine-tuning (DeepSpeed's WarmupDecayLR): from 0 over 20 warmup steps, then linearly to 0 at step 400."""
+    lr = [train.lr_lambda(s, 20, 0.0, "linear", 400, 0.0) for s in range(401)]
+    assert lr[0] == 0.0 and lr[10] == pytest.approx(0.5) and lr[20] == pytest.approx(1.0)
+    assert lr[210] == pytest.approx(0.5) and lr[400] == pytest.approx(0.0)
+    assert all(b < a for a, b in zip(lr[20:400], lr[21:401]))
+
+
 def test_ct_collator_trains_the_same_tokens_at_window_l():
     feats = [{"input_ids": torch.arange(8) + 10 * i} for i in range(2)]
     batch = train.SplitCollator(4)(feats)
