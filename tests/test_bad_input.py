@@ -62,7 +62,7 @@ def test_a_misspelt_key_is_named_at_any_depth(path):
     ("benchmarks.batch_size", 0, r"benchmarks\.batch_size"),
     ("benchmarks.tasks.cloze_pg19.build.dataset", "pg91", r"benchmarks\.tasks\.cloze_pg19.*pg91"),
     ("train.micro_batch", "8", r"train\.micro_batch"),
-    ("train.schedule", "linear", r"train\.schedule"),
+    ("train.schedule", "step", r"train\.schedule"),
     ("extensions[0].steps", -5, r"extensions\.0\.steps|extensions\[0\]\.steps"),
     ("tables.table4.rows[0].method", "XX", r"tables\.table4\.rows"),
     ("tables.table5.rows[0].size", "huge", r"tables\.table5\.rows\[0\]\.size"),

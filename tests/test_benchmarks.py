@@ -85,9 +85,13 @@ def test_harness_scores_an_item_as_a_direct_computation_with_the_pi_scaling_in_f
 
 def test_a_checkpoint_without_its_scaling_is_refused(tmp_path):
     cfg = modeling.load_model(MINI).config
-    with pytest.raises(RuntimeError, match="position scaling is 1.0"):
-        modeling.check_scaling(cfg, "PI", 256, 128)
-    assert modeling.check_scaling(cfg, "FT", 256, 128) == 1.0
+    with pytest.raises(RuntimeError, match="a PI model of window 256 from L = 128 has 256"):
+        modeling.check_scaling(cfg, "PI", 256, 128)  # the base model under an extension's name
+    lost = modeling.extended_config(cfg, "PI", 256, 128)
+    lost.rope_parameters = {"rope_type": "default", "rope_theta": 10000.0}
+    with pytest.raises(RuntimeError, match="rope_parameters are .* must have .*'linear', 'factor': 2.0"):
+        modeling.check_scaling(lost, "PI", 256, 128)  # the extension's window, its scaling lost
+    assert modeling.check_scaling(modeling.extended_config(cfg, "FT", 256, 128), "FT", 256, 128) == 1.0
 
 
 def test_shipped_race_tasks_are_the_harness_race_with_middle_and_high_pinned():
