@@ -1,7 +1,7 @@
 """A table kind from outside the package (a config's ``plugins``), built by tests/test_kinds.py through Snakemake:
 each listed model's perplexity at every evaluation window up to its own (the base model: up to 2L), over its
 perplexity at L. It reuses the perplexity task: its cells are perplexity records, so it adds no rule."""
-from pi_repro import targets  # noqa: E402
+from pi_repro import targets
 from pi_repro.kinds import Kind, register
 
 

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 from . import sizing, summarization, targets
 from .methods import METHODS
+from .registry import registrar
 from .targets import ROOT, fail
 from .tasks import TASKS
 
@@ -75,24 +76,14 @@ class Kind:
         return []
 
 
-def register(name: str):
-    """Class decorator: add a kind to KINDS; refuse one that does not define all of ``Kind.REQUIRED`` or names an
-    unknown task."""
+def _known_task(name: str, cls) -> None:
+    if cls.task not in TASKS:
+        raise TypeError(f"table kind {name!r}: unknown task {cls.task!r} (pi_repro.tasks: {', '.join(TASKS)})")
 
-    def add(cls):
-        missing = [a for a in Kind.REQUIRED if not any(a in k.__dict__ for k in cls.__mro__ if k not in (Kind, object))]
-        if missing:
-            raise TypeError(f"table kind {name!r} ({cls.__name__}) does not define {', '.join(missing)} "
-                            "(pi_repro.kinds.Kind; docs/adding-a-table.md)")
-        if cls.task not in TASKS:
-            raise TypeError(f"table kind {name!r}: unknown task {cls.task!r} (pi_repro.tasks: {', '.join(TASKS)})")
-        if name in KINDS:
-            raise TypeError(f"table kind {name!r} is registered twice")
-        cls.name = name
-        KINDS[name] = cls()
-        return cls
 
-    return add
+# Class decorator: add a kind to KINDS; refuse one that does not define all of ``Kind.REQUIRED``, names an unknown
+# task or takes a name twice.
+register = registrar(KINDS, Kind, "table kind", "pi_repro.kinds.Kind; docs/adding-a-table.md", _known_task)
 
 
 _MODEL_ROW = {"type": "object", "additionalProperties": False, "required": ["size", "method"],

@@ -2,7 +2,7 @@
 entry here and says everything the pipeline needs of it: the RoPE parameters of the extended model, from the base
 model's (transformers' own RoPE types: no patched attention), the window of its config, the window it trains at,
 whether it is fine-tuned, its label and plot style. The schema's method enum, the wildcards, the step-0 models,
-the checkpoint gate, the tables, figures and findings read it. This module imports nothing of the package.
+the checkpoint gate, the tables, figures and findings read it. Of the package, it imports only pi_repro.registry.
 
 Methods (s = L'/L, d = the head dimension, θ = the base model's RoPE base):
 
@@ -28,6 +28,8 @@ or changed its method's parameters.
 from __future__ import annotations
 
 import math
+
+from .registry import registrar
 
 METHODS: dict = {}
 NONE_ORDER = 0  # the base model's row ("None") comes first in every table
@@ -58,26 +60,18 @@ class Method:
         return L if self.control else ctx
 
 
-def register(name: str):
-    """Class decorator: add a method to METHODS; refuse one that does not define all of ``Method.REQUIRED``."""
+def _plain_name_and_order(name: str, cls) -> None:
+    if not name.isalnum():
+        raise TypeError(f"method {name!r}: not a plain name (letters and digits: it is part of paths and wildcards)")
+    if not 0 < cls.order < 10 or any(m.order == cls.order for m in METHODS.values()):
+        raise TypeError(f"method {name!r}: order {cls.order} must be 1-9 and not another method's (tables sort "
+                        "rows by window, then order)")
 
-    def add(cls):
-        missing = [a for a in Method.REQUIRED
-                   if not any(a in k.__dict__ for k in cls.__mro__ if k not in (Method, object))]
-        if missing:
-            raise TypeError(f"method {name!r} ({cls.__name__}) does not define {', '.join(missing)} "
-                            "(pi_repro.methods.Method; docs/adding-a-method.md)")
-        if name in METHODS or not name.isalnum():
-            raise TypeError(f"method {name!r}: registered twice, or not a plain name (letters and digits: it is part "
-                            "of paths and wildcards)")
-        if not 0 < cls.order < 10 or any(m.order == cls.order for m in METHODS.values()):
-            raise TypeError(f"method {name!r}: order {cls.order} must be 1-9 and not another method's (tables sort "
-                            "rows by window, then order)")
-        cls.name = name
-        METHODS[name] = cls()
-        return cls
 
-    return add
+# Class decorator: add a method to METHODS; refuse one that does not define all of ``Method.REQUIRED``, whose name
+# is not plain, whose order clashes, or that takes a name twice.
+register = registrar(METHODS, Method, "method", "pi_repro.methods.Method; docs/adding-a-method.md",
+                     _plain_name_and_order)
 
 
 def ntk_theta(theta: float, s: float, head_dim: int) -> float:

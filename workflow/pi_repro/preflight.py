@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import targets
-from .io import model_dir_digest, sha256_file  # noqa: F401 (model_dir_digest: preflight's API)
+from .io import sha256_file
 
 
 class PreflightError(ValueError):

@@ -1,14 +1,16 @@
 """Evaluation tasks: what one evaluation job of a checkpoint runs. A table kind (pi_repro.kinds) names its task; the
 task says which rule runs its jobs, which rules of it ask GPUs (the audit re-executes them there), which batch
 setting sizes its memory, and how the cost plan (pi_repro.cost) and the memory estimate (pi_repro.memory) price
-one job. Read while the DAG is built: this module imports nothing; what a task's methods compute with is handed
-to them (``x``: the targets, cost, memory, perf and summarization modules; see cost.toolbox), so the registry sits
-below every module that dispatches to it.
+one job. Read while the DAG is built: this module imports only pi_repro.registry; what a task's methods compute
+with is handed to them (``x``: the targets, cost, memory, perf and summarization modules; see cost.toolbox), so
+the registry sits below every module that dispatches to it.
 
 A job is ``(task, dataset, size, model)`` with the set of windows the tables read of it (``cost.eval_jobs``).
 Register a new task with ``@register``: a task that leaves out one of ``Task.REQUIRED`` is refused at import.
 """
 from __future__ import annotations
+
+from .registry import registrar
 
 TASKS: dict[str, Task] = {}
 MODEL_GPU_RULES = ("base_model", "init_extension", "finetune")  # the models' GPU rules: sealing, fine-tuning
@@ -38,21 +40,9 @@ class Task:
         raise NotImplementedError
 
 
-def register(name: str):
-    """Class decorator: add a task to TASKS; refuse one that does not define all of ``Task.REQUIRED``."""
-
-    def add(cls):
-        missing = [a for a in Task.REQUIRED if not any(a in k.__dict__ for k in cls.__mro__ if k not in (Task, object))]
-        if missing:
-            raise TypeError(f"evaluation task {name!r} ({cls.__name__}) does not define {', '.join(missing)} "
-                            "(pi_repro.tasks.Task)")
-        if name in TASKS:
-            raise TypeError(f"evaluation task {name!r} is registered twice")
-        cls.name = name
-        TASKS[name] = cls()
-        return cls
-
-    return add
+# Class decorator: add a task to TASKS; refuse one that does not define all of ``Task.REQUIRED`` or takes a name
+# twice.
+register = registrar(TASKS, Task, "evaluation task", "pi_repro.tasks.Task")
 
 
 def gpu_rules() -> tuple[str, ...]:

@@ -43,7 +43,7 @@ rule download_model:
 rule base_model:
     """The base model of a size: shipped weights (checksums verified), hub weights (pinned revision), or
     pretrained here at the base window L. Sealed (checkpoint.json: sha256 and a logit probe, recorded as the
-    size's evaluations load the model: on their GPUs in bf16 where they have any, pi_repro.config.seal_job)."""
+    size's evaluations load the model: on their GPUs in bf16 where they have any, pi_repro.sizing.seal_job)."""
     input:
         unpack(base_model_inputs),
     output:
