@@ -49,8 +49,9 @@ def test_a_wrong_pin_or_checksum_of_the_gguf_is_named(tmp_path):
 
 
 def test_the_smollm2_configuration_runs_pi_without_fine_tuning_through_the_same_rules():
-    """config/smollm2.yaml: the GGUF converted once (rule base_model), PI at 16384 at step 0 (no fine-tune job:
-    `steps: 0`), perplexity at 8192 and 16384 of both models with the tokens past 8192 reported apart, passkey."""
+    """config/smollm2.yaml: the GGUF converted once (rule base_model), PI, NTK-aware, dynamic NTK and YaRN at 16384
+    at step 0 (no fine-tune job: `steps: 0`), perplexity at 8192 and 16384 of every model with the tokens past 8192
+    reported apart, passkey."""
     import subprocess
     import sys
 
@@ -60,9 +61,9 @@ def test_the_smollm2_configuration_runs_pi_without_fine_tuning_through_the_same_
     assert p.returncode == 0, p.stderr[-3000:]
     out = p.stdout + p.stderr
     counts = {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M)}
-    assert counts["base_model"] == 1 and counts["perplexity"] == 2 and counts["passkey"] == 2
-    assert "finetune" not in counts and "init_extension" in counts
-    assert out.count("--windows 8192,16384") == 2 and out.count("--past 8192") == 2
+    assert counts["base_model"] == 1 and counts["perplexity"] == 5 and counts["passkey"] == 5  # None, PI, NTK,
+    assert "finetune" not in counts and counts["init_extension"] == 4  # DynNTK, YaRN: no fine-tuning (step 0)
+    assert out.count("--windows 8192,16384") == 5 and out.count("--past 8192") == 5
 
 
 def test_an_extension_without_fine_tuning_must_be_pi():

@@ -15,6 +15,8 @@ Formulas (s = L'/L, d = head dimension, θ = RoPE base, θ_i = θ^(-2i/d), i = 0
   dimensions where r = β and r = α, i(r) = d ln(L/(2π r)) / (2 ln θ), rounded outward (floor, ceil): both are
   checked, the first as bounds, the second exactly. Attention: logits / t with √(1/t) = 0.1 ln s + 1, which
   transformers applies by scaling cos and sin by √(1/t).
+- Llama 3.1 (Meta's llama-models, ``apply_scaling``): with λ_i = 2π/θ_i, λ_i < L/4 kept, λ_i > L/1 divided by s,
+  between them (1 - γ) θ_i/s + γ θ_i with γ = (L/λ_i - 1)/(4 - 1); no attention scaling.
 """
 import json
 import math
@@ -82,6 +84,10 @@ def expected(method: str, d: int, theta: float, L: int, s: float, seq: int | Non
         return theta_i(theta * (ell / L) ** (d / (d - 2)), d), 1.0
     if method == "YaRN":
         return yarn_expected(theta, d, L, s)
+    if method == "Llama3":
+        lam = 2 * math.pi / base
+        gamma = torch.clamp((L / lam - 1) / (4 - 1), 0, 1)  # 0 where λ > L, 1 where λ < L/4
+        return (1 - gamma) * base / s + gamma * base, 1.0
     raise AssertionError(f"no formula written for method {method}: add it here")
 
 
@@ -135,6 +141,21 @@ def test_a_perturbed_parameter_is_seen(change):
     inv, att = used(ext)
     want_inv, want_att = expected("YaRN", d, theta, L, s)
     assert not (torch.allclose(inv, want_inv, rtol=1e-5) and att == pytest.approx(want_att, rel=1e-6)), change
+
+
+@pytest.mark.parametrize("change", ["factor", "low_freq_factor", "high_freq_factor", "original"])
+def test_a_perturbed_llama3_parameter_is_seen(change):
+    d, theta, L = SHAPES["llama7b"]
+    s = 8
+    ext = modeling.extended_config(base_config(d, theta, L), "Llama3", s * L, L)
+    p = dict(ext.rope_parameters)
+    p.update({"factor": {"factor": s * 1.01}, "low_freq_factor": {"low_freq_factor": 1.5},
+              "high_freq_factor": {"high_freq_factor": 3.0}, "original": {"original_max_position_embeddings": s * L}
+              }[change])
+    ext.rope_parameters = p
+    assert not torch.allclose(used(ext)[0], expected("Llama3", d, theta, L, s)[0], rtol=1e-5), change
+    with pytest.raises(RuntimeError, match="must have"):
+        methods.check(ext.to_dict(), "Llama3", s * L, L)
 
 
 def test_the_original_window_pitfall_of_yarn_and_dynamic_ntk():
@@ -201,9 +222,10 @@ def test_dynamic_ntk_scores_a_window_the_same_whatever_was_scored_before(tmp_pat
 
 def test_the_paper_scale_methods_configuration_plans_the_yarn_comparison():
     """config/methods-paper.yaml: LLaMA-7B 2k -> 32k by PI, NTK-aware and YaRN, fine-tuned by the YaRN recipe and
-    read at step 0 and 400, evaluated by YaRN's truncated protocol. The dry run has each job once; the plan prices
-    every GPU job; every published cell of the YaRN repository (resources/yarn/cells.csv) of a method here has
-    exactly one counterpart in the plan (NTK-by-parts is quoted: no such method here)."""
+    read at step 0 and 400, evaluated by YaRN's truncated protocol, and by Table 5's tasks at L. The dry run has
+    each job once; the plan prices every GPU job; every published cell of the YaRN repository
+    (resources/yarn/cells.csv) of a method here has exactly one counterpart in the plan (NTK-by-parts is quoted: no
+    such method here)."""
     import re
     import subprocess
 
@@ -226,8 +248,11 @@ def test_the_paper_scale_methods_configuration_plans_the_yarn_comparison():
     keys = re.findall(r"passkey\.py --model results/methods-paper/models/7B/(\S+) --windows 32768", out)
     assert sorted(keys) == sorted(f"{m}-32768/step{s}" for m in ("PI", "NTK", "YaRN") for s in (0, 400))
     assert len(re.findall(r"finetune\.py --init \S+ --method (PI|NTK|YaRN) --ctx 32768", out)) == 3
+    bench = re.findall(r"benchmark\.py --model results/methods-paper/models/7B/(\S+) ", out)
+    assert sorted(bench) == sorted(["base"] + [f"{m}-32768/step400" for m in ("PI", "NTK", "YaRN")])  # Table 5
     rows = cost.plan(cfg)
-    assert all(r["gpu_hours"] for r in rows) and {r["rule"] for r in rows} == {"finetune", "perplexity", "passkey"}
+    assert all(r["gpu_hours"] for r in rows)
+    assert {r["rule"] for r in rows} == {"finetune", "perplexity", "passkey", "benchmark"}
     cells = paper.load_cells(ROOT / "resources/yarn/cells.csv")
     counts = paper.counterparts(cfg, cells)
     ours = [i for i, c in enumerate(cells) if not paper.other_work(c)]

@@ -20,6 +20,13 @@ Methods (s = L'/L, d = the head dimension, θ = the base model's RoPE base):
   are kept, long ones interpolated by s, a linear ramp between the correction dimensions of β_fast = 32 and
   β_slow = 1 rotations over L) and the attention temperature √(1/t) = 0.1 ln s + 1 on the logits (transformers
   scales cos and sin by it). L goes in ``original_max_position_embeddings``; ``max_position_embeddings`` is L'.
+* ``Llama3``: Llama 3.1's scaling (Meta's released code; rope type ``llama3``): wavelengths shorter than
+  L / high_freq_factor (4) kept, longer than L / low_freq_factor (1) interpolated by s, a linear ramp in L/λ
+  between; no attention temperature. Its three numbers are fixed, not searched per model.
+
+Not here: LongRoPE (Ding et al. 2024; transformers' ``longrope``) rescales each dimension by a factor found by an
+evolutionary search on the model being extended (``long_factor``, ``short_factor``), so it is not a rule from
+(θ, L, L', d) and has no place in a registry of rules; a searched factor list could be one config's entry later.
 
 A config made here for NTK, DynNTK or YaRN also records ``extension`` (method, L, L', θ): the checkpoint gate
 (``check``) recomputes the RoPE parameters the method gives for them and refuses a checkpoint whose config lost
@@ -125,6 +132,16 @@ class YaRN(Method):
         s = ctx / L
         return {"rope_type": "yarn", "factor": s, "original_max_position_embeddings": L, "rope_theta": theta,
                 "beta_fast": self.beta_fast, "beta_slow": self.beta_slow, "attention_factor": 0.1 * math.log(s) + 1}
+
+
+@register("Llama3")
+class Llama3(Method):
+    label, order, style, fine_tuning = "Llama-3", 6, ("tab:purple", "P"), "optional"
+    low_freq_factor, high_freq_factor = 1.0, 4.0
+
+    def rope(self, theta, L, ctx, head_dim):
+        return {"rope_type": "llama3", "factor": ctx / L, "original_max_position_embeddings": L, "rope_theta": theta,
+                "low_freq_factor": self.low_freq_factor, "high_freq_factor": self.high_freq_factor}
 
 
 @register("CT")
