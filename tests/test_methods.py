@@ -252,7 +252,10 @@ def test_the_paper_scale_methods_configuration_plans_the_yarn_comparison():
     assert sorted(bench) == sorted(["base"] + [f"{m}-32768/step400" for m in ("PI", "NTK", "YaRN")])  # Table 5
     rows = cost.plan(cfg)
     assert all(r["gpu_hours"] for r in rows)
-    assert {r["rule"] for r in rows} == {"finetune", "perplexity", "passkey", "benchmark"}
+    assert {r["rule"] for r in rows} == {"finetune", "perplexity", "passkey", "benchmark", "ruler"}
+    ruler = re.findall(r"ruler\.py --model results/methods-paper/models/7B/(\S+) --tasks \S+ --lengths ([\d,]+)", out)
+    assert sorted(ruler) == sorted([("base", "2048,4096")] + [(f"{m}-32768/step400", "4096,8192,16384,32768")
+                                                               for m in ("PI", "NTK", "YaRN")])  # table7: RULER
     cells = paper.load_cells(ROOT / "resources/yarn/cells.csv")
     counts = paper.counterparts(cfg, cells)
     ours = [i for i, c in enumerate(cells) if not paper.other_work(c)]

@@ -75,7 +75,7 @@ def test_one_perplexity_job_per_checkpoint_of_tables_1_to_3(counts):
     assert counts["perplexity"] == 2 * len(TABLE1_ROWS) + table3_extra == 42
     for t in ("findings", "figure_ppl_vs_window"):
         assert counts[t] == 1
-    assert counts["table"] == 6  # one job of the wildcard rule per table of the config
+    assert counts["table"] == 7  # one job of the wildcard rule per table of the config (table7: RULER)
     assert counts["fetch_dataset"] == 5  # PG19, proof-pile, Pile subset, RedPajama sample, GovReport
 
 
@@ -288,7 +288,7 @@ def test_the_plan_prices_every_gpu_job_of_the_paper_dag(counts):
     per_rule = {r["rule"]: r["jobs"] for r in cost.by_rule(rows)}
     gpu_jobs = dict(counts, perplexity=counts["perplexity"] - len(SHARDED))  # a sharded one's merge is a CPU job
     assert per_rule == {r: gpu_jobs[r] for r in ("finetune", "perplexity", "perplexity_shard", "passkey", "benchmark",
-                                                  "summarize_finetune", "summarize")}
+                                                  "summarize_finetune", "summarize", "ruler")}
     assert all(r["gpu_hours"] and r["gpu_hours"] > 0 for r in rows), [r for r in rows if not r["gpu_hours"]]
     for e, r in zip(cfg["extensions"], [r for r in rows if r["rule"] == "finetune"]):
         short = e["ctx"] == 8192 and e["size"] in ("7B", "13B", "33B")

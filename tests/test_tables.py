@@ -148,7 +148,7 @@ def test_each_branch_of_the_findings_on_a_constructed_table(t1, t3, changed):
     table1 = frame(BASE_T1, t1)
     res = run_findings(table1, table1.iloc[:0], frame(BASE_T3, t3), 32)  # an empty Table 2: each finding once
     expected = {f: "PASS" for f in ("1", "1m", "0", "3a", "3b", "3c", "2")} | changed | {
-        f: "n/a" for f in ("4a", "4b", "4c", "5", "6", "7")}
+        f: "n/a" for f in ("4a", "4b", "4c", "5", "6", "7", "9")}
     assert {r["finding"]: r["status"] for r in res} == expected
 
 
@@ -160,7 +160,7 @@ def test_findings_without_a_table_of_their_kind_are_not_applicable_with_the_reas
     res = kinds.check_findings({"table3": {"kind": "steps", "dataset": "pg19", "frame": frame(BASE_T3, {})}}, 32)
     assert {r["finding"]: r["status"] for r in res} == {"0": "n/a", "1": "n/a", "1m": "n/a", "3": "n/a", "2": "n/a",
                                                         "4a": "n/a", "4b": "n/a", "4c": "n/a", "5": "n/a",
-                                                        "6": "n/a", "7": "n/a"}
+                                                        "6": "n/a", "7": "n/a", "9": "n/a"}
     assert "no windows table on this dataset" in findings.to_markdown(res)
 
 

@@ -13,7 +13,7 @@ import yaml
 
 from . import kinds, sizing, targets
 from .methods import METHODS
-from .cost import check_memory
+from .cost import check_memory, check_time
 from .targets import ROOT, ConfigError, fail
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
@@ -231,6 +231,7 @@ def _semantic_checks(cfg: dict) -> None:
         problem = deepspeed_compiler_needed(json.loads(Path(ds_cfg).read_text()))
         if problem:
             fail("train.deepspeed", f"{ds_cfg}: {problem}")
+    check_time(cfg)  # an evaluation job the cluster would stop at its time limit, every time
     check_memory(cfg)  # last (it reads what the checks above made sure of): a GPU job that cannot fit its GPU
 
 

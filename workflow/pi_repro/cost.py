@@ -134,6 +134,7 @@ def plan(cfg: dict) -> list[dict]:
         def task_add(rule, what, flops, mfu, missing=None, peak=peak, train=False, job=job, j=j, gpus=gpus):
             g = sizing.train_job(cfg, targets.model_extension(cfg, job[2], job[3]))["gpus"] if train else gpus
             add(rule, what, g, flops, s[mfu], j["tables"], missing, peak, parallel=train)
+            rows[-1]["eval"] = None if train else job  # an evaluation job's (task, dataset, size, model)
 
         TASKS[job[0]].plan(cfg, job, windows, task_add, toolbox())
     return rows
@@ -418,6 +419,25 @@ def estimates(cfg: dict) -> list[dict]:
             f"sizes.{size}.resources.eval_gpus", sizing.eval_job(cfg, size)["gpus"],
             eval_estimate(cfg, task, size, sorted(j["windows"])), t.batch_key)
     return out
+
+
+def check_time(cfg: dict) -> None:
+    """Refuse (ConfigError) the first GPU evaluation job that is not split into shards and whose estimated wall time
+    (the cost plan's, at its MFU) exceeds the time its job asks (``eval_runtime``, capped at the cluster's limit):
+    SLURM would kill it at the limit, every time. Only where the config prices jobs (a ``cost`` block)."""
+    if "cost" not in cfg:
+        return
+    for r in plan(cfg):
+        job = r.get("eval")
+        if not job or not r["gpus_per_job"] or r["wall_hours"] is None or TASKS[job[0]].sharded:
+            continue
+        asked = sizing.eval_job(cfg, job[2])["runtime"]
+        if r["wall_hours"] * 60 > asked:
+            t = TASKS[job[0]]
+            fail(f"sizes.{job[2]}.resources.eval_runtime",
+                 f"job {r['rule']} {r['what']} needs an estimated {r['wall_hours']:.1f} h (cost plan) and asks "
+                 f"{asked} min (eval_runtime, capped at cluster.time_limit_min); SLURM would stop it every time: "
+                 f"fewer prompts or lengths ({t.batch_key.split('.')[0]} block), or more GPUs (eval_gpus)")
 
 
 def check_memory(cfg: dict) -> None:

@@ -211,6 +211,25 @@ def passkey_findings(name: str, t: pd.DataFrame, L: int, reads: dict) -> list[di
     return out
 
 
+def ruler_findings(name: str, t: pd.DataFrame, L: int, reads: dict) -> list[dict]:
+    """Finding 9 on one table of kind ruler: each PI row's effective length passes L (RULER's threshold: the
+    table's, else the base model's mean at L)."""
+    out = []
+    lengths = [c for c in t.columns if c.isdigit()]
+    for _, row in t[(t["method"] == "PI") & (t["task"] == "mean")].iterrows():
+        where = f"{name} {row['size']} PI-{int(row['model_ctx'])} step {int(row['step'])}"
+        nums = {f"mean@{c}": row[c] for c in lengths if pd.notna(row[c])} | {"L": L}
+        eff = row["effective"]
+        if pd.isna(eff):
+            out.append(result("9", where, reads["9"], None, nums, reason="no threshold: the table gives none and the "
+                              "base model's mean at L is missing or 0"))
+            continue
+        out.append(result("9", where, reads["9"], int(eff) > L, nums | {"effective length": int(eff)}))
+    if not out:
+        out.append(result("9", name, reads["9"], None, {}, reason="the table has no PI row"))
+    return out
+
+
 def benchmarks_findings(name: str, t: pd.DataFrame, reads: dict) -> list[dict]:
     """Finding 5 on one table of kind benchmarks: each PI row's mean accuracy change from None over the tasks."""
     tasks = [c for c in t.columns if f"{c} stderr" in t.columns]

@@ -288,6 +288,113 @@ class Passkey(Kind):
                 "training window).")
 
 
+@register("ruler")
+class Ruler(Kind):
+    """RULER (Hsieh et al. 2024) beyond the paper: per model and task, the score at each prompt length up to the
+    model's window, and the model's effective length (pi_repro.ruler). Rows name the base model (method None: at L
+    and any longer lengths the row lists, extrapolation) or an extension at its steps (default: its final one)."""
+
+    task = "ruler"
+    fmt = "{:.1f}"
+    schema = {"properties": {
+        "threshold": {"type": "number", "minimum": 0, "maximum": 100,
+                      "description": "the effective length's threshold (mean score, 0-100); default: the base "
+                                     "model's own mean at L (a base-model row must read L)"},
+        "rows": _rows(
+            {**_MODEL_ROW, "properties": {
+                **_MODEL_ROW["properties"],
+                "steps": {"type": "array", "minItems": 1, "uniqueItems": True,
+                          "items": {"type": "integer", "minimum": 0}},
+                "lengths": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"$ref": "#/$defs/posint"},
+                            "description": "the lengths read (default: ruler.lengths up to the model's window, L "
+                                           "included for the base model); beyond its window it is extrapolation"}}},
+            "one row per model: method None is the base model, any other an extension (size, method, ctx[, tag]) "
+            "at the listed steps (default: its final step)")},
+        "required": ["rows"]}
+    tolerance = {"absolute": 5.0}  # score points
+    findings_read = {"9": "PI's RULER effective length passes L (ruler tables)"}
+
+    def findings(self, name, table, run):
+        from .findings import ruler_findings
+
+        return ruler_findings(name, table["frame"], run.L, self.findings_read)
+
+    def paper_cell(self, cfg, spec, cell, ext):
+        return None  # the paper has no RULER; quoted cells of other models are never judged
+
+    def validate(self, cfg: dict, name: str, spec: dict) -> None:
+        from .ruler import check_tasks
+
+        if "ruler" not in cfg:
+            fail(f"tables.{name}", "a ruler table needs the config's ruler block (its lengths)")
+        for k in ("dataset", "extrapolate_to"):
+            if k in spec:
+                fail(f"tables.{name}.{k}", "a ruler table generates its prompts (no dataset); list the base model's "
+                       "lengths in its row instead")
+        for problem in check_tasks(targets.ruler_protocol(cfg)["tasks"]):
+            fail("ruler.tasks", problem)
+        for i, row in enumerate(spec["rows"]):
+            ext = _row_extension(cfg, name, i, row, extra=("steps",))
+            for s in row.get("steps", []):
+                if s not in ext["checkpoints"]:
+                    fail(f"tables.{name}.rows[{i}].steps", f"step {s} is not one of the extension's checkpoints "
+                           f"{ext['checkpoints']}")
+            if not self.lengths(cfg, row, ext):
+                fail(f"tables.{name}.rows[{i}]", f"no length of ruler.lengths {cfg['ruler']['lengths']} is within "
+                       f"the model's window {own_window(cfg, ext)}: give the row its lengths")
+        if "threshold" not in spec:
+            for size in {r["size"] for r in spec["rows"]}:
+                if not any(r["size"] == size and r["method"] == "None"
+                           and cfg["base_window"] in self.lengths(cfg, r, None) for r in spec["rows"]):
+                    fail(f"tables.{name}", f"the effective length's threshold is the base model's mean at L = "
+                           f"{cfg['base_window']}: add a row {{size: {size}, method: None}} reading L, or give "
+                           "the table a threshold")
+        _unique_rows(name, spec)
+
+    @staticmethod
+    def lengths(cfg: dict, row: dict, ext: dict | None) -> list[int]:
+        if "lengths" in row:
+            return sorted(row["lengths"])
+        own = own_window(cfg, ext)
+        return sorted(x for x in cfg["ruler"]["lengths"] if x <= own)
+
+    def cells(self, cfg: dict, spec: dict) -> list[tuple]:
+        out = []
+        for row in spec["rows"]:
+            ext = _row_model(cfg, row)
+            if ext is None:
+                models = ["base"]
+            else:
+                models = [f"{targets.extension_name(ext)}/step{s}" for s in row.get("steps", [ext["steps"]])]
+            out += [(self.task, TASKS[self.task].dataset, row["size"], m, x) for m in models
+                    for x in self.lengths(cfg, row, ext)]
+        return out
+
+    def layout(self, cfg: dict, spec: dict) -> dict:
+        return {"base_window": cfg["base_window"], "threshold": spec.get("threshold")}
+
+    def frame(self, records: list[dict], quoted: list[dict] | None = None, base_window: int = 0,
+              threshold: float | None = None):
+        from . import tables
+
+        return tables.ruler_table(records, base_window, threshold, quoted)
+
+    def display(self, frame):
+        from . import tables
+
+        return tables.ruler_display(frame)
+
+    def note(self, records: list[dict]) -> str:
+        p = records[0]["protocol"]
+        return (f"RULER (lm-evaluation-harness {records[0]['harness_version']}): score (0-100, the fraction of the "
+                f"targets found in the greedy output) of {p['samples']} prompts per task at each prompt length "
+                f"(tokens; the answer may take up to {p['answer_room']} more), and their mean over the tasks "
+                f"({', '.join(p['tasks'])}). Effective length: the largest length whose mean, and that of every "
+                "shorter length, is at or above the threshold (the table's, else the base model's mean at L; '-': "
+                "none, or 0). Past the model's own window it is extrapolation. None = base model. Quoted rows "
+                "(step '-') are another model's published means, shown, never judged.")
+
+
 @register("benchmarks")
 class Benchmarks(Kind):
     """Zero-shot multiple-choice accuracy at the original window (the paper's Table 5): one row per model (the base

@@ -114,6 +114,71 @@ def passkey_table(records: list[dict]) -> pd.DataFrame:
     return wide.rename(columns={"ctx": "model_ctx"})
 
 
+def ruler_threshold(cells: pd.DataFrame, size: str, L: int, threshold: float | None) -> float | None:
+    """The effective-length threshold of a size's rows: the table's own, else the base model's mean at L (None
+    when the table has no such cell)."""
+    if threshold is not None:
+        return float(threshold)
+    base = cells[(cells["size"] == size) & (cells["method"] == "None") & (cells["length"] == L)
+                 & (cells["task"] == "mean")]
+    return float(base["score"].iloc[0]) if len(base) else None
+
+
+def ruler_table(records: list[dict], base_window: int, threshold: float | None = None,
+                quoted: list[dict] | None = None) -> pd.DataFrame:
+    """RULER: per model (size, model window, method, step) and task (their mean first), the score (0-100) at each
+    length, and per model its effective length: the largest length whose mean is at or above the threshold, every
+    shorter length too (pi_repro.ruler.effective_length; the table's ``threshold``, else the base model's mean at
+    L; '-' where there is none, or where it is 0: a model that scores nothing at L sets no bar)."""
+    from .ruler import effective_length
+
+    rows = []
+    for rec in records:
+        for length, r in rec["lengths"].items():
+            base = {"size": rec["size"], "ctx": rec["ctx"], "method": rec["method"], "step": rec["step"],
+                    "length": int(length)}
+            rows.append({**base, "task": "mean", "score": r["mean"]})
+            rows += [{**base, "task": name, "score": t["score"]} for name, t in r["tasks"].items()]
+    if not rows:
+        raise ValueError("no ruler records given")
+    cells = pd.DataFrame(rows)
+    _one_record_each(cells, ["size", "ctx", "method", "step", "task", "length"], "ruler")
+    wide = cells.pivot_table(index=["size", "ctx", "method", "step", "task"], columns="length", values="score",
+                             sort=False)
+    wide = _row_order(wide[sorted(wide.columns)].reset_index(), then=["step"])
+    effective = []
+    for _, row in wide.iterrows():
+        bar = ruler_threshold(cells, row["size"], base_window, threshold)
+        means = {c: row[c] for c in wide.columns if isinstance(c, int) and pd.notna(row[c])}
+        effective.append(effective_length(means, bar) if row["task"] == "mean" and bar else None)
+    wide["effective"] = pd.array(effective, dtype="Int64")
+    wide["step"] = wide["step"].astype("Int64")
+    if quoted:  # another model's published means (pi_repro.paper.other_work): shown after ours, never judged
+        extra = pd.DataFrame([{"size": c["size"], "ctx": c["model_ctx"], "method": c["method"], "task": "mean",
+                               "length": int(c["column"]), "score": float(c["value"])} for c in quoted])
+        extra = extra.pivot_table(index=["size", "ctx", "method", "task"], columns="length", values="score",
+                                  sort=False).reset_index()
+        extra.insert(3, "step", pd.array([None] * len(extra), dtype="Int64"))
+        extra["effective"] = pd.array([None] * len(extra), dtype="Int64")
+        wide = pd.concat([wide, extra], ignore_index=True)
+        lengths = sorted(c for c in wide.columns if isinstance(c, int))
+        wide = wide[["size", "ctx", "method", "step", "task", *lengths, "effective"]]
+    wide.columns = [str(c) for c in wide.columns]
+    return wide.rename(columns={"ctx": "model_ctx"})
+
+
+def ruler_display(df: pd.DataFrame) -> pd.DataFrame:
+    """RULER's table as shown: scores to one decimal, steps and effective lengths as integers ('-': none)."""
+    def whole(values):
+        return ["-" if pd.isna(v) else str(int(v)) for v in values]
+
+    out = _display(df.drop(columns=["step", "task", "effective"]), "{:.1f}")
+    out.insert(3, "Step", whole(df["step"]))
+    out.insert(4, "Task", list(df["task"]))
+    out["Effective length"] = whole(df["effective"])
+    return out
+
+
 def benchmarks_table(records: list[dict], task_order: list[str] | None = None) -> pd.DataFrame:
     """Table 5: one row per model (size, model window, method, fine-tuning data), per task its accuracy and the
     harness's standard error, in percent (the paper's unit); tasks in ``task_order`` (the config's order), else in
@@ -238,7 +303,8 @@ LABELS = {"size": "Size", "model_ctx": "Model ctx", "method": "Method", "window"
 def _display(df: pd.DataFrame, fmt: str = "{:.2f}") -> pd.DataFrame:
     """Labels of the paper; values as ``fmt`` ('-' where there is no cell) in every column but the row keys."""
     out = df.copy()
-    out["method"] = out["method"].map(method_label())
+    labels = method_label()
+    out["method"] = out["method"].map(lambda m: labels.get(m, m))  # a quoted row names another work's model
     for c in out.columns:
         if c not in LABELS:
             out[c] = out[c].map(lambda v: "-" if pd.isna(v) else fmt.format(v))

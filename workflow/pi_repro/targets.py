@@ -195,6 +195,17 @@ def passkey_protocol(cfg: dict) -> dict:
     return {**PASSKEY_DEFAULTS, **cfg.get("passkey", {})}
 
 
+RULER_DEFAULTS = {"samples": 500, "batch_size": 1}
+RULER_ANSWER = 128  # room for the answer past a RULER prompt's length: the longest a task generates (niah's)
+RULER_TASKS = ("niah_single_1", "niah_multikey_2", "niah_multikey_3", "ruler_vt", "ruler_cwe", "ruler_fwe")
+
+
+def ruler_protocol(cfg: dict) -> dict:
+    """The config's ``ruler`` block with RULER's defaults (500 prompts per task and length; the synthetic tasks,
+    pi_repro.ruler.SYNTHETIC)."""
+    return {**RULER_DEFAULTS, "tasks": list(RULER_TASKS), **cfg.get("ruler", {})}
+
+
 def benchmark_window(cfg: dict) -> int:
     """Table 5's window: the original one, L, unless the benchmarks block says otherwise."""
     return cfg.get("benchmarks", {}).get("window", cfg["base_window"])

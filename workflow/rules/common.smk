@@ -35,6 +35,7 @@ shell.prefix(f"set -euo pipefail; export PI_RUN_DIR={R} PI_CONFIG_SHA256={CONFIG
 
 TABLES = list(config["tables"])
 PASSKEY_DATASET = TASKS["passkey"].dataset
+RULER_DATASET = TASKS["ruler"].dataset
 BENCH_DATASET = TASKS["bench"].dataset
 PLUGINS = ",".join(config.get("plugins", []))  # table kinds of the config's plugin files (pi_repro.kinds)
 BENCH_CACHE = f"{R}/data/benchmarks/hf-datasets"  # the harness tasks' hub datasets (rule fetch_benchmarks)
