@@ -115,6 +115,14 @@ def test_the_table_shows_each_task_and_the_mean_and_each_models_effective_length
     assert [r["status"] for r in ruler_findings("table7", low, 2048, {"9": "x"})] == ["FAIL"]
     with pytest.raises(ValueError, match="ruler records for the cell"):
         tables.ruler_table([recs[0], recs[0]], 2048)
+    tagged = dict(record("PI", 8192, 1000, {2048: 90, 4096: 90, 8192: 90}), tag="redpajama")  # another model
+    both = tables.ruler_table(recs + [tagged], 2048)
+    assert list(both[both["task"] == "mean"]["tag"]) == ["-", "-", "-", "redpajama"]
+    assert [r["where"] for r in ruler_findings("table7", both, 2048, {"9": "x"})] == [
+        "table7 7B PI-8192 step 1000", "table7 7B PI-8192-redpajama step 1000"]
+    shown = tables.ruler_display(both)
+    assert list(shown.columns[:6]) == ["Size", "Model ctx", "Method", "Tag", "Step", "Task"]
+    assert list(shown["Effective length"][:2]) == ["2048", "-"] and shown["2048"].iloc[0] == "75.0"
 
 
 @pytest.mark.slow

@@ -217,7 +217,8 @@ def ruler_findings(name: str, t: pd.DataFrame, L: int, reads: dict) -> list[dict
     out = []
     lengths = [c for c in t.columns if c.isdigit()]
     for _, row in t[(t["method"] == "PI") & (t["task"] == "mean")].iterrows():
-        where = f"{name} {row['size']} PI-{int(row['model_ctx'])} step {int(row['step'])}"
+        tag = "" if row["tag"] == "-" else f"-{row['tag']}"
+        where = f"{name} {row['size']} PI-{int(row['model_ctx'])}{tag} step {int(row['step'])}"
         nums = {f"mean@{c}": row[c] for c in lengths if pd.notna(row[c])} | {"L": L}
         eff = row["effective"]
         if pd.isna(eff):

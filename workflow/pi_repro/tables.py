@@ -126,7 +126,7 @@ def ruler_threshold(cells: pd.DataFrame, size: str, L: int, threshold: float | N
 
 def ruler_table(records: list[dict], base_window: int, threshold: float | None = None,
                 quoted: list[dict] | None = None) -> pd.DataFrame:
-    """RULER: per model (size, model window, method, step) and task (their mean first), the score (0-100) at each
+    """RULER: per model (size, model window, method, tag, step) and task (their mean first), the score (0-100) at each
     length, and per model its effective length: the largest length whose mean is at or above the threshold, every
     shorter length too (pi_repro.ruler.effective_length; the table's ``threshold``, else the base model's mean at
     L; '-' where there is none, or where it is 0: a model that scores nothing at L sets no bar)."""
@@ -135,17 +135,17 @@ def ruler_table(records: list[dict], base_window: int, threshold: float | None =
     rows = []
     for rec in records:
         for length, r in rec["lengths"].items():
-            base = {"size": rec["size"], "ctx": rec["ctx"], "method": rec["method"], "step": rec["step"],
-                    "length": int(length)}
+            base = {"size": rec["size"], "ctx": rec["ctx"], "method": rec["method"], "tag": rec.get("tag") or "-",
+                    "step": rec["step"], "length": int(length)}
             rows.append({**base, "task": "mean", "score": r["mean"]})
             rows += [{**base, "task": name, "score": t["score"]} for name, t in r["tasks"].items()]
     if not rows:
         raise ValueError("no ruler records given")
     cells = pd.DataFrame(rows)
-    _one_record_each(cells, ["size", "ctx", "method", "step", "task", "length"], "ruler")
-    wide = cells.pivot_table(index=["size", "ctx", "method", "step", "task"], columns="length", values="score",
-                             sort=False)
-    wide = _row_order(wide[sorted(wide.columns)].reset_index(), then=["step"])
+    _one_record_each(cells, ["size", "ctx", "method", "tag", "step", "task", "length"], "ruler")
+    wide = cells.pivot_table(index=["size", "ctx", "method", "tag", "step", "task"], columns="length",
+                             values="score", sort=False)
+    wide = _row_order(wide[sorted(wide.columns)].reset_index(), then=["tag", "step"])
     effective = []
     for _, row in wide.iterrows():
         bar = ruler_threshold(cells, row["size"], base_window, threshold)
@@ -154,15 +154,16 @@ def ruler_table(records: list[dict], base_window: int, threshold: float | None =
     wide["effective"] = pd.array(effective, dtype="Int64")
     wide["step"] = wide["step"].astype("Int64")
     if quoted:  # another model's published means (pi_repro.paper.other_work): shown after ours, never judged
-        extra = pd.DataFrame([{"size": c["size"], "ctx": c["model_ctx"], "method": c["method"], "task": "mean",
-                               "length": int(c["column"]), "score": float(c["value"])} for c in quoted])
-        extra = extra.pivot_table(index=["size", "ctx", "method", "task"], columns="length", values="score",
+        extra = pd.DataFrame([{"size": c["size"], "ctx": c["model_ctx"], "method": c["method"], "tag": "-",
+                               "task": "mean", "length": int(c["column"]), "score": float(c["value"])}
+                              for c in quoted])
+        extra = extra.pivot_table(index=["size", "ctx", "method", "tag", "task"], columns="length", values="score",
                                   sort=False).reset_index()
-        extra.insert(3, "step", pd.array([None] * len(extra), dtype="Int64"))
+        extra.insert(4, "step", pd.array([None] * len(extra), dtype="Int64"))
         extra["effective"] = pd.array([None] * len(extra), dtype="Int64")
         wide = pd.concat([wide, extra], ignore_index=True)
         lengths = sorted(c for c in wide.columns if isinstance(c, int))
-        wide = wide[["size", "ctx", "method", "step", "task", *lengths, "effective"]]
+        wide = wide[["size", "ctx", "method", "tag", "step", "task", *lengths, "effective"]]
     wide.columns = [str(c) for c in wide.columns]
     return wide.rename(columns={"ctx": "model_ctx"})
 
@@ -172,9 +173,10 @@ def ruler_display(df: pd.DataFrame) -> pd.DataFrame:
     def whole(values):
         return ["-" if pd.isna(v) else str(int(v)) for v in values]
 
-    out = _display(df.drop(columns=["step", "task", "effective"]), "{:.1f}")
-    out.insert(3, "Step", whole(df["step"]))
-    out.insert(4, "Task", list(df["task"]))
+    out = _display(df.drop(columns=["tag", "step", "task", "effective"]), "{:.1f}")
+    out.insert(3, "Tag", list(df["tag"]))
+    out.insert(4, "Step", whole(df["step"]))
+    out.insert(5, "Task", list(df["task"]))
     out["Effective length"] = whole(df["effective"])
     return out
 
