@@ -159,14 +159,14 @@ def derived_expectations() -> dict[str, dict]:
           "table": ["table=table1", "table=table2", "table=table4"], "figure_ppl_vs_window": [""],
           "figure_passkey": [""], **TAIL}
     pi6 = "size=tiny, model=PI-64/step6"
-    every_table = {"table": [f"table=table{i}" for i in range(1, 7)], "figure_ppl_vs_window": [""],
-                   "figure_passkey": [""], **TAIL}
+    every_table = {"table": [f"table=table{i}" for i in range(1, 8)], "figure_ppl_vs_window": [""],
+                   "figure_passkey": [""], **TAIL}  # table7: RULER of the base model and PI-64/step6
     pi = {**ext("PI"), "perplexity": [PPL.format(d="pg19", m="PI-64/step2"), PPL.format(d="pg19", m="PI-64/step6"),
                                       PPL.format(d="proofpile", m="PI-64/step6")],
-          "passkey": [pi6], "benchmark": [pi6], **summarized("PI-64/step6"), **every_table}
+          "passkey": [pi6], "benchmark": [pi6], "ruler": [pi6], **summarized("PI-64/step6"), **every_table}
     lr = {**ext("CT", "FT", "PI"),
           "perplexity": [p for p in ALL_PPL if "base" not in p and "step0" not in p],
-          "passkey": ["size=tiny, model=FT-64/step6", pi6], "benchmark": [pi6],
+          "passkey": ["size=tiny, model=FT-64/step6", pi6], "benchmark": [pi6], "ruler": [pi6],
           **summarized("PI-64/step6", "base"), **every_table}  # the base model's summarizer: the size's lr too
     content = {"fetch_dataset": ["dataset=pg19"], "train_tokenizer": ["size=tiny"],
                "tokenize": ["dataset=pg19, tok=tiny", "dataset=proofpile, tok=tiny"],
@@ -175,7 +175,8 @@ def derived_expectations() -> dict[str, dict]:
                "init_extension": ["size=tiny, ext=CT-64", "size=tiny, ext=FT-64", "size=tiny, ext=PI-64"],
                **ext("CT", "FT", "PI"), "perplexity": ALL_PPL,
                "passkey": ["size=tiny, model=FT-64/step6", pi6, "size=tiny, model=base"],
-               "benchmark": [pi6, "size=tiny, model=base"], **summarized("PI-64/step6", "base"), **every_table}
+               "benchmark": [pi6, "size=tiny, model=base"], "ruler": [pi6, "size=tiny, model=base"],
+               **summarized("PI-64/step6", "base"), **every_table}
     return {name: {k: sorted(v) for k, v in d.items()}
             for name, d in (("ft-steps", ft), ("pi-checkpoints", pi), ("lr", lr), ("content", content))}
 
