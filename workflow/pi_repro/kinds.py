@@ -91,6 +91,9 @@ _MODEL_ROW = {"type": "object", "additionalProperties": False, "required": ["siz
                              "ctx": {"$ref": "#/$defs/posint"}, "tag": {"type": "string"}}}
 
 
+_STEPS = {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "integer", "minimum": 0}}
+
+
 def _rows(items: dict, description: str) -> dict:
     return {"type": "array", "items": dict(items, description=description)}
 
@@ -212,7 +215,7 @@ class Passkey(Kind):
     schema = {"required": ["rows"], "properties": {"rows": _rows(
         {**_MODEL_ROW, "properties": {
             **_MODEL_ROW["properties"],
-            "steps": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "integer", "minimum": 0}},
+            "steps": _STEPS,
             "windows": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"$ref": "#/$defs/posint"},
                         "description": "the windows k spans (one evaluation each; default: the model's own, L for "
                                        "the base model and CT); beyond the model's window it is extrapolation"}}},
@@ -241,10 +244,7 @@ class Passkey(Kind):
                        "model's windows in its row instead")
         for i, row in enumerate(spec["rows"]):
             ext = _row_extension(cfg, name, i, row, extra=("steps",))
-            for s in self.steps(ext, row) if ext else []:
-                if s not in ext["checkpoints"]:
-                    fail(f"tables.{name}.rows[{i}].steps", f"step {s} is not one of the extension's checkpoints "
-                           f"{ext['checkpoints']}")
+            _exported(name, i, self.steps(ext, row) if ext else [], ext)
         _unique_rows(name, spec)
 
     @staticmethod
@@ -303,8 +303,7 @@ class Ruler(Kind):
         "rows": _rows(
             {**_MODEL_ROW, "properties": {
                 **_MODEL_ROW["properties"],
-                "steps": {"type": "array", "minItems": 1, "uniqueItems": True,
-                          "items": {"type": "integer", "minimum": 0}},
+                "steps": _STEPS,
                 "lengths": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"$ref": "#/$defs/posint"},
                             "description": "the lengths read (default: ruler.lengths up to the model's window, L "
                                            "included for the base model); beyond its window it is extrapolation"}}},
@@ -335,10 +334,7 @@ class Ruler(Kind):
             fail("ruler.tasks", problem)
         for i, row in enumerate(spec["rows"]):
             ext = _row_extension(cfg, name, i, row, extra=("steps",))
-            for s in row.get("steps", []):
-                if s not in ext["checkpoints"]:
-                    fail(f"tables.{name}.rows[{i}].steps", f"step {s} is not one of the extension's checkpoints "
-                           f"{ext['checkpoints']}")
+            _exported(name, i, row.get("steps", []), ext)
             if not self.lengths(cfg, row, ext):
                 fail(f"tables.{name}.rows[{i}]", f"no length of ruler.lengths {cfg['ruler']['lengths']} is within "
                        f"the model's window {own_window(cfg, ext)}: give the row its lengths")
@@ -614,6 +610,14 @@ def _row_extension(cfg: dict, name: str, i: int, row: dict, extra: tuple = ()) -
     if ext is None:
         fail(key, f"no extension {row} in extensions")
     return ext
+
+
+def _exported(name: str, i: int, steps: list[int], ext: dict | None) -> None:
+    """Every step a row reads must be one its extension exports."""
+    for s in steps:
+        if s not in ext["checkpoints"]:
+            fail(f"tables.{name}.rows[{i}].steps", f"step {s} is not one of the extension's checkpoints "
+                   f"{ext['checkpoints']}")
 
 
 def _unique_rows(name: str, spec: dict) -> None:

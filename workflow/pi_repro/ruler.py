@@ -5,7 +5,7 @@ The harness builds each task's prompts for a list of lengths (``max_seq_lengths`
 tokenizer (handed to it as the checkpoint's folder), 500 per task and length; a job scores the first ``n`` of each
 length with greedy decoding and the harness's metric (``string_match_all``: the fraction of the targets found in
 the output, case-insensitive). Lengths are prompt lengths: the model's input is up to the length plus the task's
-answer (at most ``GEN_TOKENS``), so no prompt is cut.
+answer (at most ``RULER_ANSWER``), so no prompt is cut.
 
 Only RULER's synthetic tasks run here (``SYNTHETIC``): their haystacks are generated (repeated sentences, random
 keys and values, word lists). The essay haystack and the QA sets are downloaded by the harness at load time
@@ -13,7 +13,7 @@ keys and values, word lists). The essay haystack and the QA sets are downloaded 
 
 Guards against the harness's failure modes at short lengths, found on this machine: variable tracking retries
 forever when its in-context example leaves no room (``timeout``), common-words emits items with no target, and
-frequent-words fills the prompt to the length without room for the answer (hence ``GEN_TOKENS`` of room).
+frequent-words fills the prompt to the length without room for the answer (hence ``RULER_ANSWER`` of room).
 """
 from __future__ import annotations
 
@@ -44,8 +44,6 @@ DOWNLOADED = {  # tasks whose data the harness downloads at load time (not fetch
     "ruler_qa_squad": "SQuAD v2 (fetched by URL)",
     "ruler_qa_hotpot": "HotpotQA (fetched by URL)",
 }
-GEN_TOKENS = RULER_ANSWER  # the longest answer a task generates (niah's max_gen_toks)
-HARNESS_SAMPLES = 500  # prompts the harness builds per task and length
 
 
 def check_tasks(tasks: list[str]) -> list[str]:
@@ -65,15 +63,13 @@ def offline(stub: Path) -> None:
     check for punkt_tab (used only by the essay haystack, which is not run) unless the real one is installed."""
     for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ[k] = "1"
-    try:
-        import nltk
+    import nltk
 
+    try:
         nltk.data.find("tokenizers/punkt_tab")
     except LookupError:
         (stub / "tokenizers" / "punkt_tab").mkdir(parents=True, exist_ok=True)
         os.environ["NLTK_DATA"] = str(stub) + os.pathsep + os.environ.get("NLTK_DATA", "")
-        import nltk
-
         nltk.data.path.insert(0, str(stub))
 
 
@@ -159,7 +155,7 @@ def evaluate(model, tokenizer, tokenizer_dir: str | Path, tasks: list[str], leng
     offline(Path(tempfile.gettempdir()) / "pi_repro-nltk-stub")
     loaded = load_tasks(tasks, tokenizer_dir, lengths, seed)
     picked = choose(loaded, lengths, n)
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, max_length=lengths[-1] + GEN_TOKENS, batch_size=batch_size,
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, max_length=lengths[-1] + RULER_ANSWER, batch_size=batch_size,
               device=str(input_device(model)))
     res = evaluator.evaluate(lm=lm, task_dict=loaded, samples=picked, log_samples=True, bootstrap_iters=0)
     by_length = {str(x): {"tasks": {}} for x in lengths}

@@ -146,11 +146,10 @@ def ruler_table(records: list[dict], base_window: int, threshold: float | None =
     wide = cells.pivot_table(index=["size", "ctx", "method", "tag", "step", "task"], columns="length",
                              values="score", sort=False)
     wide = _row_order(wide[sorted(wide.columns)].reset_index(), then=["tag", "step"])
-    effective = []
-    for _, row in wide.iterrows():
-        bar = ruler_threshold(cells, row["size"], base_window, threshold)
-        means = {c: row[c] for c in wide.columns if isinstance(c, int) and pd.notna(row[c])}
-        effective.append(effective_length(means, bar) if row["task"] == "mean" and bar else None)
+    bars = {size: ruler_threshold(cells, size, base_window, threshold) for size in wide["size"].unique()}
+    lengths = [c for c in wide.columns if isinstance(c, int)]
+    effective = [effective_length({c: row[c] for c in lengths if pd.notna(row[c])}, bars[row["size"]])
+                 if row["task"] == "mean" and bars[row["size"]] else None for _, row in wide.iterrows()]
     wide["effective"] = pd.array(effective, dtype="Int64")
     wide["step"] = wide["step"].astype("Int64")
     if quoted:  # another model's published means (pi_repro.paper.other_work): shown after ours, never judged

@@ -30,7 +30,7 @@ def main():
               + ", ".join(f"{k} {v['score']:.1f}" for k, v in r["tasks"].items()))
     write_json(a.out, dict(**a.coords, **facts, scale_factor=factor, seconds=round(time.time() - t, 2),
                            protocol={"tasks": tasks, "samples": a.samples, "seed": a.seed, "decoding": "greedy",
-                                     "metric": "string_match_all", "answer_room": ruler.GEN_TOKENS},
+                                     "metric": "string_match_all", "answer_room": ruler.RULER_ANSWER},
                            **rec))
 
 
