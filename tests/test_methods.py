@@ -225,9 +225,11 @@ def test_the_paper_scale_methods_configuration_plans_the_yarn_comparison():
     read at step 0 and 400, evaluated by YaRN's truncated protocol, and by Table 5's tasks at L. The dry run has
     each job once; the plan prices every GPU job; every published cell of the YaRN repository
     (resources/yarn/cells.csv) of a method here has exactly one counterpart in the plan (NTK-by-parts is quoted: no
-    such method here)."""
+    such method here), the passkey accuracies in table8, whose target plans no evaluation but the three step-400
+    passkey jobs, each at YaRN's five lengths with 10 x 5 prompts per window (YaRN's 50 iterations)."""
     import re
     import subprocess
+    from collections import Counter
 
     from pi_repro import config as C, cost, paper, targets
 
@@ -245,19 +247,37 @@ def test_the_paper_scale_methods_configuration_plans_the_yarn_comparison():
     assert sorted(ppl) == sorted([("base", "2048")] + [(f"{m}-32768/step400", "2048,4096,8192,16384,32768")
                                                        for m in ("PI", "NTK", "YaRN")]
                                  + [(f"{m}-32768/step0", "32768") for m in ("PI", "NTK", "YaRN")])
-    keys = re.findall(r"passkey\.py --model results/methods-paper/models/7B/(\S+) --windows 32768", out)
-    assert sorted(keys) == sorted(f"{m}-32768/step{s}" for m in ("PI", "NTK", "YaRN") for s in (0, 400))
+    keys = re.findall(r"passkey\.py --model results/methods-paper/models/7B/(\S+) --windows ([\d,]+) --num-k 10 "
+                      r"--trials 5 ", out)  # table4 at 32768 (steps 0 and 400), table8 at YaRN's lengths (step 400)
+    yarn_lengths = "2048,4096,8192,16384,32768"
+    assert sorted(keys) == sorted([(f"{m}-32768/step0", "32768") for m in ("PI", "NTK", "YaRN")]
+                                  + [(f"{m}-32768/step400", yarn_lengths) for m in ("PI", "NTK", "YaRN")])
     assert len(re.findall(r"finetune\.py --init \S+ --method (PI|NTK|YaRN) --ctx 32768", out)) == 3
     bench = re.findall(r"benchmark\.py --model results/methods-paper/models/7B/(\S+) ", out)
     assert sorted(bench) == sorted(["base"] + [f"{m}-32768/step400" for m in ("PI", "NTK", "YaRN")])  # Table 5
     rows = cost.plan(cfg)
     assert all(r["gpu_hours"] for r in rows)
-    assert {r["rule"] for r in rows} == {"finetune", "perplexity", "passkey", "benchmark", "ruler"}
+    priced = {r["what"] for r in rows if r["rule"] == "passkey"}
+    assert {f"7B {m}-32768/step400 at 2048, 4096, 8192, 16384, 32768" for m in ("PI", "NTK", "YaRN")} <= priced
+    assert {r["rule"] for r in rows} == {"finetune", "perplexity", "passkey", "benchmark", "ruler", "ruler_shard"}
     ruler = re.findall(r"ruler\.py --model results/methods-paper/models/7B/(\S+) --tasks \S+ --lengths ([\d,]+)", out)
-    assert sorted(ruler) == sorted([("base", "2048,4096")] + [(f"{m}-32768/step400", "4096,8192,16384,32768")
-                                                               for m in ("PI", "NTK", "YaRN")])  # table7: RULER
+    assert sorted(set(ruler)) == sorted([("base", "2048,4096")] + [(f"{m}-32768/step400", "4096,8192,16384,32768")
+                                                                    for m in ("PI", "NTK", "YaRN")])  # table7: RULER
+    assert len(ruler) == 1 + 3 * 2  # RULER's 500 prompts: each 7B model at 32768 in two shards of about 8.4 h
     cells = paper.load_cells(ROOT / "resources/yarn/cells.csv")
     counts = paper.counterparts(cfg, cells)
     ours = [i for i, c in enumerate(cells) if not paper.other_work(c)]
-    assert len(ours) == 15 and all(counts[i] == 1 for i in ours)
+    assert len(ours) == 30 and all(counts[i] == 1 for i in ours)  # 15 perplexities (table1), 15 passkey (table8)
     assert {c["method"] for c in cells if paper.other_work(c)} == {"NTK-by-parts"}
+    assert {paper.planned_cell(cfg, cells[i]) for i in ours if cells[i]["table"] == "table8"} == {
+        ("passkey", "synthetic", "7B", f"{m}-32768/step400", w) for m in ("PI", "NTK", "YaRN")
+        for w in (2048, 4096, 8192, 16384, 32768)}
+    p = subprocess.run([sys.executable, "-m", "snakemake", "table8", "--configfile", "config/methods-paper.yaml",
+                        "-n", "-p"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = p.stdout + p.stderr
+    jobs = Counter(re.findall(r"^\s*(?:local)?rule (\w+):$", out, re.M))
+    evaluations = {"perplexity", "perplexity_shard", "passkey", "benchmark", "ruler", "summarize"}
+    assert {r for r in jobs if r in evaluations} == {"passkey"} and jobs["passkey"] == 3 and jobs["table"] == 1
+    keys = re.findall(r"passkey\.py --model results/methods-paper/models/7B/(\S+) --windows ([\d,]+)", out)
+    assert sorted(keys) == [(f"{m}-32768/step400", "2048,4096,8192,16384,32768") for m in ("NTK", "PI", "YaRN")]

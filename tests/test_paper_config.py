@@ -108,7 +108,8 @@ def paper_cells() -> set:
     return cells
 
 
-SHARDED = {k: n for k, n in cost.perplexity_shards(pcfg.load(ROOT / "config/paper.yaml")).items() if n > 1}
+SHARDED = {k[1:]: n for k, n in cost.eval_shards(pcfg.load(ROOT / "config/paper.yaml")).items()
+           if n > 1 and k[0] == "ppl"}
 
 
 def test_long_evaluations_run_as_shards_sized_from_the_plan(counts):
@@ -286,9 +287,11 @@ def test_the_plan_prices_every_gpu_job_of_the_paper_dag(counts):
     cfg = pcfg.load(ROOT / "config/paper.yaml")
     rows = cost.plan(cfg)
     per_rule = {r["rule"]: r["jobs"] for r in cost.by_rule(rows)}
-    gpu_jobs = dict(counts, perplexity=counts["perplexity"] - len(SHARDED))  # a sharded one's merge is a CPU job
+    ruler_sharded = sum(n > 1 for k, n in cost.eval_shards(cfg).items() if k[0] == "ruler")
+    gpu_jobs = dict(counts, perplexity=counts["perplexity"] - len(SHARDED),  # a sharded one's merge is a CPU job
+                    ruler=counts["ruler"] - ruler_sharded)
     assert per_rule == {r: gpu_jobs[r] for r in ("finetune", "perplexity", "perplexity_shard", "passkey", "benchmark",
-                                                  "summarize_finetune", "summarize", "ruler")}
+                                                  "summarize_finetune", "summarize", "ruler", "ruler_shard")}
     assert all(r["gpu_hours"] and r["gpu_hours"] > 0 for r in rows), [r for r in rows if not r["gpu_hours"]]
     for e, r in zip(cfg["extensions"], [r for r in rows if r["rule"] == "finetune"]):
         short = e["ctx"] == 8192 and e["size"] in ("7B", "13B", "33B")

@@ -160,7 +160,7 @@ def derived_expectations() -> dict[str, dict]:
           "figure_passkey": [""], **TAIL}
     pi6 = "size=tiny, model=PI-64/step6"
     every_table = {"table": [f"table=table{i}" for i in range(1, 8)], "figure_ppl_vs_window": [""],
-                   "figure_passkey": [""], **TAIL}  # table7: RULER of the base model and PI-64/step6
+                   "figure_passkey": [""], "figure_ruler": [""], **TAIL}  # table7: RULER of base and PI-64/step6
     pi = {**ext("PI"), "perplexity": [PPL.format(d="pg19", m="PI-64/step2"), PPL.format(d="pg19", m="PI-64/step6"),
                                       PPL.format(d="proofpile", m="PI-64/step6")],
           "passkey": [pi6], "benchmark": [pi6], "ruler": [pi6], **summarized("PI-64/step6"), **every_table}

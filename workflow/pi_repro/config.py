@@ -185,16 +185,22 @@ def _semantic_checks(cfg: dict) -> None:
               f"{min(windows)} (windows must overlap for every token to have context)")
     if L not in windows:
         fail("perplexity.windows", f"must include the base window L = {L}")
-    if "shards" in ppl and "shard_hours" in ppl:
-        fail("perplexity.shards", "set either shards (a fixed number per job) or shard_hours (sized from the cost "
-             "plan), not both")
-    for size in sizes if "shard_hours" in ppl else ():
-        limit = sizing.eval_job(cfg, size)["runtime"] / 60
-        if ppl["shard_hours"] > limit:
-            fail("perplexity.shard_hours", f"{ppl['shard_hours']} h is longer than the {limit:g} h an evaluation job "
-                 f"of {size} may run (sizes.{size}.resources.eval_runtime, cluster.time_limit_min)")
+    for name, block in (("perplexity", ppl), ("ruler", cfg.get("ruler", {}))):  # the sharded tasks' blocks
+        if "shards" in block and "shard_hours" in block:
+            fail(f"{name}.shards", "set either shards (a fixed number per job) or shard_hours (sized from the cost "
+                 "plan), not both")
+        for size in sizes if "shard_hours" in block else ():
+            limit = sizing.eval_job(cfg, size)["runtime"] / 60
+            if block["shard_hours"] > limit:
+                fail(f"{name}.shard_hours", f"{block['shard_hours']} h is longer than the {limit:g} h an evaluation "
+                     f"job of {size} may run (sizes.{size}.resources.eval_runtime, cluster.time_limit_min)")
     for name, spec in cfg["tables"].items():
-        kinds.kind(spec).validate(cfg, name, spec)
+        kind = kinds.kind(spec)
+        forms = set(spec.get("tolerance") or {}) - set(kind.tolerances)
+        if forms:
+            fail(f"tables.{name}.tolerance", f"a {spec['kind']} table is judged by {' or '.join(kind.tolerances)}, "
+                 f"not {', '.join(sorted(forms))}")
+        kind.validate(cfg, name, spec)
     paper = cfg.get("audit", {}).get("paper")
     if paper and not (ROOT / paper).is_file():
         fail("audit.paper", f"{paper}: no such file (the paper's cells, e.g. resources/paper/tables.csv)")

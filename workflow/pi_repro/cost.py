@@ -82,23 +82,25 @@ def perplexity_flops(cfg: dict, dataset: str, size: str, windows) -> float | Non
     return None if toks is None else sum(toks / stride * w * perf.flops_per_token(sh, w, False) for w in windows)
 
 
-def perplexity_shards(cfg: dict, jobs: dict | None = None) -> dict[tuple[str, str, str], int]:
-    """Shards of every job of a task evaluated in shards (perplexity), by (dataset, size, model):
-    ``perplexity.shards``; or, with ``perplexity.shard_hours``, the job's estimated wall-clock hours over
-    shard_hours, rounded up (1 without an estimate); at most the dataset's evaluation documents (``eval.num_docs``
-    or ``cost.datasets.<name>.eval_docs``)."""
-    ppl, s = cfg["perplexity"], settings(cfg)
+def eval_shards(cfg: dict, jobs: dict | None = None) -> dict[tuple[str, str, str, str], int]:
+    """Shards of every job of a task evaluated in shards (``Task.sharded``: perplexity, RULER), by job
+    (task, dataset, size, model): the task's block's ``shards``; or, with its ``shard_hours``, the job's estimated
+    wall-clock hours over shard_hours, rounded up (1 without an estimate); at most what the job can be split into
+    (``Task.max_shards``: perplexity's evaluation documents, RULER's prompts per task and length)."""
+    s, x = settings(cfg), toolbox()
     out = {}
-    for (task, ds, size, model), j in (jobs if jobs is not None else eval_jobs(cfg)[0]).items():
-        if not TASKS[task].sharded:
+    for job, j in (jobs if jobs is not None else eval_jobs(cfg)[0]).items():
+        task = TASKS[job[0]]
+        if not task.sharded:
             continue
-        n = ppl.get("shards", 1)
-        if "shard_hours" in ppl:
-            flops = perplexity_flops(cfg, ds, size, sorted(j["windows"]))
+        block = cfg.get(task.sharded, {})
+        n = block.get("shards", 1)
+        if "shard_hours" in block:
+            flops = task.flops(cfg, job, sorted(j["windows"]), x)
             wall = 0 if flops is None else _gpu_hours(flops, s["eval_mfu"], s)  # one GPU at a time (module doc)
-            n = max(1, math.ceil(wall / ppl["shard_hours"]))
-        docs = (cfg["datasets"][ds].get("eval") or {}).get("num_docs") or s["datasets"].get(ds, {}).get("eval_docs")
-        out[(ds, size, model)] = min(n, docs) if docs else n
+            n = max(1, math.ceil(wall / block["shard_hours"]))
+        most = task.max_shards(cfg, job, x)
+        out[job] = min(n, most) if most else n
     return out
 
 
@@ -319,10 +321,10 @@ def cluster_plan(cfg: dict) -> list[dict]:
                                    sizing.train_job(cfg, targets.model_extension(cfg, size, model))))
     # (task, dataset, size, model) of every evaluation job (a summarization record stands for its generation job)
     evals = {r for t in cfg["tables"] for r in kinds.table_records(cfg, t)}
-    shards = {k: n for k, n in perplexity_shards(cfg).items() if n > 1}  # a sharded evaluation: n GPU jobs
+    shards = {k: n for k, n in eval_shards(cfg).items() if n > 1}  # a sharded evaluation: n GPU jobs
     for size in dict.fromkeys([e["size"] for e in cfg["extensions"]] + list(cfg["sizes"])):  # config order
         e = sizing.eval_job(cfg, size)
-        n = sum(shards.get((d, s, m), 1) for _, d, s, m in evals if s == size)
+        n = sum(shards.get(e, 1) for e in evals if e[2] == size)
         if n:
             rows.append({"job": f"evaluation {size}", "count": n, "partition": "GPU", "nodes": 1,
                          "gpus": e["gpus"] or "-", "cpus": e["cpus"] or "rule", "mem_mb": e["mem_mb"],
@@ -333,7 +335,8 @@ def cluster_plan(cfg: dict) -> list[dict]:
                      "partition": "GPU" if j["gpus"] else "CPU", "nodes": 1, "gpus": j["gpus"] or "-",
                      "cpus": j.get("cpus") or "rule", "mem_mb": j["mem_mb"], "runtime": j["runtime"], "submissions": 1})
     if shards:
-        rows.append({"job": "merge perplexity shards", "count": len(shards), "partition": "CPU", "nodes": 1,
+        rows.append({"job": f"merge shards ({', '.join(sorted({k[0] for k in shards}))})", "count": len(shards),
+                     "partition": "CPU", "nodes": 1,
                      "gpus": "-", "cpus": sizing.MERGE_JOB["cpus"], "mem_mb": sizing.MERGE_JOB["mem_mb"],
                      "runtime": sizing.MERGE_JOB["runtime"], "submissions": 1})
     for tok in targets.tokenizers(cfg):  # one tokenization per (dataset, tokenizer), whatever the sizes sharing it
@@ -393,7 +396,7 @@ def eval_estimate(cfg: dict, task: str, size: str, windows) -> dict | None:
 def estimates(cfg: dict) -> list[dict]:
     """Every training and evaluation job the config's tables need, with its estimate: rule, what, size, method,
     ctx, key (the config key that sizes it), gpus, bytes, breakdown (jobs of sizes without an architecture left
-    out). A sharded perplexity evaluation's shards each hold what the whole job would."""
+    out). A sharded evaluation's shards each hold what the whole job would."""
     out = []
 
     def add(rule, what, size, method, ctx, key, gpus, est, batch_key=None):  # batch_key None: a training job
@@ -422,14 +425,15 @@ def estimates(cfg: dict) -> list[dict]:
 
 
 def check_time(cfg: dict) -> None:
-    """Refuse (ConfigError) the first GPU evaluation job that is not split into shards and whose estimated wall time
-    (the cost plan's, at its MFU) exceeds the time its job asks (``eval_runtime``, capped at the cluster's limit):
-    SLURM would kill it at the limit, every time. Only where the config prices jobs (a ``cost`` block)."""
+    """Refuse (ConfigError) the first GPU evaluation job (or shard of one) that cannot resume (``Task.resumable``)
+    and whose estimated wall time (the cost plan's, at its MFU) exceeds the time its job asks (``eval_runtime``,
+    capped at the cluster's limit): SLURM would kill it at the limit, every time. Only where the config prices jobs
+    (a ``cost`` block)."""
     if "cost" not in cfg:
         return
     for r in plan(cfg):
         job = r.get("eval")
-        if not job or not r["gpus_per_job"] or r["wall_hours"] is None or TASKS[job[0]].sharded:
+        if not job or not r["gpus_per_job"] or r["wall_hours"] is None or TASKS[job[0]].resumable:
             continue
         asked = sizing.eval_job(cfg, job[2])["runtime"]
         if r["wall_hours"] * 60 > asked:
@@ -437,7 +441,8 @@ def check_time(cfg: dict) -> None:
             fail(f"sizes.{job[2]}.resources.eval_runtime",
                  f"job {r['rule']} {r['what']} needs an estimated {r['wall_hours']:.1f} h (cost plan) and asks "
                  f"{asked} min (eval_runtime, capped at cluster.time_limit_min); SLURM would stop it every time: "
-                 f"fewer prompts or lengths ({t.batch_key.split('.')[0]} block), or more GPUs (eval_gpus)")
+                 f"fewer prompts or lengths ({t.batch_key.split('.')[0]} block), more GPUs (eval_gpus)"
+                 + (f", or shards ({t.sharded}.shard_hours)" if t.sharded else ""))
 
 
 def check_memory(cfg: dict) -> None:

@@ -34,6 +34,7 @@ class Kind:
     tolerance: dict | None  # the audit's pass band for the paper's cells when the entry gives none
     findings_read: dict  # finding id -> what it reads: printed n/a when the config has no table of this kind
     figure: str | None = None  # the figure (figures/{figure}.png) drawn from every table of the kind
+    tolerances: tuple = ("relative", "absolute", "grid_steps")  # the forms a `tolerance` of its entry may take
 
     def validate(self, cfg: dict, name: str, spec: dict) -> None:
         """Checks beyond the schema (fail names the key)."""
@@ -54,6 +55,13 @@ class Kind:
     def paper_cell(self, cfg: dict, spec: dict, cell: dict, ext: dict | None) -> tuple | None:
         """The cell of this table that stands for a published cell (pi_repro.paper; ``ext``: the extension it names,
         None for the base model), or None."""
+
+    def judge(self, cfg: dict, spec: dict, cell: dict, ext: dict | None, frame, tol: dict) -> dict | None:
+        """The audit's verdict on a published cell of this table (pi_repro.paper.side_by_side; ``frame``: the table
+        as written, its CSV read back, None if absent; ``ext``: the extension the cell names, None for the base
+        model): {"ours", "diff", "status", "why"}. None (the default): the generic rule, the value of the cell's row
+        and column against ``tol`` (pi_repro.paper.judge)."""
+        return None
 
     def paper_columns(self, cfg: dict) -> list[str] | None:
         """The column labels a published cell adds to its key (one record holds several columns), if any."""
@@ -288,6 +296,133 @@ class Passkey(Kind):
                 "training window).")
 
 
+@register("passkey_accuracy")
+class PasskeyAccuracy(Kind):
+    """Passkey retrieval accuracy at each window (the YaRN repository's passkey measure, beyond the paper): per row
+    (a model at a step) and window, the fraction of all the window's prompts (every k, every trial) whose answer is
+    the key, with its 95% Wilson interval. It reads the records of the passkey task (the jobs Table 4's kind runs,
+    one per checkpoint at every window any table asks), so it adds windows to those jobs, never a job of its own
+    kind. Rows name the base model (method None, at any windows) or an extension at its steps (default: its final
+    one, the model a published cell describes)."""
+
+    task = "passkey"
+    fmt = "{:.2f}"
+    schema = {"required": ["rows"], "properties": {"rows": _rows(
+        {**_MODEL_ROW, "properties": {
+            **_MODEL_ROW["properties"],
+            "steps": _STEPS,
+            "windows": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"$ref": "#/$defs/posint"},
+                        "description": "the windows (prompt + answer) read, one column each (default: the model's "
+                                       "own, L for the base model and CT); beyond the model's window it is "
+                                       "extrapolation"}}},
+        "one row per (model, step): method None is the base model (no ctx), any other an extension (size, method, "
+        "ctx[, tag]) at the listed steps (default: its final step)")}}
+    # A published cell passes when 0 lies in the 95% Newcombe interval of the difference ours - theirs, each side's
+    # binomial uncertainty its own Wilson interval (theirs from its trials: the YaRN repository's eval.sh passes
+    # --iterations 50); {"absolute": a}: |ours - theirs| <= a.
+    tolerance = {"reference_trials": 50}
+    tolerances = ("reference_trials", "absolute")
+    findings_read = {}
+
+    def findings(self, name, table, run):
+        return []
+
+    def paper_cell(self, cfg, spec, cell, ext):
+        model = "base" if ext is None else targets.final_model(ext)
+        return (self.task, TASKS[self.task].dataset, cell["size"], model, int(cell["column"]))
+
+    def validate(self, cfg: dict, name: str, spec: dict) -> None:
+        for k in ("dataset", "extrapolate_to"):
+            if k in spec:
+                fail(f"tables.{name}.{k}", "a passkey_accuracy table generates its prompts (no dataset); list the "
+                       "windows in its rows instead")
+        if "quoted" in spec:
+            fail(f"tables.{name}.quoted", "a passkey_accuracy table shows no quoted rows: name the published cells "
+                 "in audit.paper, which judges them beside this table")
+        for i, row in enumerate(spec["rows"]):
+            ext = _row_extension(cfg, name, i, row, extra=("steps",))
+            _exported(name, i, row.get("steps", []), ext)
+        _unique_rows(name, spec)
+
+    def models(self, row: dict, ext: dict | None) -> list[str]:
+        if ext is None:
+            return ["base"]
+        return [f"{targets.extension_name(ext)}/step{s}" for s in sorted(row.get("steps", [ext["steps"]]))]
+
+    def cells(self, cfg: dict, spec: dict) -> list[tuple]:
+        out = []
+        for row in spec["rows"]:
+            ext = _row_model(cfg, row)
+            windows = sorted(row["windows"]) if "windows" in row else [own_window(cfg, ext)]
+            out += [(self.task, TASKS[self.task].dataset, row["size"], m, w) for m in self.models(row, ext)
+                    for w in windows]
+        return out
+
+    def layout(self, cfg: dict, spec: dict) -> dict:
+        """The table's own cells: a passkey record holds every window any table asks of its checkpoint."""
+        return {"cells": [[c[2], c[3], c[4]] for c in self.cells(cfg, spec)]}
+
+    def frame(self, records: list[dict], cells: list | None = None):
+        from . import tables
+
+        return tables.passkey_accuracy_table(records, cells)
+
+    def display(self, frame):
+        from . import tables
+
+        return tables.passkey_accuracy_display(frame)
+
+    def note(self, records: list[dict]) -> str:
+        p = records[0]["protocol"]
+        return (f"Passkey retrieval accuracy: at each window, the fraction of its {p['num_k'] * p['trials']} prompts "
+                f"({p['num_k']} distances k evenly spaced up to the window less the prompt's fixed parts, "
+                f"{p['trials']} random 5-digit keys each; {'intro included' if p['intro'] else 'without the intro'}) "
+                "whose greedy answer's first number is the key, with its 95% Wilson interval [low, high]. Window: "
+                "the prompt's length plus the answer (past the model's own window it is extrapolation). None = base "
+                "model; Step: the fine-tuning step read. Published cells of the same measure are judged by the "
+                "audit's side by side (resources/yarn/README.md).")
+
+    def judge(self, cfg, spec, cell, ext, frame, tol):
+        """Ours (x of n prompts at the cell's window, the extension's final step) against the published fraction
+        (theirs: of ``tol["reference_trials"]`` trials): PASS when 0 is inside the 95% Newcombe (1998, method 10)
+        interval of the difference, whose half-widths combine our Wilson interval's and theirs in quadrature; with
+        ``tol["absolute"]``, when |ours - theirs| is at most that."""
+        import pandas as pd
+
+        from .passkey import newcombe, wilson
+
+        col, step = str(cell["column"]), (0 if ext is None else ext["steps"])
+        row = None
+        if frame is not None and col in frame.columns:
+            m = (frame["size"].astype(str) == cell["size"]) & (frame["method"].astype(str) == cell["method"]) & \
+                (frame["step"] == step) & (frame["model_ctx"] == (cfg["base_window"] if ext is None else ext["ctx"]))
+            hits = frame.loc[m]
+            row = hits.iloc[0] if len(hits) == 1 and pd.notna(hits.iloc[0][col]) else None
+        if row is None:
+            return {"ours": None, "diff": None, "status": "missing",
+                    "why": f"no cell at window {col}, step {step} in the table"}
+        ours, theirs, n = float(row[col]), float(cell["value"]), int(row[f"{col} n"])
+        x = round(ours * n)
+        ci = (float(row[f"{col} lo"]), float(row[f"{col} hi"]))
+        diff = ours - theirs
+        if "absolute" in tol:
+            ok = abs(diff) <= tol["absolute"]
+            why = f"ours {x}/{n}; difference {diff:+.2f} {'within' if ok else 'beyond'} ±{tol['absolute']}"
+            return {"ours": ours, "diff": diff, "status": "PASS" if ok else "FAIL", "why": why}
+        m_ref = tol["reference_trials"]
+        y = theirs * m_ref
+        if abs(y - round(y)) > 1e-6:
+            return {"ours": ours, "diff": diff, "status": "FAIL",
+                    "why": f"the published {cell['value']} is no count of {m_ref} trials: misquoted?"}
+        ci_ref = wilson(round(y), m_ref)
+        lo, hi = newcombe(ours, ci, theirs, ci_ref)
+        ok = lo <= 0 <= hi
+        why = (f"ours {x}/{n} [{ci[0]:.2f}, {ci[1]:.2f}], theirs {round(y)}/{m_ref} [{ci_ref[0]:.2f}, {ci_ref[1]:.2f}]"
+               f" (Wilson 95%); difference {diff:+.2f}, Newcombe 95% [{lo:+.2f}, {hi:+.2f}] "
+               f"{'holds' if ok else 'excludes'} 0")
+        return {"ours": ours, "diff": diff, "status": "PASS" if ok else "FAIL", "why": why}
+
+
 @register("ruler")
 class Ruler(Kind):
     """RULER (Hsieh et al. 2024) beyond the paper: per model and task, the score at each prompt length up to the
@@ -296,6 +431,7 @@ class Ruler(Kind):
 
     task = "ruler"
     fmt = "{:.1f}"
+    figure = "ruler"
     schema = {"properties": {
         "threshold": {"type": "number", "minimum": 0, "maximum": 100,
                       "description": "the effective length's threshold (mean score, 0-100); default: the base "

@@ -100,7 +100,8 @@ def judge(paper: str, ours: float | None, tol: dict, model_ctx: int, num_k: int 
 
 
 def side_by_side(cfg: dict, cells: list[dict], table_csvs: dict[str, str]) -> list[dict]:
-    """Every paper cell beside ours: value, difference, tolerance, status (missing when the run has no such cell)."""
+    """Every paper cell beside ours: value, difference, tolerance, status (missing when the run has no such cell),
+    and, from a kind with its own rule (``Kind.judge``), why it passed or failed."""
     from .tables import read_table
 
     frames = {}
@@ -117,6 +118,12 @@ def side_by_side(cfg: dict, cells: list[dict], table_csvs: dict[str, str]) -> li
             out.append({**c, "ours": None, "diff": None, "tolerance": None, "status": "missing"})
             continue
         tol = tolerance(cfg, c["table"])
+        spec = cfg["tables"][c["table"]]
+        ext = None if c["method"] == "None" else _extension(cfg, c)
+        own = KINDS[spec["kind"]].judge(cfg, spec, c, ext, frames.get(c["table"]), tol)
+        if own is not None:  # a kind with its own rule (passkey_accuracy: binomial counts on both sides)
+            out.append({**c, "tolerance": tol, **own})
+            continue
         ours = reproduced(cfg, c, frames)
         status, diff = judge(c["value"], ours, tol, c["model_ctx"], num_k)
         out.append({**c, "ours": ours, "diff": diff, "tolerance": tol, "status": status})

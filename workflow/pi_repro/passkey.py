@@ -198,6 +198,16 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return (0.0 if successes == 0 else centre - half), (1.0 if successes == n else centre + half)
 
 
+def newcombe(p1: float, ci1: tuple[float, float], p2: float, ci2: tuple[float, float]) -> tuple[float, float]:
+    """95% interval of the difference p1 - p2 of two independent proportions from each one's Wilson interval
+    (Newcombe 1998, method 10, the hybrid score interval): the lower half-width combines p1's lower and p2's upper
+    half-widths in quadrature, the upper half-width the other two. It holds 0 when the two proportions are
+    consistent given both samples' sizes."""
+    d = p1 - p2
+    return (d - ((p1 - ci1[0]) ** 2 + (ci2[1] - p2) ** 2) ** 0.5,
+            d + ((ci1[1] - p1) ** 2 + (p2 - ci2[0]) ** 2) ** 0.5)
+
+
 def first_number(text: str) -> str | None:
     m = re.search(r"\d+", text)
     return m.group(0) if m else None

@@ -80,7 +80,7 @@ def seal_job(cfg: dict, size: str) -> dict:
     return dict(e, runtime=d["runtime"])
 
 
-# merging the records of a sharded perplexity evaluation: seconds on one CPU
+# merging the records of a sharded evaluation (perplexity, RULER): seconds on one CPU
 MERGE_JOB = {"gpus": 0, "cpus": 1, "mem_mb": 4000, "runtime": 15}
 
 

@@ -114,6 +114,61 @@ def passkey_table(records: list[dict]) -> pd.DataFrame:
     return wide.rename(columns={"ctx": "model_ctx"})
 
 
+def record_model(rec: dict) -> str:
+    """The checkpoint a record is of, as the DAG names it: ``base`` or ``{method}-{ctx}[-{tag}]/step{N}``."""
+    if rec["method"] == "None":
+        return "base"
+    return f"{rec['method']}-{rec['ctx']}" + (f"-{rec['tag']}" if rec.get("tag") else "") + f"/step{rec['step']}"
+
+
+def passkey_accuracy_table(records: list[dict], cells: list | None = None) -> pd.DataFrame:
+    """Passkey retrieval accuracy: one row per (size, model window, method, fine-tuning data mixture, step), per
+    window W the fraction of its prompts retrieved (every k, every trial: column "W"), its 95% Wilson interval
+    ("W lo", "W hi") and the prompts counted ("W n"). ``cells``: the table's own (size, model, window), if given
+    (a record holds every window any table asks of its checkpoint)."""
+    from .passkey import wilson
+
+    own = None if cells is None else {tuple(c) for c in cells}
+    rows = []
+    for rec in records:
+        for w, r in rec["windows"].items():
+            if own is not None and (rec["size"], record_model(rec), int(w)) not in own:
+                continue
+            hits, n = sum(p["correct"] for p in r["per_k"]), sum(p["trials"] for p in r["per_k"])
+            if not n:
+                raise ValueError(f"the passkey record of {rec['size']} {record_model(rec)} has no trials at {w}")
+            lo, hi = wilson(hits, n)
+            rows.append({"size": rec["size"], "ctx": rec["ctx"], "method": rec["method"],
+                         "mixture": record_mixture(rec), "step": rec["step"], "window": int(w), "acc": hits / n,
+                         "lo": lo, "hi": hi, "n": n})
+    if not rows:
+        raise ValueError("no passkey records given")
+    cells_df = pd.DataFrame(rows)
+    key = ["size", "ctx", "method", "mixture", "step"]
+    _one_record_each(cells_df, key + ["window"], "passkey")
+    out = cells_df[key].drop_duplicates().reset_index(drop=True)
+    for w in sorted(cells_df["window"].unique()):
+        at = {tuple(r[key]): r for _, r in cells_df[cells_df["window"] == w].iterrows()}
+        found = [at.get(tuple(r)) for r in out[key].itertuples(index=False)]
+        for col, suffix in (("acc", ""), ("lo", " lo"), ("hi", " hi")):
+            out[f"{w}{suffix}"] = [float("nan") if f is None else float(f[col]) for f in found]
+        out[f"{w} n"] = pd.array([None if f is None else int(f["n"]) for f in found], dtype="Int64")
+    out = _row_order(out, then=["mixture", "step"]).reset_index(drop=True)
+    return out.rename(columns={"ctx": "model_ctx"})
+
+
+def passkey_accuracy_display(df: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy table as shown: each window's accuracy with its Wilson interval, "0.94 [0.84, 0.98]"."""
+    out = df[["size", "model_ctx", "method", "mixture"]].copy()
+    out["method"] = out["method"].map(lambda m: method_label().get(m, m))
+    out["Step"] = [str(int(s)) for s in df["step"]]
+    for c in df.columns:
+        if c.isdigit():
+            out[c] = ["-" if pd.isna(a) else f"{a:.2f} [{lo:.2f}, {hi:.2f}]"
+                      for a, lo, hi in zip(df[c], df[f"{c} lo"], df[f"{c} hi"])]
+    return out.rename(columns=LABELS)
+
+
 def ruler_threshold(cells: pd.DataFrame, size: str, L: int, threshold: float | None) -> float | None:
     """The effective-length threshold of a size's rows: the table's own, else the base model's mean at L (None
     when the table has no such cell)."""

@@ -12,6 +12,7 @@ from pi_repro import sizing  # noqa: E402
 from pi_repro import summarization  # noqa: E402
 from pi_repro import targets  # noqa: E402
 from pi_repro import preflight  # noqa: E402
+from pi_repro import ruler  # noqa: E402
 from pi_repro.kinds import KINDS  # noqa: E402
 from pi_repro.tasks import TASKS, gpu_rules  # noqa: E402
 from pi_repro.summarization import protocol_slice as summarization_slice  # noqa: E402
@@ -36,6 +37,10 @@ shell.prefix(f"set -euo pipefail; export PI_RUN_DIR={R} PI_CONFIG_SHA256={CONFIG
 TABLES = list(config["tables"])
 PASSKEY_DATASET = TASKS["passkey"].dataset
 RULER_DATASET = TASKS["ruler"].dataset
+# the pinned downloads of the ruler tables' tasks (essays, NLTK's punkt_tab, SQuAD, HotpotQA): name -> file, url, sha256
+RULER_SOURCES = ruler.sources(targets.ruler_protocol(config)["tasks"], config.get("ruler", {}).get("sources")) \
+    if any(c[0] == "ruler" for t in TABLES for c in kinds.table_records(config, t)) else {}
+RULER_DATA = f"{R}/data/ruler"
 BENCH_DATASET = TASKS["bench"].dataset
 PLUGINS = ",".join(config.get("plugins", []))  # table kinds of the config's plugin files (pi_repro.kinds)
 BENCH_CACHE = f"{R}/data/benchmarks/hf-datasets"  # the harness tasks' hub datasets (rule fetch_benchmarks)
@@ -53,6 +58,7 @@ wildcard_constraints:
     window=r"\d+",
     shard=r"\d+",
     shards=r"\d+",
+    rfile="|".join(re.escape(s["file"]) for s in RULER_SOURCES.values()) or "no-file",
     task="|".join(targets.built_benchmarks(config)) or "no-task",
     model=rf"base|{EXT}/step\d+",
     table="|".join(TABLES) or "no-table",
@@ -174,12 +180,12 @@ eval_resources = one_node_resources(lambda w: sizing.eval_job(config, w.size))
 # sealing a checkpoint (base model, step 0): its probe runs as evaluations load it, on their GPUs where they have any
 seal_resources = one_node_resources(lambda w: sizing.seal_job(config, w.size))
 
-# perplexity evaluations split into shards (perplexity.shards / shard_hours): (dataset, size, model) -> shards
-PPL_SHARDS = cost.perplexity_shards(config)
+# evaluations split into shards (perplexity and ruler blocks: shards / shard_hours): (task, dataset, size, model) -> n
+EVAL_SHARDS = cost.eval_shards(config)
 
 
 def ppl_shards(w):
-    return PPL_SHARDS.get((w.dataset, w.size, w.model), 1)
+    return EVAL_SHARDS.get(("ppl", w.dataset, w.size, w.model), 1)
 
 
 def ppl_shard_records(w):
@@ -214,6 +220,50 @@ def perplexity_inputs(w):
 
 # the perplexity record's job: an evaluation, or (sharded) the CPU job that merges its shards
 perplexity_resources = one_node_resources(lambda w: sizing.MERGE_JOB if ppl_shards(w) > 1 else sizing.eval_job(config, w.size))
+
+
+def ruler_shards(w):
+    return EVAL_SHARDS.get(("ruler", RULER_DATASET, w.size, w.model), 1)
+
+
+def ruler_shard_records(w):
+    n = ruler_shards(w)
+    return [f"{R}/eval/ruler/{RULER_DATASET}/{w.size}/{w.model}/shards/{k}-of-{n}.json" for k in range(n)]
+
+
+def ruler_eval_args(w):
+    """ruler.py's arguments to evaluate checkpoint ``w`` (the whole job, or one shard of it)."""
+    p = targets.ruler_protocol(config)
+    lengths = kinds.eval_windows(config, "ruler", RULER_DATASET, w.size, w.model)
+    data = f" --data {RULER_DATA} --sources {as_json(RULER_SOURCES)}" if RULER_SOURCES else ""
+    return (f"--model {R}/models/{w.size}/{w.model} --tasks {','.join(p['tasks'])}"
+            f" --lengths {','.join(map(str, lengths))} --samples {p['samples']} --batch-size {p['batch_size']}"
+            f" --base-window {L} --seed {config['seed']} --coords {eval_params(w, 'ruler', RULER_DATASET)}{data}")
+
+
+def ruler_figure_threshold():
+    """The ruler figure's threshold: the ruler tables' own where they share one (else each size's base mean at L)."""
+    given = {spec.get("threshold") for spec in config["tables"].values() if spec["kind"] == "ruler"}
+    return f"--threshold {given.pop()}" if len(given) == 1 and None not in given else ""
+
+
+def ruler_data_files():
+    return [f"{RULER_DATA}/{s['file']}" for s in RULER_SOURCES.values()]
+
+
+def ruler_eval_inputs(w):
+    """A RULER evaluation (or shard) reads the checkpoint and the downloads its tasks need."""
+    return {"model": model_input(w), "data": ruler_data_files()}
+
+
+def ruler_inputs(w):
+    """A RULER job reads the checkpoint and its tasks' downloads; one split into shards, its shards' records."""
+    if ruler_shards(w) > 1:
+        return {"shards": ruler_shard_records(w)}
+    return ruler_eval_inputs(w)
+
+
+ruler_resources = one_node_resources(lambda w: sizing.MERGE_JOB if ruler_shards(w) > 1 else sizing.eval_job(config, w.size))
 
 
 def as_json(obj):
@@ -290,10 +340,12 @@ def base_model_inputs(w):
 
 
 def downloads():
-    """Everything fetched from the Hugging Face hub: run `snakemake downloads` where there is internet."""
+    """Everything fetched from the internet (the hub, RULER's pinned data): run `snakemake downloads` where there is
+    internet."""
     hub = [f"{R}/models/{s}/download" for s, c in config["sizes"].items() if c["base"]["source"] == "hub"]
     bench = [f"{R}/data/benchmarks/fetch.json"] if targets.harness_benchmarks(config) else []
-    return hub + bench + [f"{R}/data/{d}/corpus.jsonl.gz" for d, c in config["datasets"].items() if c["source"] == "hub"]
+    return hub + bench + [f"{R}/data/{d}/corpus.jsonl.gz" for d, c in config["datasets"].items() if c["source"] == "hub"] \
+        + ruler_data_files()
 
 
 def eval_record(task, dataset="{dataset}", size="{size}", model="{model}"):

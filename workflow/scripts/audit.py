@@ -80,6 +80,7 @@ def summary_md(m: dict, claims: dict, det: list[dict], side: list[dict], problem
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in side:
             tol = ", ".join(f"{k} {v}" for k, v in (r["tolerance"] or {}).items())
+            tol += f": {r['why']}" if r.get("why") else ""  # a kind's own rule says why (pi_repro.kinds.Kind.judge)
             lines.append(f"| {r['table']} | {r['size']} | {r['model_ctx']} | {r['method']} | "
                          f"{r['finetune_data'] or ''} | {r['column']} | {r['value']} | {fmt(r['ours'], 4)} | "
                          f"{fmt(r['diff'], 3)} | {tol} | {r['status']} |")
