@@ -286,7 +286,7 @@ def evaluate(model, tokenizer, tokenizer_dir: str | Path, tasks: list[str], leng
 
     lengths = sorted(lengths)
     offline(Path(tempfile.gettempdir()) / "pi_repro-nltk-stub")
-    loaded, used = load_tasks(tasks, tokenizer_dir, lengths, seed, data=data, overrides=overrides)
+    loaded, fetched = load_tasks(tasks, tokenizer_dir, lengths, seed, data=data, overrides=overrides)
     picked = choose(loaded, lengths, n, part)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, max_length=lengths[-1] + RULER_ANSWER, batch_size=batch_size,
               device=str(input_device(model)))
@@ -308,7 +308,7 @@ def evaluate(model, tokenizer, tokenizer_dir: str | Path, tasks: list[str], leng
             samples.append({"task": name, "length": length, "doc_id": s["doc_id"], "prompt": prompt,
                             "prompt_tokens": used, "max_gen_toks": kw["max_gen_toks"], "target": doc["outputs"],
                             "generation": gen, "score": score})
-    return {"harness_version": lm_eval.__version__, "downloads": used, **summarize(samples, tasks, lengths),
+    return {"harness_version": lm_eval.__version__, "downloads": fetched, **summarize(samples, tasks, lengths),
             "task_versions": {t: res["versions"].get(t) for t in tasks}}
 
 
