@@ -324,7 +324,7 @@ def cluster_plan(cfg: dict) -> list[dict]:
     shards = {k: n for k, n in eval_shards(cfg).items() if n > 1}  # a sharded evaluation: n GPU jobs
     for size in dict.fromkeys([e["size"] for e in cfg["extensions"]] + list(cfg["sizes"])):  # config order
         e = sizing.eval_job(cfg, size)
-        n = sum(shards.get(e, 1) for e in evals if e[2] == size)
+        n = sum(shards.get(job, 1) for job in evals if job[2] == size)
         if n:
             rows.append({"job": f"evaluation {size}", "count": n, "partition": "GPU", "nodes": 1,
                          "gpus": e["gpus"] or "-", "cpus": e["cpus"] or "rule", "mem_mb": e["mem_mb"],

@@ -27,7 +27,9 @@ class Task:
     dataset: str | None  # the dataset every job reads (passkey prompts are generated: "synthetic"), or None
     documents: bool  # whether it reads a dataset's evaluation documents (they must be tokenized at its windows)
     sharded: str | None = None  # the config block whose ``shards`` / ``shard_hours`` split a long job (None: never)
-    resumable: bool = False  # whether a job stopped at its time limit keeps its finished work when resubmitted
+    # whether its long jobs resume: cost.check_time leaves them to their shards, which keep their finished work when
+    # resubmitted and are sized within the runtime by ``<block>.shard_hours`` (validated)
+    resumable: bool = False
     train_rule: str | None = None  # a training job each evaluated model needs first (summarization's fine-tune)
 
     def plan(self, cfg: dict, job: tuple, windows: list[int], add, x) -> None:
@@ -74,7 +76,7 @@ class Perplexity(Task):
 
     rule, gpu_rules, batch_key = "perplexity", ("perplexity", "perplexity_shard"), "perplexity.batch_size"
     dataset, documents, sharded = None, True, "perplexity"
-    resumable = True  # a shard journals its finished documents (pi_repro.perplexity)
+    resumable = True  # a shard journals its finished documents (pi_repro.perplexity.Progress)
 
     def plan(self, cfg, job, windows, add, x):
         _, ds, size, model = job  # a sharded evaluation: one job per shard, each about 1/n of the tokens
