@@ -184,13 +184,24 @@ seal_resources = one_node_resources(lambda w: sizing.seal_job(config, w.size))
 EVAL_SHARDS = cost.eval_shards(config)
 
 
-def ppl_shards(w):
-    return EVAL_SHARDS.get(("ppl", w.dataset, w.size, w.model), 1)
+def shards(task, w, dataset=None):
+    """How many shards checkpoint ``w``'s ``task`` job on ``dataset`` (default: the wildcard's) runs as (1: whole)."""
+    return EVAL_SHARDS.get((task, dataset or w.dataset, w.size, w.model), 1)
 
 
-def ppl_shard_records(w):
-    n = ppl_shards(w)
-    return [f"{R}/eval/ppl/{w.dataset}/{w.size}/{w.model}/shards/{k}-of-{n}.json" for k in range(n)]
+def shard_records(task, w, dataset=None):
+    n = shards(task, w, dataset)
+    return [f"{R}/eval/{task}/{dataset or w.dataset}/{w.size}/{w.model}/shards/{k}-of-{n}.json" for k in range(n)]
+
+
+def merged_or_whole(task, whole, dataset=None):
+    """A sharded task's record rule: its shards' records merged on a CPU where the job is split, else ``whole``
+    (a function of the wildcards) evaluated. Returns (args, inputs, resources) for the rule."""
+    split = lambda w: shards(task, w, dataset) > 1  # noqa: E731
+    args = lambda w: f"--merge {' '.join(shard_records(task, w, dataset))}" if split(w) else whole["args"](w)  # noqa: E731
+    inputs = lambda w: {"shards": shard_records(task, w, dataset)} if split(w) else whole["inputs"](w)  # noqa: E731
+    resources = one_node_resources(lambda w: sizing.MERGE_JOB if split(w) else sizing.eval_job(config, w.size))
+    return args, inputs, resources
 
 
 # --past P: the records also report the tokens at document positions >= P (perplexity.past)
@@ -211,24 +222,14 @@ def ppl_eval_args(w):
             + ("" if targets.perplexity_protocol(config) == "sliding" else " --protocol truncated"))
 
 
-def perplexity_inputs(w):
-    """An evaluation in one job reads the checkpoint and the documents; one split into shards, its shards' records."""
-    if ppl_shards(w) > 1:
-        return {"shards": ppl_shard_records(w)}
+def ppl_eval_inputs(w):
+    """An evaluation (or shard) reads the checkpoint and the documents."""
     return {"model": model_input(w), "docs": tokenized(w.dataset, w.size, "eval.npz")}
 
 
 # the perplexity record's job: an evaluation, or (sharded) the CPU job that merges its shards
-perplexity_resources = one_node_resources(lambda w: sizing.MERGE_JOB if ppl_shards(w) > 1 else sizing.eval_job(config, w.size))
-
-
-def ruler_shards(w):
-    return EVAL_SHARDS.get(("ruler", RULER_DATASET, w.size, w.model), 1)
-
-
-def ruler_shard_records(w):
-    n = ruler_shards(w)
-    return [f"{R}/eval/ruler/{RULER_DATASET}/{w.size}/{w.model}/shards/{k}-of-{n}.json" for k in range(n)]
+perplexity_args, perplexity_inputs, perplexity_resources = merged_or_whole(
+    "ppl", {"args": ppl_eval_args, "inputs": ppl_eval_inputs})
 
 
 def ruler_eval_args(w):
@@ -256,14 +257,9 @@ def ruler_eval_inputs(w):
     return {"model": model_input(w), "data": ruler_data_files()}
 
 
-def ruler_inputs(w):
-    """A RULER job reads the checkpoint and its tasks' downloads; one split into shards, its shards' records."""
-    if ruler_shards(w) > 1:
-        return {"shards": ruler_shard_records(w)}
-    return ruler_eval_inputs(w)
-
-
-ruler_resources = one_node_resources(lambda w: sizing.MERGE_JOB if ruler_shards(w) > 1 else sizing.eval_job(config, w.size))
+# the RULER record's job: an evaluation, or (sharded) the CPU job that merges its shards
+ruler_args, ruler_inputs, ruler_resources = merged_or_whole(
+    "ruler", {"args": ruler_eval_args, "inputs": ruler_eval_inputs}, RULER_DATASET)
 
 
 def as_json(obj):

@@ -11,7 +11,7 @@ rule perplexity:
         eval_record("ppl"),
     params:
         # from the wildcards alone: Snakemake compares no param that is a function of the job's input
-        args=lambda w: f"--merge {' '.join(ppl_shard_records(w))}" if ppl_shards(w) > 1 else ppl_eval_args(w),
+        args=perplexity_args,
         boot=config["perplexity"].get("bootstrap", 1000),
         seed=config["seed"],
     log:

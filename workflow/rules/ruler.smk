@@ -13,7 +13,7 @@ rule ruler:
         eval_record("ruler", dataset=RULER_DATASET),
     params:
         # from the wildcards alone: Snakemake compares no param that is a function of the job's input
-        args=lambda w: f"--merge {' '.join(ruler_shard_records(w))}" if ruler_shards(w) > 1 else ruler_eval_args(w),
+        args=ruler_args,
     log:
         f"{R}/logs/ruler/{{size}}/{{model}}.log",
     benchmark:
